@@ -1,0 +1,424 @@
+"""The one exception tree of SakaiBot and the catalogue of what users are told.
+
+Inner code raises these; each edge (worker client, enhancer, chat adapters)
+translates the library's own errors into them exactly once, ``from exc``.
+Every error a user may see renders itself through :attr:`SakaiBotError.user_message`,
+so the wording lives here and nowhere else::
+
+    SakaiBotError
+    ├── ConfigError                  settings missing or invalid (exit code 2)
+    ├── RequestRejected              a command that is not accepted; nothing queued
+    │   ├── UsageError               not a well-formed /image command
+    │   ├── UnknownModel             the model name is not configured
+    │   ├── EmptyPrompt
+    │   ├── PromptTooLong
+    │   ├── BadFlag                  a known flag with a bad value
+    │   ├── UnsupportedFlag          a flag the chosen model does not take
+    │   ├── RateLimited              the user's sliding window is full
+    │   ├── QueueFull                the model's queue is at its bound
+    │   └── TooManyPending           the user has too many jobs waiting
+    ├── GenerationError              the image could not be made
+    │   ├── TransientWorkerError     worth retrying (timeouts, 429/502/503/504, capacity)
+    │   │   └── WorkerTimeout
+    │   └── PermanentWorkerError     retrying cannot help
+    │       ├── WorkerAuthError      401/403
+    │       ├── WorkerBadRequest     400 and friends
+    │       ├── ContentFiltered      the prompt was filtered
+    │       ├── QuotaExhausted       the daily free allocation is used up
+    │       ├── InvalidImage         200 but not an image
+    │       ├── ImageTooLarge        bigger than the configured cap
+    │       └── WorkerGaveUp         transient failures until the budget ran out
+    ├── EnhancerError                the LLM did not help; never reaches a user
+    ├── JobCancelled                 the job was cancelled while waiting
+    └── ChatError                    the chat refused an operation
+        ├── FloodWait                the chat asks us to wait ``retry_after_s``
+        └── MessageNotModified       an edit to the very same text
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def format_wait(seconds: float) -> str:
+    """Say a duration the way a person would ("45 s", "3 min", "2 h 5 min")."""
+    total_s = max(1, math.ceil(seconds))
+    if total_s < 60:
+        return f"{total_s} s"
+    minutes, secs = divmod(total_s, 60)
+    if minutes < 60:
+        return f"{minutes} min" if secs == 0 else f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h" if minutes == 0 else f"{hours} h {minutes} min"
+
+
+
+
+class SakaiBotError(Exception):
+    """Base of every error SakaiBot raises on purpose."""
+
+    #: A short, stable name for logs, statistics and the JSON event stream.
+    kind = "internal"
+
+    @property
+    def user_message(self) -> str:
+        """What the person who sent the command is told."""
+        return "Something went wrong on our side. Please try again in a minute."
+
+
+class ConfigError(SakaiBotError):
+    """The settings are missing or invalid; the message names each variable."""
+
+    kind = "config"
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+    @property
+    def user_message(self) -> str:
+        lines = "\n".join(f"- {p}" for p in self.problems)
+        return f"SakaiBot is not configured correctly:\n{lines}"
+
+
+class RequestRejected(SakaiBotError):
+    """A command that was refused before anything was queued."""
+
+    kind = "rejected"
+
+
+class UsageError(RequestRejected):
+    kind = "usage"
+
+    def __init__(self, usage_text: str) -> None:
+        self.usage_text = usage_text
+        super().__init__("not a well-formed /image command")
+
+    @property
+    def user_message(self) -> str:
+        return self.usage_text
+
+
+class UnknownModel(RequestRejected):
+    kind = "unknown_model"
+
+    def __init__(self, model: str, available: list[str]) -> None:
+        self.model = model
+        self.available = available
+        super().__init__(f"unknown model {model!r}")
+
+    @property
+    def user_message(self) -> str:
+        if not self.available:
+            return (
+                f"Unknown model '{self.model}', and no image model is configured. "
+                "Ask the bot's owner to set FLUX_WORKER_URL or SDXL_WORKER_URL."
+            )
+        names = ", ".join(self.available)
+        example = self.available[0]
+        return (
+            f"Unknown model '{self.model}'. Available models: {names}. "
+            f"Example: /image={example}=a red fox in the snow"
+        )
+
+
+class EmptyPrompt(RequestRejected):
+    kind = "empty_prompt"
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        super().__init__("empty prompt")
+
+    @property
+    def user_message(self) -> str:
+        return (
+            "The prompt is empty. Write what you want after the model, "
+            f"e.g. /image={self.model}=a red fox in the snow"
+        )
+
+
+class PromptTooLong(RequestRejected):
+    kind = "prompt_too_long"
+
+    def __init__(self, length: int, limit: int) -> None:
+        self.length = length
+        self.limit = limit
+        super().__init__(f"prompt of {length} characters over the limit of {limit}")
+
+    @property
+    def user_message(self) -> str:
+        return (
+            f"The prompt is {self.length} characters long; the limit is {self.limit}. "
+            f"Shorten it by {self.length - self.limit} characters and send it again."
+        )
+
+
+class BadFlag(RequestRejected):
+    kind = "bad_flag"
+
+    def __init__(self, flag: str, problem: str) -> None:
+        self.flag = flag
+        self.problem = problem
+        super().__init__(f"{flag}: {problem}")
+
+    @property
+    def user_message(self) -> str:
+        return f"Bad flag {self.flag}: {self.problem}"
+
+
+class UnsupportedFlag(RequestRejected):
+    kind = "unsupported_flag"
+
+    def __init__(self, flag: str, model: str, supported: list[str]) -> None:
+        self.flag = flag
+        self.model = model
+        self.supported = supported
+        super().__init__(f"{model} does not support {flag}")
+
+    @property
+    def user_message(self) -> str:
+        names = ", ".join(self.supported)
+        return (
+            f"{self.model} does not support {self.flag}. "
+            f"Flags {self.model} supports: {names}. Remove {self.flag} and send it again."
+        )
+
+
+class RateLimited(RequestRejected):
+    kind = "rate_limited"
+
+    def __init__(self, retry_after_s: float, limit: int, window_s: float) -> None:
+        self.retry_after_s = retry_after_s
+        self.limit = limit
+        self.window_s = window_s
+        super().__init__(f"rate limited for {retry_after_s:.1f} s")
+
+    @property
+    def user_message(self) -> str:
+        return (
+            f"You have reached the limit of {self.limit} images per "
+            f"{format_wait(self.window_s)}. Try again in {format_wait(self.retry_after_s)}."
+        )
+
+
+class QueueFull(RequestRejected):
+    kind = "queue_full"
+
+    def __init__(self, model: str, limit: int) -> None:
+        self.model = model
+        self.limit = limit
+        super().__init__(f"{model} queue full at {limit}")
+
+    @property
+    def user_message(self) -> str:
+        return (
+            f"The {self.model} queue is full ({self.limit} waiting). "
+            "Try again in a few minutes, or use another model (/image models)."
+        )
+
+
+class TooManyPending(RequestRejected):
+    kind = "too_many_pending"
+
+    def __init__(self, pending: int, limit: int) -> None:
+        self.pending = pending
+        self.limit = limit
+        super().__init__(f"{pending} pending jobs, limit {limit}")
+
+    @property
+    def user_message(self) -> str:
+        return (
+            f"You already have {self.pending} images waiting (the limit is {self.limit}). "
+            "Wait for one to finish, or cancel one with /image cancel."
+        )
+
+
+class GenerationError(SakaiBotError):
+    """The image could not be generated."""
+
+    kind = "generation"
+
+    def __init__(self, detail: str, *, model: str = "") -> None:
+        self.detail = detail
+        self.model = model
+        super().__init__(detail)
+
+    @property
+    def user_message(self) -> str:
+        return f"The {self._model_name} worker failed. Please try again later."
+
+    @property
+    def _model_name(self) -> str:
+        return self.model or "image"
+
+
+class TransientWorkerError(GenerationError):
+    kind = "worker_unavailable"
+
+    def __init__(
+        self, detail: str, *, model: str = "", retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(detail, model=model)
+        self.retry_after_s = retry_after_s
+
+    @property
+    def user_message(self) -> str:
+        return (
+            f"The {self._model_name} worker is busy or unreachable right now. "
+            "Your allowance was not used; please try again in a few minutes."
+        )
+
+
+class WorkerTimeout(TransientWorkerError):
+    kind = "worker_timeout"
+
+    @property
+    def user_message(self) -> str:
+        return (
+            f"The {self._model_name} worker took too long to answer. "
+            "Your allowance was not used; please try again in a few minutes."
+        )
+
+
+class PermanentWorkerError(GenerationError):
+    kind = "worker_error"
+
+
+class WorkerAuthError(PermanentWorkerError):
+    kind = "worker_auth"
+
+    @property
+    def user_message(self) -> str:
+        return (
+            f"The {self._model_name} worker refused our credentials. "
+            "The bot's owner should check the worker's API key (e.g. SDXL_API_KEY)."
+        )
+
+
+class WorkerBadRequest(PermanentWorkerError):
+    kind = "worker_bad_request"
+
+    @property
+    def user_message(self) -> str:
+        return (
+            f"The {self._model_name} worker rejected the request. Try a simpler prompt "
+            "or fewer flags; if it keeps happening, tell the bot's owner."
+        )
+
+
+class ContentFiltered(PermanentWorkerError):
+    kind = "content_filtered"
+
+    @property
+    def user_message(self) -> str:
+        return (
+            "Your prompt was filtered by the image service's safety check. "
+            "Rephrase it and try again."
+        )
+
+
+class QuotaExhausted(PermanentWorkerError):
+    kind = "quota_exhausted"
+
+    @property
+    def user_message(self) -> str:
+        return (
+            f"The {self._model_name} worker has used up its daily allowance. "
+            "It resets at 00:00 UTC; try again then or use another model (/image models)."
+        )
+
+
+class InvalidImage(PermanentWorkerError):
+    kind = "invalid_image"
+
+    @property
+    def user_message(self) -> str:
+        return (
+            f"The {self._model_name} worker answered, but not with an image. "
+            "The bot's owner should check the worker URL (sakaibot verify)."
+        )
+
+
+class ImageTooLarge(PermanentWorkerError):
+    kind = "image_too_large"
+
+    def __init__(self, size_bytes: int, limit_bytes: int, *, model: str = "") -> None:
+        super().__init__(f"image of {size_bytes} bytes over {limit_bytes}", model=model)
+        self.size_bytes = size_bytes
+        self.limit_bytes = limit_bytes
+
+    @property
+    def user_message(self) -> str:
+        limit_mb = self.limit_bytes / 1_000_000
+        return (
+            f"The {self._model_name} worker sent an image larger than the "
+            f"{limit_mb:g} MB this bot accepts. Try a smaller size (--ar 1:1)."
+        )
+
+
+class WorkerGaveUp(PermanentWorkerError):
+    """Transient failures went on until the retry budget ran out."""
+
+    kind = "worker_unavailable"
+
+    def __init__(self, detail: str, *, model: str = "", attempts: int = 0) -> None:
+        super().__init__(detail, model=model)
+        self.attempts = attempts
+
+    @property
+    def user_message(self) -> str:
+        return (
+            f"The {self._model_name} worker is busy or unreachable right now "
+            f"(tried {self.attempts} times). Your allowance was not used; "
+            "please try again in a few minutes."
+        )
+
+
+class EnhancerError(SakaiBotError):
+    """The LLM could not improve the prompt; the job goes on with the original."""
+
+    kind = "enhancer"
+
+
+class JobCancelled(SakaiBotError):
+    kind = "cancelled"
+
+    @property
+    def user_message(self) -> str:
+        return "Cancelled."
+
+
+class ChatError(SakaiBotError):
+    """The chat refused an operation (sending, editing, deleting, uploading)."""
+
+    kind = "chat"
+
+    @property
+    def user_message(self) -> str:
+        return "The image was made but could not be sent. Please try again."
+
+
+class FloodWait(ChatError):
+    kind = "flood_wait"
+
+    def __init__(self, retry_after_s: float) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(f"flood wait of {retry_after_s:.0f} s")
+
+
+class MessageNotModified(ChatError):
+    kind = "not_modified"
+
+
+#: Errors for which the user's rate-limit slot is given back: they were not the
+#: user's fault (defect 5 of the original design).
+REFUNDED_ERRORS: tuple[type[SakaiBotError], ...] = (
+    TransientWorkerError,
+    WorkerGaveUp,
+    WorkerAuthError,
+    QuotaExhausted,
+    InvalidImage,
+    ImageTooLarge,
+    ChatError,
+    JobCancelled,
+)

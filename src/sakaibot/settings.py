@@ -1,0 +1,219 @@
+"""The one settings object, read from the environment (and ``.env``) once and passed down.
+
+Variable names of the original design are kept (``FLUX_WORKER_URL``,
+``SDXL_API_KEY``, ...). Every key is a :class:`~pydantic.SecretStr`, so it
+never shows in a log line, a repr or a traceback. Nothing else in the package
+reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    Field,
+    HttpUrl,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from sakaibot.errors import ConfigError
+from sakaibot.limits import RateWindow, parse_limit_spec
+from sakaibot.models import (
+    BUILTIN_MODELS,
+    MODEL_OPTIONS,
+    Contract,
+    ModelRegistry,
+    ModelSpec,
+)
+
+
+class ExtraModel(BaseModel):
+    """One operator-defined model in ``IMAGE_MODELS`` (JSON)."""
+
+    contract: Contract
+    url: HttpUrl
+    api_key: SecretStr | None = None
+    options: list[str] = Field(default_factory=list)
+    max_steps: int = Field(default=20, ge=1, le=100)
+    concurrency: int = Field(default=1, ge=1, le=32)
+    typical_duration_s: float = Field(default=10.0, gt=0)
+    label: str = ""
+
+    @field_validator("options")
+    @classmethod
+    def _known_options(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - MODEL_OPTIONS)
+        if unknown:
+            known = ", ".join(sorted(MODEL_OPTIONS))
+            raise ValueError(f"unknown option(s) {', '.join(unknown)}; known: {known}")
+        return value
+
+
+class Settings(BaseSettings):
+    """Every setting of SakaiBot. See ``.env.example`` for what each one means."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        hide_input_in_errors=True,
+    )
+
+    # Telegram (used by `sakaibot login` / `sakaibot run`).
+    telegram_api_id: int | None = None
+    telegram_api_hash: SecretStr | None = None
+
+    # Prompt enhancer.
+    llm_provider: Literal["openrouter", "gemini", "none"] = "openrouter"
+    openrouter_api_key: SecretStr | None = None
+    openrouter_model: str = "openai/gpt-4o-mini"
+    openrouter_base_url: str = "https://openrouter.ai/api/v1"
+    gemini_api_key: SecretStr | None = None
+    gemini_model: str = "gemini-2.0-flash"
+    gemini_base_url: str = "https://generativelanguage.googleapis.com/v1beta/openai/"
+    enhancer_timeout_s: float = Field(default=15.0, gt=0, le=300)
+
+    # Image workers.
+    flux_worker_url: HttpUrl | None = None
+    sdxl_worker_url: HttpUrl | None = None
+    sdxl_api_key: SecretStr | None = None
+    flux_concurrency: int = Field(default=1, ge=1, le=32)
+    sdxl_concurrency: int = Field(default=1, ge=1, le=32)
+    image_models: Annotated[dict[str, ExtraModel], NoDecode] = Field(default_factory=dict)
+    worker_connect_timeout_s: float = Field(default=30.0, gt=0)
+    worker_read_timeout_s: float = Field(default=120.0, gt=0)
+    worker_retry_budget_s: float = Field(default=300.0, gt=0)
+    worker_max_attempts: int = Field(default=4, ge=1, le=20)
+    image_max_bytes: int = Field(default=20_000_000, ge=1024)
+
+    # Requests, limits and queues.
+    image_prompt_max_chars: int = Field(default=1000, ge=1, le=10_000)
+    image_user_limits: Annotated[list[RateWindow], NoDecode] = Field(
+        default_factory=lambda: parse_limit_spec("10/1m")
+    )
+    image_queue_max: int = Field(default=50, ge=1)
+    image_user_max_pending: int = Field(default=3, ge=1)
+
+    # Status messages.
+    status_edit_interval_s: float = Field(default=3.0, ge=0)
+
+    # Where state and images are kept.
+    sakaibot_data_dir: Path = Path("data")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("image_user_limits", mode="before")
+    @classmethod
+    def _parse_limits(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_limit_spec(value)
+        return value
+
+    @field_validator("image_models", mode="before")
+    @classmethod
+    def _parse_models(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @field_validator(
+        "flux_worker_url",
+        "sdxl_worker_url",
+        "sdxl_api_key",
+        "openrouter_api_key",
+        "gemini_api_key",
+        "telegram_api_hash",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # `.env.example` copies leave `KEY=` lines; an empty value means "not set".
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    def model_registry(self) -> ModelRegistry:
+        """The models whose worker is configured: built-ins first, then ``IMAGE_MODELS``."""
+        specs: list[ModelSpec] = []
+        flux = BUILTIN_MODELS["flux"]
+        if self.flux_worker_url is not None:
+            specs.append(
+                ModelSpec(
+                    name="flux",
+                    contract=flux.contract,
+                    url=str(self.flux_worker_url),
+                    options=flux.options,
+                    max_steps=flux.max_steps,
+                    concurrency=self.flux_concurrency,
+                    typical_duration_s=flux.typical_duration_s,
+                    label=flux.label,
+                )
+            )
+        sdxl = BUILTIN_MODELS["sdxl"]
+        # SDXL needs its key too, as in the original design.
+        if self.sdxl_worker_url is not None and self.sdxl_api_key is not None:
+            specs.append(
+                ModelSpec(
+                    name="sdxl",
+                    contract=sdxl.contract,
+                    url=str(self.sdxl_worker_url),
+                    api_key=self.sdxl_api_key,
+                    options=sdxl.options,
+                    max_steps=sdxl.max_steps,
+                    concurrency=self.sdxl_concurrency,
+                    typical_duration_s=sdxl.typical_duration_s,
+                    label=sdxl.label,
+                )
+            )
+        for name, extra in self.image_models.items():
+            specs.append(
+                ModelSpec(
+                    name=name.lower(),
+                    contract=extra.contract,
+                    url=str(extra.url),
+                    api_key=extra.api_key,
+                    options=frozenset(extra.options),
+                    max_steps=extra.max_steps,
+                    concurrency=extra.concurrency,
+                    typical_duration_s=extra.typical_duration_s,
+                    label=extra.label,
+                )
+            )
+        return ModelRegistry(specs)
+
+    def configuration_warnings(self) -> list[str]:
+        """Settings that are valid but probably not what the operator meant."""
+        warnings: list[str] = []
+        if self.sdxl_worker_url is not None and self.sdxl_api_key is None:
+            warnings.append(
+                "SDXL_WORKER_URL is set but SDXL_API_KEY is not: sdxl is disabled "
+                "until SDXL_API_KEY holds the worker's bearer token."
+            )
+        return warnings
+
+
+def _describe(error: dict[str, Any]) -> str:
+    location = ".".join(str(part) for part in error.get("loc", ()))
+    variable = location.split(".", 1)[0].upper() if location else "settings"
+    message = str(error.get("msg", "invalid value"))
+    message = message.removeprefix("Value error, ")
+    return f"{variable}: {message}"
+
+
+def load_settings(*, env_file: Path | None = Path(".env"), **overrides: Any) -> Settings:
+    """Build the settings once; any invalid variable becomes one :class:`ConfigError`.
+
+    ``overrides`` take precedence over the environment (used by the CLI's
+    ``--local`` and by tests).
+    """
+    try:
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        problems = [_describe(dict(err)) for err in exc.errors()]
+        raise ConfigError(problems) from exc
