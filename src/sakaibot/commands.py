@@ -8,10 +8,20 @@ Known trailing flags are parsed; anything else stays in the prompt.
 
 from __future__ import annotations
 
+import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sakaibot.models import ModelRegistry
+from sakaibot.errors import (
+    BadFlag,
+    EmptyPrompt,
+    PromptTooLong,
+    UnknownModel,
+    UnsupportedFlag,
+    UsageError,
+)
+from sakaibot.models import ASPECT_RATIOS, ModelRegistry, ModelSpec
 
 
 class Style(StrEnum):
@@ -79,19 +89,88 @@ class CancelCommand:
 Command = ImageRequest | HelpCommand | ModelsCommand | StatusCommand | CancelCommand
 
 
+_COMMAND_WORD = "/image"
+
+#: Format characters kept by the sanitiser: emoji sequences need the zero-width
+#: joiner, Persian (and other scripts) need the zero-width non-joiner.
+_KEPT_FORMAT_CHARS = frozenset({"\u200d", "\u200c"})
+#: Control, format (zero-width, bidi overrides, tag characters) and lone surrogates.
+_REMOVED_CATEGORIES = frozenset({"Cc", "Cf", "Cs"})
+
+#: Every flag name, in the order the usage text lists them.
+_FLAG_NAMES = ("ar", "seed", "neg", "steps", "style", "raw", "file")
+#: Dashes phone keyboards substitute for "--" ("smart punctuation").
+_DASH_PREFIXES = ("--", "\u2014", "\u2013")
+
+_MAX_SEED = 4_294_967_295
+#: Longest number (in significant digits) we convert; protects ``int()`` from huge input.
+_MAX_NUMBER_DIGITS = 20
+#: How much of a user's text an error message quotes.
+_QUOTE_CHARS = 40
+_EXAMPLE_PROMPT = "a red fox in the snow"
+
+
 def is_image_command(text: str) -> bool:
     """Whether ``text`` is addressed to the image feature at all (``/image`` ...)."""
-    raise NotImplementedError
+    return _command_rest(text) is not None
 
 
 def is_generation_command(text: str) -> bool:
     """Whether ``text`` is a generation attempt (``/image=...``), accepted or not."""
-    raise NotImplementedError
+    rest = _command_rest(text)
+    return rest is not None and rest.startswith("=")
 
 
 def usage_text(registry: ModelRegistry) -> str:
     """The help text: grammar, flags, examples and the models configured."""
-    raise NotImplementedError
+    lines = ["Make an image: /image=<model>=<prompt> [flags]"]
+    models = list(zip(registry.names(), registry, strict=True))
+    if models:
+        lines.append("Examples:")
+        lines.extend(_examples(models))
+    lines.append("Flags (optional, at the end, after the prompt):")
+    lines.extend(
+        [
+            f"--ar <ratio>  picture shape: {', '.join(ASPECT_RATIOS)}",
+            f"--seed <n>  the same number repeats a result (0 to {_MAX_SEED})",
+            "--neg <text>  what to keep out of the image",
+            "--steps <n>  more steps, more detail, slower (each model has a maximum)",
+            f"--style <name>  {', '.join(style.value for style in Style)}",
+            "--raw  use your prompt as written, without enhancement",
+            "--file  send the image as a file, uncompressed",
+        ]
+    )
+    lines.append("More: /image help, /image models, /image status, /image cancel [job]")
+    if models:
+        lines.append(f"Models: {', '.join(name for name, _ in models)}")
+        for name, spec in models:
+            flags = ", ".join(spec.supported_flags())
+            steps = f" (steps up to {spec.max_steps})" if spec.supports("steps") else ""
+            lines.append(f"{name} takes {flags}{steps}")
+    else:
+        lines.append(
+            "No image model is configured yet: the bot's owner should set "
+            "FLUX_WORKER_URL or SDXL_WORKER_URL."
+        )
+    return "\n".join(lines)
+
+
+def _examples(models: Sequence[tuple[str, ModelSpec]]) -> list[str]:
+    """Three example commands for the configured models, one of them with flags."""
+    first = models[0][0]
+    flagged = next((name for name, spec in models if spec.supports("ar")), None)
+    if flagged is not None:
+        spec = next(spec for name, spec in models if name == flagged)
+        flags = "--ar 16:9 --seed 42" if spec.supports("seed") else "--ar 16:9"
+    else:
+        flagged = next((name for name, spec in models if spec.supports("seed")), first)
+        spec = next(spec for name, spec in models if name == flagged)
+        flags = "--seed 42" if spec.supports("seed") else "--style photographic"
+    return [
+        f"/image={first}={_EXAMPLE_PROMPT}",
+        f"/image={flagged}=a lighthouse at dusk, stormy sea {flags}",
+        f"/image={first}=a cosy cabin in the woods --style anime --raw",
+    ]
 
 
 def parse_command(text: str, registry: ModelRegistry, *, max_prompt_chars: int) -> Command | None:
@@ -101,4 +180,297 @@ def parse_command(text: str, registry: ModelRegistry, *, max_prompt_chars: int) 
     otherwise. Raises a :class:`~sakaibot.errors.RequestRejected` subclass for
     every input it refuses; it never raises anything else.
     """
-    raise NotImplementedError
+    rest = _command_rest(text)
+    if rest is None:
+        return None
+    if rest.startswith("="):
+        return _parse_generation(rest[1:], registry, max_prompt_chars=max_prompt_chars)
+    return _parse_subcommand(rest, registry)
+
+
+# -- the command word ------------------------------------------------------------
+
+
+def _command_rest(text: str) -> str | None:
+    """What follows the ``/image`` command word (and any ``@BotName``), or ``None``.
+
+    ``None`` means the text is not addressed to the image feature at all.
+    """
+    stripped = text.lstrip()
+    head = stripped[: len(_COMMAND_WORD)]
+    # isascii(): only the ASCII letters spell the command word (no look-alikes).
+    if not (head.isascii() and head.lower() == _COMMAND_WORD):
+        return None
+    rest = stripped[len(_COMMAND_WORD) :]
+    if rest.startswith("@"):
+        end = 1
+        while end < len(rest) and rest[end] != "=" and not rest[end].isspace():
+            end += 1
+        if end == 1:  # a bare "@" names no bot
+            return None
+        rest = rest[end:]
+    if rest and rest[0] != "=" and not rest[0].isspace():
+        return None  # e.g. /imagefoo: some other command
+    return rest
+
+
+def _sanitise(text: str) -> str:
+    """Drop control and invisible format characters; fold whitespace to single spaces."""
+    kept: list[str] = []
+    for ch in text:
+        if ch.isspace():
+            kept.append(" ")
+        elif ch in _KEPT_FORMAT_CHARS or unicodedata.category(ch) not in _REMOVED_CATEGORIES:
+            kept.append(ch)
+    return " ".join("".join(kept).split())
+
+
+def _shorten(text: str) -> str:
+    """A user's text cut to a length fit for an error message."""
+    return text if len(text) <= _QUOTE_CHARS else text[: _QUOTE_CHARS - 1] + "…"
+
+
+def _quote(text: str) -> str:
+    """A user's text for an error message, shortened when long."""
+    return f"'{_shorten(text)}'"
+
+
+# -- subcommands -----------------------------------------------------------------
+
+
+def _parse_subcommand(rest: str, registry: ModelRegistry) -> Command:
+    words = _sanitise(rest).split()
+    if not words:
+        return HelpCommand()
+    verb = words[0].lower()
+    if len(words) == 1:
+        if verb == "help":
+            return HelpCommand()
+        if verb == "models":
+            return ModelsCommand()
+        if verb == "status":
+            return StatusCommand()
+        if verb == "cancel":
+            return CancelCommand(None)
+    elif len(words) == 2 and verb == "cancel":
+        job_id = words[1].lower().removeprefix("#")
+        if job_id:
+            return CancelCommand(job_id)
+    raise UsageError(usage_text(registry))
+
+
+# -- generation ------------------------------------------------------------------
+
+
+def _parse_generation(body: str, registry: ModelRegistry, *, max_prompt_chars: int) -> ImageRequest:
+    model_text, has_prompt, prompt_text = body.partition("=")
+    model_name = _sanitise(model_text)
+    if not model_name:
+        raise UsageError(usage_text(registry))
+    spec = registry.get(model_name)
+    if spec is None:
+        raise UnknownModel(_shorten(model_name), registry.names())
+    key = model_name.lower()  # the registry's own (lower-case) name for it
+    if not has_prompt:
+        raise EmptyPrompt(key)
+
+    tokens = _sanitise(prompt_text).split()
+    first_flag = next(
+        (i for i, token in enumerate(tokens) if _flag_name(token) is not None), len(tokens)
+    )
+    prompt = " ".join(tokens[:first_flag])
+    if not prompt:
+        raise EmptyPrompt(key)
+    if len(prompt) > max_prompt_chars:
+        raise PromptTooLong(len(prompt), max_prompt_chars)
+
+    return _FlagParser(key, spec, tokens[first_flag:], max_prompt_chars).parse(prompt)
+
+
+def _flag_name(token: str) -> str | None:
+    """The flag ``token`` names (``"seed"`` for ``--SEED`` or ``—seed``), or ``None``."""
+    for prefix in _DASH_PREFIXES:
+        if token.startswith(prefix):
+            name = token[len(prefix) :].lower()
+            return name if name in _FLAG_NAMES else None
+    return None
+
+
+def _whole_number(text: str) -> int | None:
+    """``text`` as a non-negative whole number, or ``None`` (any script's digits)."""
+    if not text.isdecimal() or len(text.lstrip("0")) > _MAX_NUMBER_DIGITS:
+        return None
+    try:
+        return int(text)
+    except ValueError:  # pragma: no cover - isdecimal() already rules this out
+        return None
+
+
+class _FlagParser:
+    """Reads the flag section: the tokens from the first known flag to the end."""
+
+    def __init__(self, model: str, spec: ModelSpec, tokens: Sequence[str], max_chars: int) -> None:
+        self._model = model
+        self._spec = spec
+        self._tokens = tokens
+        self._max_chars = max_chars
+        self._pos = 0
+        self._seen: set[str] = set()
+
+    def parse(self, prompt: str) -> ImageRequest:
+        aspect_ratio: str | None = None
+        seed: int | None = None
+        negative: str | None = None
+        steps: int | None = None
+        steps_requested: int | None = None
+        style: Style | None = None
+        raw = as_file = False
+        last_flag = ""
+        while self._pos < len(self._tokens):
+            token = self._tokens[self._pos]
+            name = _flag_name(token)
+            if name is None:
+                raise self._stray(token, last_flag)
+            flag = f"--{name}"
+            last_flag = flag
+            self._pos += 1
+            if not self._spec.supports(name):
+                raise UnsupportedFlag(flag, self._model, self._spec.supported_flags())
+            if name in self._seen:
+                raise BadFlag(
+                    flag, f"it was given twice. Give each flag once, e.g. {self._example(name)}."
+                )
+            self._seen.add(name)
+            if name == "raw":
+                raw = True
+            elif name == "file":
+                as_file = True
+            elif name == "neg":
+                negative = self._negative()
+            else:
+                value = self._value(name)
+                if name == "ar":
+                    aspect_ratio = self._aspect_ratio(value)
+                elif name == "seed":
+                    seed = self._seed(value)
+                elif name == "steps":
+                    steps, steps_requested = self._steps(value)
+                else:
+                    style = self._style(value)
+        options = ImageOptions(
+            aspect_ratio=aspect_ratio,
+            seed=seed,
+            negative_prompt=negative,
+            steps=steps,
+            style=style,
+            raw=raw,
+            as_file=as_file,
+        )
+        return ImageRequest(
+            model=self._model, prompt=prompt, options=options, steps_requested=steps_requested
+        )
+
+    # -- values ----------------------------------------------------------------
+
+    def _value(self, name: str) -> str:
+        """The one token after a flag that takes a value."""
+        if self._pos >= len(self._tokens) or _flag_name(self._tokens[self._pos]) is not None:
+            raise BadFlag(f"--{name}", f"its value is missing. {self._rule(name)}")
+        value = self._tokens[self._pos]
+        self._pos += 1
+        return value
+
+    def _negative(self) -> str:
+        start = self._pos
+        while self._pos < len(self._tokens) and _flag_name(self._tokens[self._pos]) is None:
+            self._pos += 1
+        text = " ".join(self._tokens[start : self._pos])
+        if not text:
+            raise BadFlag("--neg", f"its text is missing. {self._rule('neg')}")
+        if len(text) > self._max_chars:
+            raise BadFlag(
+                "--neg",
+                f"the negative prompt is {len(text)} characters long; the limit is "
+                f"{self._max_chars}. Shorten it by {len(text) - self._max_chars} characters.",
+            )
+        return text
+
+    def _aspect_ratio(self, value: str) -> str:
+        if value not in ASPECT_RATIOS:
+            raise self._bad_value("ar", value)
+        return value
+
+    def _seed(self, value: str) -> int:
+        seed = _whole_number(value)
+        if seed is None or seed > _MAX_SEED:
+            raise self._bad_value("seed", value)
+        return seed
+
+    def _steps(self, value: str) -> tuple[int, int | None]:
+        steps = _whole_number(value)
+        if steps is None or steps < 1:
+            raise self._bad_value("steps", value)
+        if steps > self._spec.max_steps:
+            return self._spec.max_steps, steps
+        return steps, None
+
+    def _style(self, value: str) -> Style:
+        try:
+            return Style(value.lower())
+        except ValueError:
+            raise self._bad_value("style", value) from None
+
+    # -- messages --------------------------------------------------------------
+
+    def _bad_value(self, name: str, value: str) -> BadFlag:
+        return BadFlag(f"--{name}", f"{_quote(value)} is not a valid value. {self._rule(name)}")
+
+    def _rule(self, name: str) -> str:
+        """What a flag's value must be, with an example."""
+        example = self._example(name)
+        if name == "ar":
+            return f"--ar needs one of {', '.join(ASPECT_RATIOS)}, e.g. {example}."
+        if name == "seed":
+            return f"--seed needs a whole number from 0 to {_MAX_SEED}, e.g. {example}."
+        if name == "steps":
+            return (
+                f"--steps needs a whole number of 1 or more ({self._model} uses at most "
+                f"{self._spec.max_steps}), e.g. {example}."
+            )
+        if name == "style":
+            styles = ", ".join(style.value for style in Style)
+            return f"--style needs one of {styles}, e.g. {example}."
+        return f"--neg needs the words to keep out of the image, e.g. {example}."
+
+    def _example(self, name: str) -> str:
+        examples = {
+            "ar": "--ar 16:9",
+            "seed": "--seed 42",
+            "neg": "--neg blurry watermark",
+            "steps": f"--steps {self._spec.max_steps}",
+            "style": "--style anime",
+            "raw": "--raw",
+            "file": "--file",
+        }
+        return examples[name]
+
+    def _stray(self, token: str, last_flag: str) -> BadFlag:
+        """Text inside the flag section that is neither a flag nor a flag's value."""
+        end = self._pos
+        while end < len(self._tokens) and _flag_name(self._tokens[end]) is None:
+            end += 1
+        stray = " ".join(self._tokens[self._pos : end])
+        where = (
+            f"Flags go at the end: write the whole prompt first, then the flags, "
+            f"e.g. /image={self._model}={_EXAMPLE_PROMPT} {self._example(last_flag[2:])}."
+        )
+        if token.startswith("--") and len(token) > 2:
+            supported = ", ".join(self._spec.supported_flags())
+            return BadFlag(
+                _shorten(token),
+                f"{_quote(token)} is not a flag SakaiBot knows. Flags {self._model} takes: "
+                f"{supported}. {where}",
+            )
+        return BadFlag(
+            last_flag, f"{_quote(stray)} is neither a flag nor a value of {last_flag}. {where}"
+        )

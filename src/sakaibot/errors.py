@@ -52,8 +52,6 @@ def format_wait(seconds: float) -> str:
     return f"{hours} h" if minutes == 0 else f"{hours} h {minutes} min"
 
 
-
-
 class SakaiBotError(Exception):
     """Base of every error SakaiBot raises on purpose."""
 
@@ -163,7 +161,7 @@ class BadFlag(RequestRejected):
 
     @property
     def user_message(self) -> str:
-        return f"Bad flag {self.flag}: {self.problem}"
+        return f"Problem with {self.flag}: {self.problem}"
 
 
 class UnsupportedFlag(RequestRejected):
@@ -255,9 +253,7 @@ class GenerationError(SakaiBotError):
 class TransientWorkerError(GenerationError):
     kind = "worker_unavailable"
 
-    def __init__(
-        self, detail: str, *, model: str = "", retry_after_s: float | None = None
-    ) -> None:
+    def __init__(self, detail: str, *, model: str = "", retry_after_s: float | None = None) -> None:
         super().__init__(detail, model=model)
         self.retry_after_s = retry_after_s
 
@@ -422,3 +418,28 @@ REFUNDED_ERRORS: tuple[type[SakaiBotError], ...] = (
     ChatError,
     JobCancelled,
 )
+
+
+class NothingToCancel(RequestRejected):
+    """``/image cancel`` found no waiting job of this user to cancel."""
+
+    kind = "nothing_to_cancel"
+
+    def __init__(self, job_id: str | None, *, running: bool = False) -> None:
+        self.job_id = job_id
+        self.running = running
+        super().__init__(f"nothing to cancel ({job_id or 'newest'})")
+
+    @property
+    def user_message(self) -> str:
+        if self.running:
+            return (
+                f"Job {self.job_id} is already being generated and can no longer be "
+                "cancelled; the image will arrive shortly."
+            )
+        if self.job_id is None:
+            return "You have no waiting images to cancel. See your jobs with /image status."
+        return (
+            f"You have no waiting job {self.job_id}. "
+            "See your jobs and their ids with /image status."
+        )
