@@ -1,0 +1,1 @@
+"""Front ends: the chat port every one implements, the console and (later) Telegram."""

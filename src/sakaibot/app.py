@@ -1,0 +1,166 @@
+"""The app factory: the one place that builds and wires SakaiBot's objects.
+
+Front ends hand in their chat port; everything else (limiter, queues, status
+scheduler, pipeline, worker client, enhancer) is built here from the one
+settings object. Tests pass their own generator, enhancer, clock or sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
+
+from sakaibot.bot import ImageBot
+from sakaibot.chat.port import ChatPort
+from sakaibot.enhancer import NoEnhancer, PromptEnhancer
+from sakaibot.generation import ImageGenerator
+from sakaibot.jobs import JobIdFactory, random_job_id
+from sakaibot.limits import SlidingWindowLimiter
+from sakaibot.models import ModelRegistry
+from sakaibot.pipeline import JobOutcome, JobPipeline, OutcomeListener
+from sakaibot.queues import JobQueues
+from sakaibot.settings import Settings
+from sakaibot.status import StatusScheduler, show_place
+
+Closer = Callable[[], Awaitable[None]]
+
+#: Longest the enhancer may make a prompt: flux-1-schnell takes up to 2048
+#: characters and the style words still have to fit after it.
+ENHANCED_PROMPT_MAX_CHARS = 1500
+
+
+@dataclass
+class App:
+    """Everything one running bot is made of."""
+
+    settings: Settings
+    registry: ModelRegistry
+    limiter: SlidingWindowLimiter
+    queues: JobQueues
+    status: StatusScheduler
+    pipeline: JobPipeline
+    bot: ImageBot
+    _closers: list[Closer] = field(default_factory=list)
+
+    def start(self) -> None:
+        """Start the queue workers (needs a running event loop)."""
+        self.queues.start()
+
+    async def drain(self) -> None:
+        """Finish every accepted job and flush every status message, then stop."""
+        await self.queues.drain()
+        await self.status.drain()
+
+    async def aclose(self) -> None:
+        """Stop at once and release connections (after :meth:`drain` for a clean stop)."""
+        await self.queues.stop()
+        await self.status.aclose()
+        for close in reversed(self._closers):
+            await close()
+        self._closers.clear()
+
+
+def _build_generator(settings: Settings, closers: list[Closer]) -> ImageGenerator:
+    from sakaibot.workers.client import WorkerClient, build_http_client
+
+    http = build_http_client(
+        connect_timeout_s=settings.worker_connect_timeout_s,
+        read_timeout_s=settings.worker_read_timeout_s,
+    )
+    closers.append(http.aclose)
+    return WorkerClient(
+        http,
+        max_image_bytes=settings.image_max_bytes,
+        retry_budget_s=settings.worker_retry_budget_s,
+        max_attempts=settings.worker_max_attempts,
+    )
+
+
+def _build_enhancer(settings: Settings, closers: list[Closer]) -> PromptEnhancer:
+    from sakaibot.enhancer.llm import LlmEnhancer, providers_from_settings
+
+    providers = providers_from_settings(settings)
+    if not providers:
+        return NoEnhancer()
+    enhancer = LlmEnhancer(
+        providers,
+        timeout_s=settings.enhancer_timeout_s,
+        max_chars=ENHANCED_PROMPT_MAX_CHARS,
+    )
+    closers.append(enhancer.aclose)
+    return enhancer
+
+
+def build_app(
+    settings: Settings,
+    chat: ChatPort,
+    *,
+    on_outcome: OutcomeListener | None = None,
+    generator: ImageGenerator | None = None,
+    enhancer: PromptEnhancer | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    edit_interval_s: Callable[[str], float] | None = None,
+    new_job_id: JobIdFactory = random_job_id,
+) -> App:
+    """Wire a bot for ``chat`` from ``settings``."""
+    closers: list[Closer] = []
+    registry = settings.model_registry()
+    limiter = SlidingWindowLimiter(settings.image_user_limits, clock)
+    if generator is None:
+        generator = _build_generator(settings, closers)
+    if enhancer is None:
+        enhancer = _build_enhancer(settings, closers)
+    if edit_interval_s is None:
+        interval_s = settings.status_edit_interval_s
+
+        def edit_interval_s(chat_id: str) -> float:
+            return interval_s
+
+    status = StatusScheduler(chat, edit_interval_s=edit_interval_s, clock=clock, sleep=sleep)
+
+    def report(outcome: JobOutcome) -> None:
+        if on_outcome is not None:
+            on_outcome(outcome)
+
+    pipeline = JobPipeline(
+        generator=generator,
+        enhancer=enhancer,
+        chat=chat,
+        status=status,
+        limiter=limiter,
+        clock=clock,
+        on_outcome=report,
+    )
+    queues = JobQueues(
+        registry,
+        max_waiting_per_model=settings.image_queue_max,
+        max_pending_per_user=settings.image_user_max_pending,
+        run_job=pipeline.run,
+        on_position=partial(show_place, status),
+        clock=clock,
+    )
+    bot = ImageBot(
+        registry=registry,
+        max_prompt_chars=settings.image_prompt_max_chars,
+        limiter=limiter,
+        queues=queues,
+        status=status,
+        chat=chat,
+        clock=clock,
+        new_job_id=new_job_id,
+        on_outcome=report,
+    )
+    return App(
+        settings=settings,
+        registry=registry,
+        limiter=limiter,
+        queues=queues,
+        status=status,
+        pipeline=pipeline,
+        bot=bot,
+        _closers=closers,
+    )

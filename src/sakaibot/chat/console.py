@@ -1,0 +1,137 @@
+"""The console front end: the chat port on a terminal, for development, demos and scripts.
+
+Each input line is a message from ``you``, or from ``name`` when the line starts
+with ``@name``, so one terminal can play several users in one chat. Output is
+either readable lines or, with ``jsonl``, one JSON object per event (the event
+shapes are documented in ``docs/image-generation/commands.md``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import TextIO
+
+from sakaibot.chat.port import IncomingMessage, OutgoingImage
+from sakaibot.pipeline import JobOutcome
+
+CONSOLE_CHAT_ID = "console"
+DEFAULT_USER = "you"
+_SENDER_RE = re.compile(r"^@(?P<name>[\w.-]{1,32})\s+(?P<text>.*)$", re.DOTALL)
+
+
+class ConsoleChat:
+    """A chat that lives on stdout; images are written to ``out_dir``."""
+
+    def __init__(
+        self,
+        out: TextIO,
+        *,
+        out_dir: Path,
+        jsonl: bool,
+        echo_input: bool,
+        image_path: Path | None = None,
+    ) -> None:
+        self._out = out
+        self._out_dir = out_dir
+        #: When set (``sakaibot generate``), images go to this path, its suffix
+        #: replaced by the real format's.
+        self._image_path = image_path
+        self._jsonl = jsonl
+        self._echo_input = echo_input
+        self._last_message_id = 0
+
+    def _next_id(self) -> int:
+        self._last_message_id += 1
+        return self._last_message_id
+
+    def _emit(self, event: dict[str, object], line: str) -> None:
+        if self._jsonl:
+            self._out.write(json.dumps(event, ensure_ascii=False) + "\n")
+        else:
+            self._out.write(line + "\n")
+        self._out.flush()
+
+    # -- input -----------------------------------------------------------------
+
+    def incoming(self, line: str) -> IncomingMessage | None:
+        """Turn one input line into a message (``None`` for a blank line)."""
+        text = line.rstrip("\r\n")
+        if not text.strip():
+            return None
+        user = DEFAULT_USER
+        match = _SENDER_RE.match(text.strip())
+        if match is not None:
+            user = match.group("name")
+            text = match.group("text")
+        message_id = self._next_id()
+        if self._jsonl:
+            self._emit({"type": "in", "id": message_id, "user": user, "text": text}, "")
+        elif self._echo_input:
+            self._emit({}, f"{user} #{message_id}: {text}")
+        return IncomingMessage(
+            chat_id=CONSOLE_CHAT_ID, message_id=message_id, user_id=user, text=text
+        )
+
+    def outcome(self, outcome: JobOutcome) -> None:
+        """The result event: exactly one per ``/image=`` generation command."""
+        if not self._jsonl:
+            return
+        self._emit(
+            {
+                "type": "result",
+                "reply_to": outcome.reply_to,
+                "ok": outcome.ok,
+                "job": outcome.job_id,
+                "model": outcome.model,
+                "error": outcome.error,
+            },
+            "",
+        )
+
+    # -- the chat port ---------------------------------------------------------
+
+    async def send_text(self, chat_id: str, text: str, *, reply_to: int | None) -> int:
+        message_id = self._next_id()
+        arrow = f" ↩ #{reply_to}" if reply_to is not None else ""
+        self._emit(
+            {"type": "send", "id": message_id, "reply_to": reply_to, "text": text},
+            f"bot #{message_id}{arrow}: {text}",
+        )
+        return message_id
+
+    async def edit_text(self, chat_id: str, message_id: int, text: str) -> None:
+        self._emit(
+            {"type": "edit", "id": message_id, "text": text},
+            f"bot #{message_id} (edited): {text}",
+        )
+
+    async def delete_message(self, chat_id: str, message_id: int) -> None:
+        self._emit({"type": "delete", "id": message_id}, f"bot #{message_id} (deleted)")
+
+    async def send_image(self, chat_id: str, image: OutgoingImage, *, reply_to: int | None) -> int:
+        if self._image_path is not None:
+            path = self._image_path.with_suffix(image.image.extension)
+        else:
+            path = self._out_dir / image.filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(image.image.data)
+        message_id = self._next_id()
+        kind = "file" if image.as_file else "photo"
+        size_kb = image.image.size_bytes / 1024
+        picture = image.image
+        arrow = f" ↩ #{reply_to}" if reply_to is not None else ""
+        self._emit(
+            {
+                "type": "image",
+                "id": message_id,
+                "reply_to": reply_to,
+                "path": str(path),
+                "caption": image.caption,
+                "as_file": image.as_file,
+            },
+            f"bot #{message_id}{arrow}: [{kind} {path} · {picture.width}×{picture.height} "
+            f"{picture.extension.lstrip('.').upper()} {size_kb:.0f} KB]\n{image.caption}",
+        )
+        return message_id

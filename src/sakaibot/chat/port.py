@@ -1,0 +1,57 @@
+"""The chat port: the one narrow interface between the core and any front end.
+
+A front end (the console, Telegram) implements :class:`ChatPort` and feeds
+:class:`IncomingMessage` values to the bot. Nothing in the core knows which
+front end is running. Adapters translate their library's errors into
+:class:`~sakaibot.errors.FloodWait`, :class:`~sakaibot.errors.MessageNotModified`
+or :class:`~sakaibot.errors.ChatError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from sakaibot.generation import GeneratedImage
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    """A message that may be a command."""
+
+    chat_id: str
+    message_id: int
+    user_id: str
+    text: str
+    #: The message this one replies to, if any (``/image cancel`` as a reply).
+    reply_to_message_id: int | None = None
+
+
+@dataclass(frozen=True)
+class OutgoingImage:
+    """An image to deliver and how."""
+
+    image: GeneratedImage
+    caption: str
+    #: A file name with the extension of the real format (defect 6).
+    filename: str
+    #: Send as a document (original bytes) rather than a photo.
+    as_file: bool
+
+
+class ChatPort(Protocol):
+    """What the core may do in a chat. Message ids are the chat's own."""
+
+    async def send_text(self, chat_id: str, text: str, *, reply_to: int | None) -> int:
+        """Send a new text message; returns its id."""
+        ...
+
+    async def edit_text(self, chat_id: str, message_id: int, text: str) -> None:
+        """Replace a message's text."""
+        ...
+
+    async def delete_message(self, chat_id: str, message_id: int) -> None: ...
+
+    async def send_image(self, chat_id: str, image: OutgoingImage, *, reply_to: int | None) -> int:
+        """Deliver an image; returns the id of the message that carries it."""
+        ...

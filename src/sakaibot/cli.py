@@ -1,0 +1,252 @@
+"""The ``sakaibot`` command line: parse arguments, build the settings once, run a front end.
+
+Heavy libraries (httpx, openai, Pillow, Telethon) are imported only by the
+subcommand that needs them, so ``sakaibot --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import secrets
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from sakaibot.settings import Settings
+    from sakaibot.workers.devserver import DevWorker
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+NO_WORKER_MESSAGE = (
+    "No image worker is configured, so there is nothing to generate with.\n"
+    "Fix: set FLUX_WORKER_URL (and/or SDXL_WORKER_URL with SDXL_API_KEY) in .env "
+    "(see .env.example),\n"
+    "or try everything offline with the bundled development worker: sakaibot chat --local"
+)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sakaibot",
+        description="Turn /image=flux=<prompt> into an image through your own workers.",
+    )
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        default=Path(".env"),
+        help="settings file to read besides the environment (default: .env)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    chat = commands.add_parser(
+        "chat", help="talk to the bot on this terminal (one line = one message)"
+    )
+    chat.add_argument(
+        "--local", action="store_true", help="start the development worker and use it"
+    )
+    chat.add_argument("--jsonl", action="store_true", help="print one JSON object per event")
+    chat.add_argument("--out", type=Path, default=Path("out"), help="where images go (./out)")
+    _add_local_worker_flags(chat)
+
+    worker = commands.add_parser(
+        "dev-worker", help="run the development worker (both worker contracts) on 127.0.0.1"
+    )
+    worker.add_argument("--port", type=int, default=8787)
+    worker.add_argument("--latency-ms", type=int, default=0)
+    worker.add_argument("--fail-rate", type=float, default=0.0)
+    worker.add_argument("--fail-status", type=int, default=503)
+    worker.add_argument("--api-key", default=None, help="bearer token POST /sdxl requires")
+    worker.add_argument(
+        "--fast", action="store_true", help="serve a small pre-rendered image (load tests)"
+    )
+
+    generate = commands.add_parser("generate", help="generate one image into a file, no chat")
+    generate.add_argument("model")
+    generate.add_argument("prompt", help="the prompt; flags like --ar 16:9 may follow inside it")
+    generate.add_argument("-o", "--output", type=Path, required=True)
+    generate.add_argument("--local", action="store_true", help="use the development worker")
+    _add_local_worker_flags(generate)
+
+    commands.add_parser(
+        "verify", help="check settings, reach every worker and LLM, generate one image per model"
+    )
+    return parser
+
+
+def _add_local_worker_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--worker-latency-ms", type=int, default=0)
+    parser.add_argument("--worker-fail-rate", type=float, default=0.0)
+    parser.add_argument("--worker-fail-status", type=int, default=503)
+
+
+def _configure_logging(verbose: bool, level_name: str, *, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else getattr(logging, level_name)
+    if quiet and not verbose:
+        level = max(level, logging.WARNING)
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # httpx logs every URL at INFO; a GET worker's URL carries the user's prompt.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+def _start_local_worker(args: argparse.Namespace) -> tuple[DevWorker, dict[str, Any]]:
+    """Start the development worker on a free port; returns settings that point at it."""
+    from sakaibot.workers.devserver import DevWorker, DevWorkerConfig
+
+    api_key = secrets.token_urlsafe(16)
+    worker = DevWorker(
+        DevWorkerConfig(
+            port=0,
+            latency_ms=args.worker_latency_ms,
+            fail_rate=args.worker_fail_rate,
+            fail_status=args.worker_fail_status,
+            api_key=api_key,
+        )
+    )
+    base_url = worker.start()
+    overrides: dict[str, Any] = {
+        "flux_worker_url": f"{base_url}/flux",
+        "sdxl_worker_url": f"{base_url}/sdxl",
+        "sdxl_api_key": api_key,
+    }
+    return worker, overrides
+
+
+def _load(args: argparse.Namespace, overrides: dict[str, Any]) -> Settings:
+    from sakaibot.settings import load_settings
+
+    env_file = args.env_file if args.env_file.name != "none" else None
+    return load_settings(env_file=env_file, **overrides)
+
+
+async def _read_lines(stream: TextIO) -> Any:
+    """Yield input lines without blocking the event loop."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    try:
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stream)
+    except (ValueError, OSError):
+        # A regular file (``< script.txt``) cannot be a pipe; reading it never blocks long.
+        for line in stream:
+            yield line
+        return
+    while raw := await reader.readline():
+        yield raw.decode("utf-8", errors="replace")
+
+
+async def _run_chat(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    from sakaibot.app import build_app
+    from sakaibot.chat.console import ConsoleChat
+
+    console = ConsoleChat(
+        out, out_dir=args.out, jsonl=args.jsonl, echo_input=not sys.stdin.isatty()
+    )
+    app = build_app(settings, console, on_outcome=console.outcome)
+    app.start()
+    try:
+        async for line in _read_lines(sys.stdin):
+            message = console.incoming(line)
+            if message is not None:
+                await app.bot.handle(message)
+        await app.drain()
+    finally:
+        await app.aclose()
+    if not args.jsonl:
+        out.write(f"Done. Images are in {args.out.resolve()}\n")
+    return EXIT_OK
+
+
+async def _run_generate(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    from sakaibot.app import build_app
+    from sakaibot.chat.console import ConsoleChat
+
+    # One command through the very same pipeline; the console port writes the
+    # image to the requested file, its suffix set by the real format.
+    output: Path = args.output
+    console = ConsoleChat(
+        out, out_dir=output.parent, jsonl=False, echo_input=False, image_path=output
+    )
+    outcomes: list[Any] = []
+    app = build_app(settings, console, on_outcome=outcomes.append, edit_interval_s=lambda _: 0.0)
+    app.start()
+    try:
+        message = console.incoming(f"/image={args.model}={args.prompt}")
+        assert message is not None
+        await app.bot.handle(message)
+        await app.drain()
+    finally:
+        await app.aclose()
+    ok = bool(outcomes) and all(outcome.ok for outcome in outcomes)
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
+    """Entry point of the ``sakaibot`` console script; returns the exit code."""
+    out = out or sys.stdout
+    args = _build_parser().parse_args(argv)
+    from sakaibot.errors import ConfigError
+
+    worker: DevWorker | None = None
+    try:
+        if args.command == "dev-worker":
+            return _run_dev_worker(args)
+        overrides: dict[str, Any] = {}
+        if getattr(args, "local", False):
+            worker, overrides = _start_local_worker(args)
+        settings = _load(args, overrides)
+        _configure_logging(args.verbose, settings.log_level, quiet=args.command == "chat")
+        if args.command == "verify":
+            from sakaibot.verify import run_verify
+
+            return asyncio.run(run_verify(settings, out))
+        if not settings.model_registry():
+            for warning in settings.configuration_warnings():
+                sys.stderr.write(f"{warning}\n")
+            sys.stderr.write(NO_WORKER_MESSAGE + "\n")
+            return EXIT_CONFIG
+        if args.command == "chat":
+            return asyncio.run(_run_chat(args, settings, out))
+        if args.command == "generate":
+            return asyncio.run(_run_generate(args, settings, out))
+        raise AssertionError(f"unhandled command {args.command}")
+    except ConfigError as exc:
+        sys.stderr.write(exc.user_message + "\n")
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if worker is not None:
+            worker.stop()
+
+
+def _run_dev_worker(args: argparse.Namespace) -> int:
+    from sakaibot.workers.devserver import DevWorker, DevWorkerConfig
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
+    worker = DevWorker(
+        DevWorkerConfig(
+            port=args.port,
+            latency_ms=args.latency_ms,
+            fail_rate=args.fail_rate,
+            fail_status=args.fail_status,
+            api_key=args.api_key,
+            fast=args.fast,
+        )
+    )
+    sys.stderr.write(
+        f"Development worker on http://127.0.0.1:{args.port}: GET /flux?prompt=…  "
+        "POST /sdxl (previews, not real generation). Ctrl-C stops it.\n"
+    )
+    worker.serve_forever()
+    return EXIT_OK

@@ -1,0 +1,197 @@
+"""One job from the front of its queue to the chat: enhance → generate → deliver.
+
+This is where every job ends with exactly one outcome: the image, or one
+clear error in place of the status message. Failures that are not the user's
+fault give their rate-limit slot back. The generator is called through its
+``(success, data, error)`` boundary; nothing here retries (the worker client
+does, inside the boundary).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sakaibot.captions import CaptionFacts, build_caption
+from sakaibot.chat.port import ChatPort, OutgoingImage
+from sakaibot.commands import STYLE_WORDS, ImageRequest
+from sakaibot.enhancer import EnhancedPrompt, PromptEnhancer
+from sakaibot.errors import REFUNDED_ERRORS, ChatError, SakaiBotError
+from sakaibot.generation import GenerationParams, ImageGenerator
+from sakaibot.jobs import Job, JobState
+from sakaibot.limits import SlidingWindowLimiter
+from sakaibot.models import ASPECT_RATIOS
+from sakaibot.status import (
+    ENHANCING_TEXT,
+    SENDING_TEXT,
+    StatusScheduler,
+    failed_text,
+    generating_text,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """How one ``/image=`` command ended: an image, an error, or a rejection."""
+
+    chat_id: str
+    reply_to: int
+    user_id: str
+    ok: bool
+    job_id: str | None = None
+    model: str | None = None
+    error_kind: str | None = None
+    #: What the user was told, for failures.
+    error: str | None = None
+    #: The chat's id of the message carrying the image.
+    image_message_id: int | None = None
+
+
+OutcomeListener = Callable[[JobOutcome], None]
+
+
+def styled_prompt(prompt: str, request: ImageRequest) -> str:
+    """Append the ``--style`` words, whoever wrote the prompt."""
+    style = request.options.style
+    if style is None:
+        return prompt
+    return f"{prompt.rstrip(' .')}, {STYLE_WORDS[style]}"
+
+
+def generation_params(prompt: str, request: ImageRequest) -> GenerationParams:
+    options = request.options
+    width, height = ASPECT_RATIOS[options.aspect_ratio] if options.aspect_ratio else (None, None)
+    return GenerationParams(
+        prompt=prompt,
+        negative_prompt=options.negative_prompt,
+        width=width,
+        height=height,
+        seed=options.seed,
+        steps=options.steps,
+    )
+
+
+class JobPipeline:
+    """Runs one job; owns every failure so the queue worker never sees one."""
+
+    def __init__(
+        self,
+        *,
+        generator: ImageGenerator,
+        enhancer: PromptEnhancer,
+        chat: ChatPort,
+        status: StatusScheduler,
+        limiter: SlidingWindowLimiter,
+        clock: Callable[[], float],
+        on_outcome: OutcomeListener,
+    ) -> None:
+        self._generator = generator
+        self._enhancer = enhancer
+        self._chat = chat
+        self._status = status
+        self._limiter = limiter
+        self._clock = clock
+        self._on_outcome = on_outcome
+
+    def _show(self, job: Job, text: str) -> None:
+        self._status.show(job.id, chat_id=job.chat_id, reply_to=job.reply_to, text=text)
+
+    def _step(self, job: Job, state: JobState, started_s: float) -> float:
+        """Enter ``state``, recording how long the previous step took."""
+        now_s = self._clock()
+        job.timings_s[job.state.value] = now_s - started_s
+        job.advance(state)
+        return now_s
+
+    async def run(self, job: Job) -> None:
+        try:
+            await self._run(job)
+        except Exception as exc:
+            logger.exception("job %s: unexpected failure", job.id)
+            self._fail(job, SakaiBotError(f"unexpected {type(exc).__name__}"))
+
+    async def _run(self, job: Job) -> None:
+        request = job.request
+        step_started_s = job.started_at_s if job.started_at_s is not None else self._clock()
+        job.timings_s["waited"] = step_started_s - job.created_at_s
+        if request.options.raw:
+            enhanced = EnhancedPrompt(text=request.prompt)
+        else:
+            step_started_s = self._step(job, JobState.ENHANCING, step_started_s)
+            self._show(job, ENHANCING_TEXT)
+            enhanced = await self._enhancer.enhance(request.prompt)
+        prompt_used = styled_prompt(enhanced.text, request)
+
+        step_started_s = self._step(job, JobState.GENERATING, step_started_s)
+        self._show(job, generating_text(job.model.display_name))
+        result = await self._generator.generate(job.model, generation_params(prompt_used, request))
+        if not result.success or result.data is None:
+            error = result.error or SakaiBotError("generator returned no image")
+            self._fail(job, error)
+            return
+        image = result.data
+
+        step_started_s = self._step(job, JobState.SENDING, step_started_s)
+        self._show(job, SENDING_TEXT)
+        caption = build_caption(
+            CaptionFacts(
+                model_label=job.model.display_name,
+                prompt_source=enhanced.source,
+                prompt_used=prompt_used,
+                options=request.options,
+                elapsed_s=step_started_s - job.created_at_s,
+                seed=request.options.seed,
+            )
+        )
+        outgoing = OutgoingImage(
+            image=image,
+            caption=caption,
+            filename=f"sakaibot-{job.model.name}-{job.id}{image.extension}",
+            as_file=request.options.as_file,
+        )
+        try:
+            message_id = await self._chat.send_image(job.chat_id, outgoing, reply_to=job.reply_to)
+        except ChatError as exc:
+            logger.warning("job %s: delivery failed: %s", job.id, exc)
+            self._fail(job, exc)
+            return
+        self._step(job, JobState.DONE, step_started_s)
+        job.finished_at_s = self._clock()
+        self._status.finish(job.id)
+        self._on_outcome(
+            JobOutcome(
+                chat_id=job.chat_id,
+                reply_to=job.reply_to,
+                user_id=job.user_id,
+                ok=True,
+                job_id=job.id,
+                model=job.model.name,
+                image_message_id=message_id,
+            )
+        )
+
+    def _fail(self, job: Job, error: SakaiBotError) -> None:
+        if not job.state.finished:
+            job.state = JobState.FAILED
+        job.finished_at_s = self._clock()
+        job.error_kind = error.kind
+        if isinstance(error, REFUNDED_ERRORS) and job.limiter_stamp is not None:
+            self._limiter.refund(job.user_id, job.limiter_stamp)
+        logger.info("job %s (%s) failed: %s: %s", job.id, job.model.name, error.kind, error)
+        message = error.user_message
+        self._status.finish(job.id, final_text=failed_text(message))
+        self._on_outcome(
+            JobOutcome(
+                chat_id=job.chat_id,
+                reply_to=job.reply_to,
+                user_id=job.user_id,
+                ok=False,
+                job_id=job.id,
+                model=job.model.name,
+                error_kind=error.kind,
+                error=message,
+            )
+        )

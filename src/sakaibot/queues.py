@@ -1,0 +1,267 @@
+"""One bounded FIFO per model, worked by a fixed number of tasks, with positions and ETAs.
+
+Positions are computed from the queue itself, never polled (defect 4 of the
+original design): when the queue shifts, only the jobs that land on a
+*report point* (1–7, then ever sparser: 9, 11, 13, 16, 20, …) are told their
+new position, so a long queue costs a handful of notifications per shift,
+not one per waiting job. A finished job is dropped from every index at once
+(defect 3): nothing grows with the number of jobs ever served.
+
+Workers are plain tasks that ``drain()`` can run dry and stop, which is what
+makes queue tests deterministic without sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from sakaibot.errors import NothingToCancel, QueueFull, TooManyPending
+from sakaibot.jobs import Job, JobState
+from sakaibot.models import ModelRegistry, ModelSpec
+
+logger = logging.getLogger(__name__)
+
+#: How much one new duration moves the estimate (exponentially weighted mean).
+_ESTIMATE_WEIGHT = 0.3
+
+
+def report_points(up_to: int) -> list[int]:
+    """Queue positions worth telling a user about: 1–7, then about 25 % apart."""
+    points: list[int] = []
+    position = 1
+    while position <= up_to:
+        points.append(position)
+        position = position + 1 if position < 7 else position + max(2, position // 4)
+    return points
+
+
+def is_report_point(position: int) -> bool:
+    if position <= 7:
+        return position >= 1
+    point = 7
+    while point < position:
+        point += max(2, point // 4)
+    return point == position
+
+
+@dataclass(frozen=True)
+class QueuePlace:
+    """Where a waiting job stands: 1-based position and the seconds until its image."""
+
+    position: int
+    eta_s: float
+
+
+@dataclass(frozen=True)
+class ModelLoad:
+    """One model's queue as ``/image models`` shows it."""
+
+    model: ModelSpec
+    waiting: int
+    running: int
+    #: Seconds until an image requested now would be ready.
+    eta_new_s: float
+    estimate_s: float
+
+
+PositionListener = Callable[[Job, QueuePlace], None]
+JobRunner = Callable[[Job], Awaitable[None]]
+
+
+class _ModelLane:
+    """The waiting line, running set and duration estimate of one model."""
+
+    def __init__(self, model: ModelSpec) -> None:
+        self.model = model
+        self.waiting: list[Job] = []
+        self.running: set[Job] = set()
+        self.estimate_s = model.typical_duration_s
+        self.not_empty = asyncio.Event()
+        self.closing = False
+
+    def eta_s(self, position: int) -> float:
+        # Jobs run in rounds of `concurrency`, the running ones first; this one
+        # is ready at the end of its round.
+        rounds = math.ceil((len(self.running) + position) / self.model.concurrency)
+        return rounds * self.estimate_s
+
+    def place(self, position: int) -> QueuePlace:
+        return QueuePlace(position=position, eta_s=self.eta_s(position))
+
+    def observe_duration(self, duration_s: float) -> None:
+        self.estimate_s += _ESTIMATE_WEIGHT * (duration_s - self.estimate_s)
+
+    async def next_job(self) -> Job | None:
+        while True:
+            if self.waiting:
+                return self.waiting.pop(0)
+            if self.closing:
+                return None
+            self.not_empty.clear()
+            await self.not_empty.wait()
+
+
+class JobQueues:
+    """All the models' queues: admission bounds, FIFO order, cancellation, workers."""
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        *,
+        max_waiting_per_model: int,
+        max_pending_per_user: int,
+        run_job: JobRunner,
+        on_position: PositionListener,
+        clock: Callable[[], float],
+    ) -> None:
+        self._lanes = {model.name: _ModelLane(model) for model in registry}
+        self._max_waiting = max_waiting_per_model
+        self._max_pending = max_pending_per_user
+        self._run_job = run_job
+        self._on_position = on_position
+        self._clock = clock
+        self._jobs: dict[str, Job] = {}
+        self._pending_by_user: dict[str, int] = {}
+        self._workers: list[asyncio.Task[None]] = []
+
+    # -- admission -----------------------------------------------------------
+
+    def check_admission(self, model_name: str, user_id: str) -> None:
+        """Raise the rejection a new job would meet; changes nothing."""
+        lane = self._lanes[model_name]
+        if len(lane.waiting) >= self._max_waiting:
+            raise QueueFull(lane.model.display_name, self._max_waiting)
+        pending = self._pending_by_user.get(user_id, 0)
+        if pending >= self._max_pending:
+            raise TooManyPending(pending, self._max_pending)
+
+    def is_free_id(self, job_id: str) -> bool:
+        return job_id not in self._jobs
+
+    def submit(self, job: Job) -> QueuePlace:
+        """Queue an admitted job (call :meth:`check_admission` first) and say where it stands."""
+        self.check_admission(job.model.name, job.user_id)
+        lane = self._lanes[job.model.name]
+        lane.waiting.append(job)
+        self._jobs[job.id] = job
+        self._pending_by_user[job.user_id] = self._pending_by_user.get(job.user_id, 0) + 1
+        lane.not_empty.set()
+        return lane.place(len(lane.waiting))
+
+    # -- looking and cancelling ----------------------------------------------
+
+    def find(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    def place_of(self, job: Job) -> QueuePlace | None:
+        """Where a waiting job stands now; ``None`` once it has started."""
+        lane = self._lanes[job.model.name]
+        try:
+            return lane.place(lane.waiting.index(job) + 1)
+        except ValueError:
+            return None
+
+    def jobs_of(self, user_id: str) -> list[tuple[Job, QueuePlace | None]]:
+        """The user's live jobs, oldest first, with the place of each waiting one."""
+        mine = [job for job in self._jobs.values() if job.user_id == user_id]
+        return [(job, self.place_of(job)) for job in mine]
+
+    def cancel(self, user_id: str, job_id: str | None) -> Job:
+        """Cancel the user's waiting job ``job_id``, or their newest waiting job."""
+        if job_id is not None:
+            job = self._jobs.get(job_id)
+            if job is None or job.user_id != user_id:
+                raise NothingToCancel(job_id)
+            if job.state is not JobState.QUEUED:
+                raise NothingToCancel(job_id, running=True)
+        else:
+            waiting = [
+                job
+                for job in self._jobs.values()
+                if job.user_id == user_id and job.state is JobState.QUEUED
+            ]
+            if not waiting:
+                raise NothingToCancel(None)
+            job = waiting[-1]
+        lane = self._lanes[job.model.name]
+        index = lane.waiting.index(job)
+        del lane.waiting[index]
+        job.advance(JobState.CANCELLED)
+        job.finished_at_s = self._clock()
+        self._forget(job)
+        self._announce_shift(lane, index)
+        return job
+
+    def loads(self) -> list[ModelLoad]:
+        return [
+            ModelLoad(
+                model=lane.model,
+                waiting=len(lane.waiting),
+                running=len(lane.running),
+                eta_new_s=lane.eta_s(len(lane.waiting) + 1),
+                estimate_s=lane.estimate_s,
+            )
+            for lane in self._lanes.values()
+        ]
+
+    def live_job_count(self) -> int:
+        """Jobs waiting or running (for tests of bounded memory)."""
+        return len(self._jobs)
+
+    # -- workers -------------------------------------------------------------
+
+    def start(self) -> None:
+        for lane in self._lanes.values():
+            for slot in range(lane.model.concurrency):
+                name = f"queue-{lane.model.name}-{slot}"
+                self._workers.append(asyncio.create_task(self._work(lane), name=name))
+
+    async def drain(self) -> None:
+        """Let the workers finish every waiting job, then stop them."""
+        for lane in self._lanes.values():
+            lane.closing = True
+            lane.not_empty.set()
+        await asyncio.gather(*self._workers)
+        self._workers.clear()
+
+    async def stop(self) -> None:
+        """Stop the workers now; waiting jobs stay where they are."""
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers.clear()
+
+    async def _work(self, lane: _ModelLane) -> None:
+        while (job := await lane.next_job()) is not None:
+            lane.running.add(job)
+            self._announce_shift(lane, 0)
+            started_s = self._clock()
+            job.started_at_s = started_s
+            try:
+                await self._run_job(job)
+            except Exception:
+                # The runner owns every failure; this is the last guard so a bug
+                # in it cannot kill the model's worker and strand the queue.
+                logger.exception("job %s: runner raised", job.id)
+            finally:
+                lane.running.discard(job)
+                lane.observe_duration(self._clock() - started_s)
+                self._forget(job)
+
+    def _forget(self, job: Job) -> None:
+        self._jobs.pop(job.id, None)
+        left = self._pending_by_user.get(job.user_id, 0) - 1
+        if left > 0:
+            self._pending_by_user[job.user_id] = left
+        else:
+            self._pending_by_user.pop(job.user_id, None)
+
+    def _announce_shift(self, lane: _ModelLane, removed_index: int) -> None:
+        """Everyone from ``removed_index`` on moved up one; tell those on report points."""
+        for position in report_points(len(lane.waiting)):
+            if position - 1 >= removed_index:
+                self._on_position(lane.waiting[position - 1], lane.place(position))

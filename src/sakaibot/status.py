@@ -1,0 +1,311 @@
+"""The status scheduler: one live status message per job, paced per chat, never blocking.
+
+Every front end uses this same scheduler, so the console shows exactly what
+Telegram would. Rules (see ``shared/reference/telegram.md``):
+
+- :meth:`StatusScheduler.show` and :meth:`~StatusScheduler.finish` only record
+  what is wanted and return at once: a queue worker never waits on a chat.
+- Per chat, one lane sends the operations in order, at most one paced send or
+  edit per interval. Only the newest wanted text of a message is kept
+  (coalescing); a text equal to what the chat already shows is never re-sent.
+- Final operations (removing the status once the image is out, or turning it
+  into the error) skip the pacing interval: the result is never delayed by it.
+- A flood wait mutes the chat's lane for its duration; intermediate texts are
+  dropped by coalescing and the final operation still goes out afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from sakaibot.chat.port import ChatPort
+from sakaibot.errors import ChatError, FloodWait, MessageNotModified, format_wait
+from sakaibot.jobs import Job, JobState
+from sakaibot.queues import QueuePlace
+
+logger = logging.getLogger(__name__)
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+# -- the texts of the status flow ----------------------------------------------
+
+
+def queued_text(model_label: str, place: QueuePlace) -> str:
+    where = "next in line" if place.position == 1 else f"position {place.position}"
+    return f"⏳ Queued for {model_label}: {where}, ready in about {format_wait(place.eta_s)}."
+
+
+ENHANCING_TEXT = "✨ Improving your prompt…"
+
+
+def generating_text(model_label: str) -> str:
+    return f"🎨 Generating with {model_label}…"
+
+
+SENDING_TEXT = "📤 Sending…"
+
+
+def failed_text(user_message: str) -> str:
+    return f"❌ {user_message}"
+
+
+def show_place(status: StatusScheduler, job: Job, place: QueuePlace) -> None:
+    """The queues' position listener: a waiting job's status says where it stands."""
+    if job.state is JobState.QUEUED:
+        status.show(
+            job.id,
+            chat_id=job.chat_id,
+            reply_to=job.reply_to,
+            text=queued_text(job.model.display_name, place),
+        )
+
+
+# -- the scheduler --------------------------------------------------------------
+
+
+@dataclass
+class _StatusMessage:
+    reply_to: int
+    message_id: int | None = None
+    shown_text: str | None = None
+    wanted_text: str | None = None
+    #: Set by finish(): None removes the message, a text replaces it for good.
+    finishing: bool = False
+    final_text: str | None = None
+
+
+@dataclass
+class _Lane:
+    """Everything one chat has pending, worked by one task at a time."""
+
+    chat_id: str
+    statuses: dict[str, _StatusMessage] = field(default_factory=dict)
+    #: Keys with a paced change pending, in the order they became pending.
+    paced: dict[str, None] = field(default_factory=dict)
+    #: Keys whose final operation is pending.
+    urgent: dict[str, None] = field(default_factory=dict)
+    next_paced_at_s: float = 0.0
+    muted_until_s: float = 0.0
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass
+class StatusCounters:
+    """How many operations reached the chat (for benchmarks and tests)."""
+
+    sends: int = 0
+    edits: int = 0
+    deletes: int = 0
+    flood_waits: int = 0
+
+
+class StatusScheduler:
+    """Coalescing, per-chat paced status messages."""
+
+    def __init__(
+        self,
+        chat: ChatPort,
+        *,
+        edit_interval_s: Callable[[str], float],
+        clock: Callable[[], float],
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._chat = chat
+        self._interval_s = edit_interval_s
+        self._clock = clock
+        self._sleep = sleep
+        self._lanes: dict[str, _Lane] = {}
+        self._index: dict[str, _Lane] = {}
+        self.counters = StatusCounters()
+
+    # -- what callers use; none of these wait on the chat ----------------------
+
+    def show(self, key: str, *, chat_id: str, reply_to: int, text: str) -> None:
+        """Make the status message of ``key`` say ``text``, soon."""
+        lane = self._lanes.get(chat_id)
+        if lane is None:
+            lane = self._lanes[chat_id] = _Lane(chat_id)
+        status = lane.statuses.get(key)
+        if status is None:
+            status = lane.statuses[key] = _StatusMessage(reply_to=reply_to)
+            self._index[key] = lane
+        if status.finishing:
+            return
+        status.wanted_text = text
+        if text != status.shown_text:
+            lane.paced.setdefault(key, None)
+        else:
+            lane.paced.pop(key, None)
+        self._kick(lane)
+
+    def finish(self, key: str, *, final_text: str | None = None) -> None:
+        """End ``key``'s status: remove it (``None``) or replace it with ``final_text``.
+
+        Goes out without waiting for the pacing interval.
+        """
+        lane = self._index.get(key)
+        if lane is None:
+            if final_text is None:
+                return
+            raise KeyError(f"no status for {key}; call show() first")
+        status = lane.statuses[key]
+        status.finishing = True
+        status.final_text = final_text
+        lane.paced.pop(key, None)
+        lane.urgent.setdefault(key, None)
+        self._kick(lane)
+
+    def message_id(self, key: str) -> int | None:
+        """The chat's id of ``key``'s status message, once it has been sent."""
+        lane = self._index.get(key)
+        return None if lane is None else lane.statuses[key].message_id
+
+    def key_for_message(self, chat_id: str, message_id: int) -> str | None:
+        """Which key a status message belongs to (for ``/image cancel`` as a reply)."""
+        lane = self._lanes.get(chat_id)
+        if lane is None:
+            return None
+        for key, status in lane.statuses.items():
+            if status.message_id == message_id:
+                return key
+        return None
+
+    def pending(self) -> int:
+        """Status messages not yet finished and flushed."""
+        return len(self._index)
+
+    async def drain(self) -> None:
+        """Wait until every lane has nothing left to send."""
+        while True:
+            tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
+            if not tasks:
+                return
+            await asyncio.gather(*tasks)
+
+    async def aclose(self) -> None:
+        """Stop every lane now (shutdown after drain, or on a hard stop)."""
+        tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- the lanes -------------------------------------------------------------
+
+    def _kick(self, lane: _Lane) -> None:
+        lane.wake.set()
+        if lane.task is None or lane.task.done():
+            lane.task = asyncio.create_task(self._run_lane(lane), name=f"status-{lane.chat_id}")
+
+    async def _run_lane(self, lane: _Lane) -> None:
+        try:
+            while lane.urgent or lane.paced:
+                now_s = self._clock()
+                if lane.muted_until_s > now_s:
+                    await self._pause(lane, lane.muted_until_s - now_s)
+                    continue
+                if lane.urgent:
+                    key = next(iter(lane.urgent))
+                    await self._final(lane, key)
+                    continue
+                if lane.next_paced_at_s > now_s:
+                    await self._pause(lane, lane.next_paced_at_s - now_s)
+                    continue
+                key = next(iter(lane.paced))
+                await self._paced(lane, key)
+        finally:
+            lane.task = None
+
+    async def _pause(self, lane: _Lane, delay_s: float) -> None:
+        """Sleep ``delay_s``, or less if an urgent operation arrives meanwhile."""
+        lane.wake.clear()
+        if lane.urgent and lane.muted_until_s <= self._clock():
+            return
+        sleeper = asyncio.ensure_future(self._sleep(delay_s))
+        waker = asyncio.ensure_future(lane.wake.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pending in (sleeper, waker):
+                if not pending.done():
+                    pending.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await pending
+
+    async def _paced(self, lane: _Lane, key: str) -> None:
+        status = lane.statuses[key]
+        text = status.wanted_text
+        lane.paced.pop(key, None)
+        if text is None or text == status.shown_text:
+            return
+        try:
+            if status.message_id is None:
+                status.message_id = await self._chat.send_text(
+                    lane.chat_id, text, reply_to=status.reply_to
+                )
+                self.counters.sends += 1
+            else:
+                await self._chat.edit_text(lane.chat_id, status.message_id, text)
+                self.counters.edits += 1
+            status.shown_text = text
+        except MessageNotModified:
+            status.shown_text = text
+        except FloodWait as exc:
+            self._mute(lane, exc)
+            if not status.finishing:
+                lane.paced.setdefault(key, None)
+        except ChatError:
+            # A status that cannot be shown is not worth failing a job for;
+            # the final result goes out on its own.
+            logger.warning("chat %s: status update failed", lane.chat_id, exc_info=True)
+        lane.next_paced_at_s = self._clock() + self._interval_s(lane.chat_id)
+
+    async def _final(self, lane: _Lane, key: str) -> None:
+        status = lane.statuses[key]
+        try:
+            if status.final_text is None:
+                if status.message_id is not None:
+                    await self._chat.delete_message(lane.chat_id, status.message_id)
+                    self.counters.deletes += 1
+            elif status.message_id is None:
+                status.message_id = await self._chat.send_text(
+                    lane.chat_id, status.final_text, reply_to=status.reply_to
+                )
+                self.counters.sends += 1
+            elif status.final_text != status.shown_text:
+                await self._edit_or_resend(lane, status, status.final_text)
+        except FloodWait as exc:
+            self._mute(lane, exc)
+            return  # stays urgent: it goes out when the wait is over
+        except ChatError:
+            logger.warning("chat %s: final status failed", lane.chat_id, exc_info=True)
+        lane.urgent.pop(key, None)
+        del lane.statuses[key]
+        del self._index[key]
+
+    async def _edit_or_resend(self, lane: _Lane, status: _StatusMessage, text: str) -> None:
+        assert status.message_id is not None
+        try:
+            await self._chat.edit_text(lane.chat_id, status.message_id, text)
+            self.counters.edits += 1
+        except MessageNotModified:
+            pass
+        except FloodWait:
+            raise
+        except ChatError:
+            # The status message may have been deleted by hand: say it anew.
+            await self._chat.send_text(lane.chat_id, text, reply_to=status.reply_to)
+            self.counters.sends += 1
+        status.shown_text = text
+
+    def _mute(self, lane: _Lane, exc: FloodWait) -> None:
+        self.counters.flood_waits += 1
+        lane.muted_until_s = max(lane.muted_until_s, self._clock() + exc.retry_after_s)
+        logger.warning(
+            "chat %s: flood wait of %.0f s; status edits muted", lane.chat_id, exc.retry_after_s
+        )

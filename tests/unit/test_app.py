@@ -1,0 +1,299 @@
+"""The whole core wired by the app factory, with fakes only at the edges.
+
+Each test plays a conversation: messages in, what the chat shows out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from sakaibot.app import App, build_app
+from sakaibot.chat.port import IncomingMessage
+from sakaibot.errors import (
+    ContentFiltered,
+    TransientWorkerError,
+    WorkerGaveUp,
+)
+from sakaibot.pipeline import JobOutcome
+from sakaibot.settings import load_settings
+from tests.support.fakes import FakeClock, FakeEnhancer, FakeGenerator, RecordingChat
+
+
+@dataclass
+class Harness:
+    app: App
+    chat: RecordingChat
+    clock: FakeClock
+    generator: FakeGenerator
+    enhancer: FakeEnhancer
+    outcomes: list[JobOutcome] = field(default_factory=list)
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    async def say(self, text: str, user: str = "ann", reply_to: int | None = None) -> int:
+        message_id = next(self._ids)
+        await self.app.bot.handle(
+            IncomingMessage(
+                chat_id="chat",
+                message_id=message_id,
+                user_id=user,
+                text=text,
+                reply_to_message_id=reply_to,
+            )
+        )
+        return message_id
+
+    async def finish(self) -> None:
+        await asyncio.wait_for(self.app.drain(), timeout=10)
+
+    def replies_to(self, message_id: int) -> list[str]:
+        return [e.text for e in self.chat.events if e.reply_to == message_id]
+
+
+def make_harness(**settings: object) -> Harness:
+    clock = FakeClock()
+    chat = RecordingChat(clock=clock)
+    generator = FakeGenerator()
+    enhancer = FakeEnhancer()
+    values: dict[str, object] = {
+        "flux_worker_url": "http://127.0.0.1:9/flux",
+        "sdxl_worker_url": "http://127.0.0.1:9/sdxl",
+        "sdxl_api_key": "test-key",
+        "status_edit_interval_s": 3.0,
+    }
+    values.update(settings)
+    outcomes: list[JobOutcome] = []
+    app = build_app(
+        load_settings(env_file=None, **values),
+        chat,
+        on_outcome=outcomes.append,
+        generator=generator,
+        enhancer=enhancer,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    return Harness(app, chat, clock, generator, enhancer, outcomes)
+
+
+@pytest.fixture
+async def harness() -> AsyncIterator[Harness]:
+    h = make_harness()
+    h.app.start()
+    yield h
+    await h.app.aclose()
+
+
+async def test_an_image_is_delivered_and_the_status_removed(harness: Harness) -> None:
+    harness.generator.gate = asyncio.Event()
+    command = await harness.say("/image=flux=a red fox in the snow")
+    second = await harness.say("/image=flux=a second fox", user="bob")
+    await asyncio.wait_for(harness.app.status.drain(), timeout=5)
+    # While the first generates, its status says so and the second waits in line.
+    assert harness.chat.visible_texts() == [
+        "🎨 Generating with Flux…",
+        "⏳ Queued for Flux: next in line, ready in about 20 s.",
+    ]
+    assert [e.reply_to for e in harness.chat.of_kind("send")] == [command, second]
+    harness.generator.gate.set()
+    await harness.finish()
+    images = harness.chat.of_kind("image")
+    assert len(images) == 2
+    image = images[0]
+    assert image.reply_to == command
+    assert image.image is not None
+    assert image.image.filename.endswith(".jpg")  # the bytes are JPEG (defect 6)
+    assert image.text.startswith("🎨 Flux · prompt: TestLLM (model-x) · ")
+    assert image.text.endswith("\n\nenhanced: a red fox in the snow")
+    # Both status messages are gone now that the images are out.
+    assert harness.chat.visible_texts() == []
+    assert [(o.ok, o.model) for o in harness.outcomes] == [(True, "flux"), (True, "flux")]
+
+
+async def test_raw_skips_the_enhancer_and_style_adds_words(harness: Harness) -> None:
+    await harness.say("/image=flux=a red fox --raw --style anime")
+    await harness.finish()
+    assert harness.enhancer.prompts == []
+    prompt = harness.generator.calls[0][1].prompt
+    assert prompt.startswith("a red fox, anime style")
+
+
+async def test_flags_reach_the_worker(harness: Harness) -> None:
+    await harness.say("/image=sdxl=a lighthouse --ar 16:9 --seed 42 --neg blurry --steps 50")
+    await harness.finish()
+    model, params = harness.generator.calls[0]
+    assert model == "sdxl"
+    assert (params.width, params.height) == (1344, 768)
+    assert params.seed == 42
+    assert params.negative_prompt == "blurry"
+    assert params.steps == 20  # clamped to SDXL's maximum
+    caption = harness.chat.of_kind("image")[0].text
+    assert "seed 42" in caption
+
+
+async def test_file_flag_asks_for_a_document(harness: Harness) -> None:
+    await harness.say("/image=flux=a fox --file")
+    await harness.finish()
+    image = harness.chat.of_kind("image")[0].image
+    assert image is not None
+    assert image.as_file is True
+
+
+async def test_unknown_model_names_the_available_ones(harness: Harness) -> None:
+    """Defect 1: the 'unknown model' message used to be unreachable."""
+    command = await harness.say("/image=dalle=a cat")
+    assert harness.replies_to(command) == [
+        "❌ Unknown model 'dalle'. Available models: flux, sdxl. "
+        "Example: /image=flux=a red fox in the snow"
+    ]
+    assert harness.outcomes[0].ok is False
+    assert harness.outcomes[0].error_kind == "unknown_model"
+
+
+async def test_rate_limit_counts_only_accepted_requests() -> None:
+    """Defect 5: rejected and failed requests must not use up the allowance."""
+    h = make_harness(image_user_limits="2/1m", image_user_max_pending=10)
+    h.app.start()
+    try:
+        await h.say("/image=dalle=nope")  # rejected: does not count
+        await h.say("/image=flux=one")
+        await h.say("/image=flux=two")
+        third = await h.say("/image=flux=three")
+        reply = h.replies_to(third)[0]
+        assert reply.startswith("❌ You have reached the limit of 2 images per 1 min.")
+        assert "Try again in 1 min" in reply
+        await h.finish()
+    finally:
+        await h.app.aclose()
+
+
+async def test_a_failure_that_is_not_the_users_fault_is_refunded() -> None:
+    h = make_harness(image_user_limits="1/1h")
+    h.generator.errors.append(WorkerGaveUp("503s", model="flux", attempts=4))
+    h.app.start()
+    try:
+        first = await h.say("/image=flux=one")
+        await h.finish()
+    finally:
+        await h.app.aclose()
+    assert "tried 4 times" in h.chat.texts[max(h.chat.texts)]
+    assert h.outcomes[0].ok is False
+    h2_check = h.app.limiter.check("ann")
+    assert h2_check is None, "the failed job's slot should have been given back"
+    assert h.replies_to(first)[-1].startswith("❌ The flux worker is busy or unreachable")
+
+
+async def test_filtered_prompt_is_not_refunded_and_says_what_to_do() -> None:
+    h = make_harness(image_user_limits="1/1h")
+    h.generator.errors.append(ContentFiltered("nsfw", model="flux"))
+    h.app.start()
+    try:
+        await h.say("/image=flux=something")
+        await h.finish()
+    finally:
+        await h.app.aclose()
+    assert h.chat.visible_texts() == [
+        "❌ Your prompt was filtered by the image service's safety check. "
+        "Rephrase it and try again."
+    ]
+    assert h.app.limiter.check("ann") is not None
+
+
+async def test_every_accepted_job_ends_with_exactly_one_outcome() -> None:
+    h = make_harness(image_user_limits="off", image_user_max_pending=100)
+    h.generator.errors.extend(
+        [TransientWorkerError("x", model="flux"), ContentFiltered("y", model="sdxl")]
+    )
+    h.app.start()
+    try:
+        for n in range(12):
+            await h.say(f"/image={'flux' if n % 2 else 'sdxl'}=p{n}", user=f"u{n % 3}")
+        await h.finish()
+    finally:
+        await h.app.aclose()
+    assert len(h.outcomes) == 12
+    assert sum(o.ok for o in h.outcomes) == 10
+    assert len({o.reply_to for o in h.outcomes}) == 12
+    assert len(h.chat.of_kind("image")) == 10
+    assert h.app.queues.live_job_count() == 0
+
+
+async def test_delivery_failure_tells_the_user() -> None:
+    from sakaibot.errors import ChatError
+
+    h = make_harness()
+    h.chat.image_failures.append(ChatError("upload failed"))
+    h.app.start()
+    try:
+        await h.say("/image=flux=a fox")
+        await h.finish()
+    finally:
+        await h.app.aclose()
+    assert h.chat.visible_texts() == [
+        "❌ The image was made but could not be sent. Please try again."
+    ]
+    assert h.outcomes[0].ok is False
+
+
+async def test_status_lists_positions_and_cancel_moves_others_up() -> None:
+    h = make_harness(image_user_max_pending=5)
+    h.generator.gate = asyncio.Event()
+    h.app.start()
+    try:
+        await h.say("/image=flux=first", user="bob")
+        await asyncio.sleep(0)
+        await h.say("/image=flux=second")
+        await h.say("/image=flux=third")
+        status_msg = await h.say("/image status")
+        status_text = h.replies_to(status_msg)[0]
+        assert status_text.startswith("Your images:")
+        assert "position 1" in status_text
+        assert "position 2" in status_text
+        newest = h.app.queues.jobs_of("ann")[-1][0]
+        cancel = await h.say("/image cancel")
+        assert h.replies_to(cancel) == [f"🚫 Cancelled job {newest.id} (Flux)."]
+        nothing = await h.say(f"/image cancel {newest.id}")
+        assert "You have no waiting job" in h.replies_to(nothing)[0]
+        h.generator.gate.set()
+        await h.finish()
+    finally:
+        await h.app.aclose()
+    assert [o.ok for o in h.outcomes].count(True) == 2
+    assert any(o.error == "Cancelled." for o in h.outcomes)
+
+
+async def test_models_lists_queues_and_flags(harness: Harness) -> None:
+    message = await harness.say("/image models")
+    text = harness.replies_to(message)[0]
+    assert "• flux (Flux): 0 waiting, 0 generating" in text
+    assert "--neg" in text.split("• sdxl")[1]
+
+
+async def test_help_and_unknown_subcommand_give_usage(harness: Harness) -> None:
+    help_msg = await harness.say("/image")
+    other = await harness.say("/image frobnicate")
+    assert "/image=" in harness.replies_to(help_msg)[0]
+    assert harness.replies_to(other) == harness.replies_to(help_msg)
+    assert harness.outcomes == []  # not generation commands
+
+
+async def test_other_messages_are_ignored(harness: Harness) -> None:
+    await harness.say("hello there")
+    await harness.say("/imagine something")
+    assert harness.chat.events == []
+
+
+async def test_queue_full_and_too_many_pending_are_clear() -> None:
+    h = make_harness(image_queue_max=1, image_user_max_pending=1)
+    h.generator.gate = asyncio.Event()
+    try:
+        await h.say("/image=flux=one", user="a")
+        full = await h.say("/image=flux=two", user="b")
+        assert "The Flux queue is full (1 waiting)" in h.replies_to(full)[0]
+        pending = await h.say("/image=sdxl=three", user="a")
+        assert "You already have 1 images waiting" in h.replies_to(pending)[0]
+    finally:
+        await h.app.aclose()
