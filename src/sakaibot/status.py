@@ -216,10 +216,18 @@ class StatusScheduler:
                 if lane.next_paced_at_s > now_s:
                     await self._pause(lane, lane.next_paced_at_s - now_s)
                     continue
-                key = next(iter(lane.paced))
-                await self._paced(lane, key)
+                await self._paced(lane, self._next_paced_key(lane))
         finally:
             lane.task = None
+
+    @staticmethod
+    def _next_paced_key(lane: _Lane) -> str:
+        """A status not yet shown at all goes first: acknowledging a new command
+        matters more than moving an existing status along."""
+        for key in lane.paced:
+            if lane.statuses[key].message_id is None:
+                return key
+        return next(iter(lane.paced))
 
     async def _pause(self, lane: _Lane, delay_s: float) -> None:
         """Sleep ``delay_s``, or less if an urgent operation arrives meanwhile."""

@@ -178,3 +178,19 @@ async def test_a_failing_status_edit_does_not_stop_the_lane() -> None:
     await settle(status)
     assert [e.kind for e in chat.events] == ["send", "delete"]
     assert status.pending() == 0
+
+
+async def test_a_new_status_goes_before_edits_of_older_ones() -> None:
+    clock = FakeClock()
+    chat = RecordingChat(clock=clock)
+    status = make(chat, clock)
+    status.show("old", chat_id="c", reply_to=1, text="queued")
+    await settle(status)
+    status.show("old", chat_id="c", reply_to=1, text="generating")
+    status.show("new", chat_id="c", reply_to=2, text="new queued")
+    await settle(status)
+    assert [(e.kind, e.text) for e in chat.events] == [
+        ("send", "queued"),
+        ("send", "new queued"),
+        ("edit", "generating"),
+    ]
