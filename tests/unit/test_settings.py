@@ -1,0 +1,112 @@
+"""Settings: original variable names, one clear error per bad variable, secrets kept secret."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sakaibot.errors import ConfigError
+from sakaibot.limits import RateWindow
+from sakaibot.models import Contract
+from sakaibot.settings import load_settings
+
+
+def test_defaults_match_the_original_design() -> None:
+    settings = load_settings(env_file=None)
+    assert settings.image_user_limits == [RateWindow(10, 60.0)]
+    assert settings.image_prompt_max_chars == 1000
+    assert settings.worker_connect_timeout_s == 30.0
+    assert settings.worker_read_timeout_s == 120.0
+    assert (settings.image_queue_max, settings.image_user_max_pending) == (50, 3)
+    assert settings.status_edit_interval_s == 3.0
+    assert not settings.model_registry()
+
+
+def test_original_environment_names_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLUX_WORKER_URL", "https://flux.example.workers.dev")
+    monkeypatch.setenv("SDXL_WORKER_URL", "https://sdxl.example.workers.dev")
+    monkeypatch.setenv("SDXL_API_KEY", "sdxl-secret-value")
+    monkeypatch.setenv("OPENROUTER_API_KEY", "or-secret-value")
+    monkeypatch.setenv("FLUX_CONCURRENCY", "2")
+    settings = load_settings(env_file=None)
+    registry = settings.model_registry()
+    assert registry.names() == ["flux", "sdxl"]
+    flux = registry.get("FLUX")
+    assert flux is not None
+    assert flux.concurrency == 2
+    assert "sdxl-secret-value" not in repr(settings)
+    assert "or-secret-value" not in str(settings)
+
+
+def test_sdxl_needs_its_key_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SDXL_WORKER_URL", "https://sdxl.example.workers.dev")
+    settings = load_settings(env_file=None)
+    assert settings.model_registry().names() == []
+    assert "SDXL_API_KEY" in settings.configuration_warnings()[0]
+
+
+def test_empty_values_from_a_copied_example_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLUX_WORKER_URL", "")
+    monkeypatch.setenv("OPENROUTER_API_KEY", "  ")
+    settings = load_settings(env_file=None)
+    assert settings.flux_worker_url is None
+    assert settings.openrouter_api_key is None
+
+
+def test_env_file_is_read(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("FLUX_WORKER_URL=http://127.0.0.1:8787/flux\nIMAGE_USER_LIMITS=off\n")
+    settings = load_settings(env_file=env_file)
+    assert settings.model_registry().names() == ["flux"]
+    assert settings.image_user_limits == []
+
+
+def test_a_model_is_added_from_configuration_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect 10: adding a model used to mean editing four files."""
+    monkeypatch.setenv(
+        "IMAGE_MODELS",
+        '{"Dream": {"contract": "post", "url": "https://dream.example.workers.dev",'
+        ' "api_key": "dream-key", "options": ["seed", "neg"], "max_steps": 30,'
+        ' "label": "DreamShaper"}}',
+    )
+    registry = load_settings(env_file=None).model_registry()
+    dream = registry.get("dream")
+    assert dream is not None
+    assert dream.contract is Contract.POST
+    assert dream.supported_flags() == ["--seed", "--neg", "--style", "--raw", "--file"]
+    assert dream.display_name == "DreamShaper"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("IMAGE_USER_LIMITS", "lots", "IMAGE_USER_LIMITS: 'lots' is not a limit"),
+        ("FLUX_WORKER_URL", "not a url", "FLUX_WORKER_URL:"),
+        ("FLUX_CONCURRENCY", "0", "FLUX_CONCURRENCY:"),
+        ("IMAGE_MODELS", "{not json", "IMAGE_MODELS:"),
+        ("IMAGE_MODELS", '{"x": {"contract": "put", "url": "http://h"}}', "IMAGE_MODELS:"),
+        (
+            "IMAGE_MODELS",
+            '{"x": {"contract": "get", "url": "http://h", "options": ["zoom"]}}',
+            "unknown option(s) zoom",
+        ),
+        ("LLM_PROVIDER", "chatgpt", "LLM_PROVIDER:"),
+    ],
+)
+def test_bad_values_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings(env_file=None)
+    assert expected in info.value.user_message
+    assert info.value.user_message.startswith("SakaiBot is not configured correctly:")
+
+
+def test_a_bad_secret_is_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TELEGRAM_API_ID", "canary-1234-secret")
+    with pytest.raises(ConfigError) as info:
+        load_settings(env_file=None)
+    assert "TELEGRAM_API_ID" in info.value.user_message
+    assert "canary-1234-secret" not in info.value.user_message
