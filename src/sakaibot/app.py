@@ -52,11 +52,13 @@ class App:
     async def drain(self) -> None:
         """Finish every accepted job and flush every status message, then stop."""
         await self.queues.drain()
+        await self.pipeline.drain()
         await self.status.drain()
 
     async def aclose(self) -> None:
         """Stop at once and release connections (after :meth:`drain` for a clean stop)."""
         await self.queues.stop()
+        await self.pipeline.aclose()
         await self.status.aclose()
         for close in reversed(self._closers):
             await close()
@@ -134,6 +136,8 @@ def build_app(
         limiter=limiter,
         clock=clock,
         on_outcome=report,
+        sleep=sleep,
+        max_delivery_wait_s=settings.delivery_max_wait_s,
     )
     queues = JobQueues(
         registry,

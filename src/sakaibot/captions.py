@@ -1,12 +1,15 @@
 """The caption that travels with a delivered image, cut to the chat's limit.
 
-Plain text, no parse mode: user and LLM text can never break formatting
-(defect 7 of the original design). Telegram counts caption length in UTF-16
-code units, so that is what is measured here.
+A caption is visible text plus the spans shown in bold. It is cut on the
+visible text, then rendered as plain text (the console) or as escaped HTML
+(Telegram), so user and LLM text can never break formatting (defect 7 of the
+original design). Telegram counts caption length in UTF-16 code units after
+entity parsing, which is the visible text measured here.
 """
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 
 from sakaibot.commands import ImageOptions
@@ -47,6 +50,37 @@ def cut_to_utf16(text: str, limit: int) -> str:
 
 
 @dataclass(frozen=True)
+class CaptionPart:
+    text: str
+    bold: bool = False
+
+
+@dataclass(frozen=True)
+class Caption:
+    """The visible caption text, with the spans a rich front end shows in bold.
+
+    Cutting happens on the visible text before rendering, so an HTML rendering
+    is never cut inside a tag or an ``&...;`` entity.
+    """
+
+    parts: tuple[CaptionPart, ...]
+
+    def plain(self) -> str:
+        return "".join(part.text for part in self.parts)
+
+    def html(self) -> str:
+        """Telegram HTML: user and LLM text escaped, never trusted as markup."""
+        rendered: list[str] = []
+        for part in self.parts:
+            text = html.escape(part.text, quote=False)
+            rendered.append(f"<b>{text}</b>" if part.bold else text)
+        return "".join(rendered)
+
+    def __str__(self) -> str:
+        return self.plain()
+
+
+@dataclass(frozen=True)
 class CaptionFacts:
     """What a caption reports about one delivered image."""
 
@@ -58,9 +92,12 @@ class CaptionFacts:
     seed: int | None = None
 
 
-def build_caption(facts: CaptionFacts, *, limit: int = CAPTION_LIMIT_UTF16) -> str:
+#: Room for the lines above the prompt; the prompt fills what is left.
+_HEADER_MAX_UTF16 = 300
+
+
+def build_caption(facts: CaptionFacts, *, limit: int = CAPTION_LIMIT_UTF16) -> Caption:
     """Model, prompt source, options and time on top; the prompt used fills the rest."""
-    details = [facts.model_label, f"prompt: {facts.prompt_source}", f"{facts.elapsed_s:.1f} s"]
     options = facts.options
     extras: list[str] = []
     if facts.seed is not None:
@@ -73,11 +110,16 @@ def build_caption(facts: CaptionFacts, *, limit: int = CAPTION_LIMIT_UTF16) -> s
         extras.append(f"style {options.style.value}")
     if options.negative_prompt:
         extras.append(f"without: {options.negative_prompt}")
-    header = "🎨 " + " · ".join(details)
+    details = f" · prompt: {facts.prompt_source} · {facts.elapsed_s:.1f} s"
     if extras:
-        header += "\n" + " · ".join(extras)
-    header = cut_to_utf16(header, limit // 2)
-    room = limit - utf16_length(header) - 2
+        details += "\n" + " · ".join(extras)
+    header_budget = min(_HEADER_MAX_UTF16, limit)
+    label = cut_to_utf16(facts.model_label, max(header_budget // 4, 0))
+    head = [CaptionPart("🎨 "), CaptionPart(label, bold=True)]
+    used = sum(utf16_length(part.text) for part in head)
+    head.append(CaptionPart(cut_to_utf16(details, max(header_budget - used, 0))))
+    used = sum(utf16_length(part.text) for part in head)
+    room = limit - used - 2
     if room <= 0:
-        return cut_to_utf16(header, limit)
-    return f"{header}\n\n{cut_to_utf16(facts.prompt_used, room)}"
+        return Caption(tuple(head))
+    return Caption((*head, CaptionPart("\n\n"), CaptionPart(cut_to_utf16(facts.prompt_used, room))))

@@ -1,5 +1,7 @@
 """One job from the front of its queue to the chat: enhance → generate → deliver.
 
+Enhancing and generating hold the model's queue slot; delivering does not.
+
 This is where every job ends with exactly one outcome: the image, or one
 clear error in place of the status message. Failures that are not the user's
 fault give their rate-limit slot back. The generator is called through its
@@ -9,15 +11,16 @@ does, inside the boundary).
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sakaibot.captions import CaptionFacts, build_caption
 from sakaibot.chat.port import ChatPort, OutgoingImage
 from sakaibot.commands import STYLE_WORDS, ImageRequest
 from sakaibot.enhancer import EnhancedPrompt, PromptEnhancer
-from sakaibot.errors import REFUNDED_ERRORS, ChatError, SakaiBotError
+from sakaibot.errors import REFUNDED_ERRORS, ChatError, FloodWait, SakaiBotError
 from sakaibot.generation import GenerationParams, ImageGenerator
 from sakaibot.jobs import Job, JobState
 from sakaibot.limits import SlidingWindowLimiter
@@ -87,6 +90,8 @@ class JobPipeline:
         limiter: SlidingWindowLimiter,
         clock: Callable[[], float],
         on_outcome: OutcomeListener,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        max_delivery_wait_s: float = 300.0,
     ) -> None:
         self._generator = generator
         self._enhancer = enhancer
@@ -95,6 +100,9 @@ class JobPipeline:
         self._limiter = limiter
         self._clock = clock
         self._on_outcome = on_outcome
+        self._sleep = sleep
+        self._max_delivery_wait_s = max_delivery_wait_s
+        self._deliveries: set[asyncio.Task[None]] = set()
 
     def _show(self, job: Job, text: str) -> None:
         self._status.show(job.id, chat_id=job.chat_id, reply_to=job.reply_to, text=text)
@@ -152,13 +160,37 @@ class JobPipeline:
             filename=f"sakaibot-{job.model.name}-{job.id}{image.extension}",
             as_file=request.options.as_file,
         )
+        # The upload runs on its own so the model's slot is free for the next
+        # job at once; drain() waits for every delivery.
+        delivery = asyncio.create_task(
+            self._deliver(job, outgoing, step_started_s), name=f"deliver-{job.id}"
+        )
+        self._deliveries.add(delivery)
+        delivery.add_done_callback(self._deliveries.discard)
+
+    async def drain(self) -> None:
+        """Wait until every image handed to the chat has been delivered or failed."""
+        while self._deliveries:
+            await asyncio.gather(*self._deliveries)
+
+    async def aclose(self) -> None:
+        """Abandon deliveries still running (a hard stop)."""
+        for delivery in list(self._deliveries):
+            delivery.cancel()
+        await asyncio.gather(*self._deliveries, return_exceptions=True)
+
+    async def _deliver(self, job: Job, outgoing: OutgoingImage, started_s: float) -> None:
         try:
-            message_id = await self._chat.send_image(job.chat_id, outgoing, reply_to=job.reply_to)
+            message_id = await self._send_through_flood_waits(job, outgoing)
         except ChatError as exc:
             logger.warning("job %s: delivery failed: %s", job.id, exc)
             self._fail(job, exc)
             return
-        self._step(job, JobState.DONE, step_started_s)
+        except Exception as exc:
+            logger.exception("job %s: unexpected failure while delivering", job.id)
+            self._fail(job, SakaiBotError(f"unexpected {type(exc).__name__}"))
+            return
+        self._step(job, JobState.DONE, started_s)
         job.finished_at_s = self._clock()
         self._status.finish(job.id)
         self._on_outcome(
@@ -172,6 +204,21 @@ class JobPipeline:
                 image_message_id=message_id,
             )
         )
+
+    async def _send_through_flood_waits(self, job: Job, outgoing: OutgoingImage) -> int:
+        """Send the image; a flood wait is waited out, up to the delivery budget."""
+        waited_s = 0.0
+        while True:
+            try:
+                return await self._chat.send_image(job.chat_id, outgoing, reply_to=job.reply_to)
+            except FloodWait as exc:
+                if waited_s + exc.retry_after_s > self._max_delivery_wait_s:
+                    raise
+                logger.warning(
+                    "job %s: flood wait of %.0f s before delivery", job.id, exc.retry_after_s
+                )
+                waited_s += exc.retry_after_s
+                await self._sleep(exc.retry_after_s)
 
     def _fail(self, job: Job, error: SakaiBotError) -> None:
         if not job.state.finished:

@@ -101,8 +101,10 @@ class Settings(BaseSettings):
     image_queue_max: int = Field(default=50, ge=1)
     image_user_max_pending: int = Field(default=3, ge=1)
 
-    # Status messages.
+    # Status messages and delivery.
     status_edit_interval_s: float = Field(default=3.0, ge=0)
+    status_edit_interval_group_s: float = Field(default=6.0, ge=0)
+    delivery_max_wait_s: float = Field(default=300.0, ge=0)
 
     # Where state and images are kept.
     sakaibot_data_dir: Path = Path("data")

@@ -85,7 +85,7 @@ class RecordingChat:
             raise self.image_failures.pop(0)
         message_id = self._new_id()
         self.events.append(
-            ChatEvent("image", message_id, image.caption, reply_to, self._now(), image)
+            ChatEvent("image", message_id, image.caption.plain(), reply_to, self._now(), image)
         )
         return message_id
 

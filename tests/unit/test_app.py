@@ -297,3 +297,71 @@ async def test_queue_full_and_too_many_pending_are_clear() -> None:
         assert "You already have 1 images waiting" in h.replies_to(pending)[0]
     finally:
         await h.app.aclose()
+
+
+async def test_a_flood_wait_on_delivery_is_waited_out() -> None:
+    from sakaibot.errors import FloodWait
+
+    h = make_harness()
+    h.chat.image_failures.append(FloodWait(42))
+    h.app.start()
+    try:
+        await h.say("/image=flux=a fox")
+        await h.finish()
+    finally:
+        await h.app.aclose()
+    assert len(h.chat.of_kind("image")) == 1
+    assert h.outcomes[0].ok is True
+
+
+async def test_a_flood_wait_longer_than_the_budget_fails_clearly() -> None:
+    from sakaibot.errors import FloodWait
+
+    h = make_harness(delivery_max_wait_s=60)
+    h.chat.image_failures.append(FloodWait(600))
+    h.app.start()
+    try:
+        await h.say("/image=flux=a fox")
+        await h.finish()
+    finally:
+        await h.app.aclose()
+    assert h.chat.of_kind("image") == []
+    assert h.outcomes[0].ok is False
+    assert h.chat.visible_texts() == [
+        "❌ The image was made but could not be sent. Please try again."
+    ]
+
+
+async def test_an_upload_does_not_hold_the_models_slot() -> None:
+    h = make_harness()
+    release_upload = asyncio.Event()
+    first_upload_started = asyncio.Event()
+    second_generated = asyncio.Event()
+    send_image = h.chat.send_image
+    generate = h.generator.generate
+
+    async def slow_upload(chat_id: str, image: object, *, reply_to: int | None) -> int:
+        first_upload_started.set()
+        await release_upload.wait()
+        return await send_image(chat_id, image, reply_to=reply_to)  # type: ignore[arg-type]
+
+    async def counting_generate(model: object, params: object) -> object:
+        result = await generate(model, params)  # type: ignore[arg-type]
+        if len(h.generator.calls) == 2:
+            second_generated.set()
+        return result
+
+    h.chat.send_image = slow_upload  # type: ignore[method-assign]
+    h.generator.generate = counting_generate  # type: ignore[assignment, method-assign]
+    h.app.start()
+    try:
+        await h.say("/image=flux=first")
+        await h.say("/image=flux=second", user="bob")
+        await asyncio.wait_for(first_upload_started.wait(), timeout=5)
+        # The second job is generated while the first image is still uploading.
+        await asyncio.wait_for(second_generated.wait(), timeout=5)
+        release_upload.set()
+        await h.finish()
+    finally:
+        await h.app.aclose()
+    assert [o.ok for o in h.outcomes] == [True, True]

@@ -128,10 +128,10 @@ class ConsoleChat:
                 "id": message_id,
                 "reply_to": reply_to,
                 "path": str(path),
-                "caption": image.caption,
+                "caption": image.caption.plain(),
                 "as_file": image.as_file,
             },
             f"bot #{message_id}{arrow}: [{kind} {path} · {picture.width}×{picture.height} "
-            f"{picture.extension.lstrip('.').upper()} {size_kb:.0f} KB]\n{image.caption}",
+            f"{picture.extension.lstrip('.').upper()} {size_kb:.0f} KB]\n{image.caption.plain()}",
         )
         return message_id

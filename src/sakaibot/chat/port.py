@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from sakaibot.captions import Caption
 from sakaibot.generation import GeneratedImage
 
 
@@ -32,7 +33,7 @@ class OutgoingImage:
     """An image to deliver and how."""
 
     image: GeneratedImage
-    caption: str
+    caption: Caption
     #: A file name with the extension of the real format (defect 6).
     filename: str
     #: Send as a document (original bytes) rather than a photo.

@@ -6,10 +6,15 @@ import io
 import json
 from pathlib import Path
 
+from sakaibot.captions import Caption, CaptionPart
 from sakaibot.chat.console import ConsoleChat
 from sakaibot.chat.port import OutgoingImage
 from sakaibot.pipeline import JobOutcome
 from tests.support.fakes import tiny_image
+
+
+def plain(text: str) -> Caption:
+    return Caption((CaptionPart(text),))
 
 
 def test_at_name_sets_the_sender_and_ids_increase(tmp_path: Path) -> None:
@@ -32,7 +37,7 @@ async def test_jsonl_events_have_the_documented_shapes(tmp_path: Path) -> None:
     await chat.edit_text("console", status, "🎨 Generating")
     picture = await chat.send_image(
         "console",
-        OutgoingImage(tiny_image("PNG"), "caption", "pic.png", as_file=False),
+        OutgoingImage(tiny_image("PNG"), plain("caption"), "pic.png", as_file=False),
         reply_to=message.message_id,
     )
     await chat.delete_message("console", status)
@@ -74,7 +79,7 @@ async def test_readable_mode_shows_what_a_chat_would(tmp_path: Path) -> None:
     assert message is not None
     await chat.send_text("console", "⏳ Queued", reply_to=1)
     await chat.send_image(
-        "console", OutgoingImage(tiny_image(), "cap", "f.jpg", as_file=True), reply_to=1
+        "console", OutgoingImage(tiny_image(), plain("cap"), "f.jpg", as_file=True), reply_to=1
     )
     lines = out.getvalue().splitlines()
     assert lines[0] == "you #1: /image=flux=x"
