@@ -8,6 +8,7 @@ settings object. Tests pass their own generator, enhancer, clock or sleep.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from functools import partial
 from sakaibot.bot import ImageBot
 from sakaibot.chat.port import ChatPort
 from sakaibot.enhancer import NoEnhancer, PromptEnhancer
+from sakaibot.errors import ServiceStopping
 from sakaibot.generation import ImageGenerator
 from sakaibot.jobs import JobIdFactory, random_job_id
 from sakaibot.limits import SlidingWindowLimiter
@@ -24,6 +26,8 @@ from sakaibot.pipeline import JobOutcome, JobPipeline, OutcomeListener
 from sakaibot.queues import JobQueues
 from sakaibot.settings import Settings
 from sakaibot.status import StatusScheduler, show_place
+
+logger = logging.getLogger(__name__)
 
 Closer = Callable[[], Awaitable[None]]
 
@@ -54,6 +58,17 @@ class App:
         await self.queues.drain()
         await self.pipeline.drain()
         await self.status.drain()
+
+    async def shutdown(self, grace_s: float) -> None:
+        """A clean stop: waiting jobs are told they were not started, running ones
+        get ``grace_s`` to finish and be delivered, then everything is closed."""
+        for job in self.queues.close_waiting():
+            self.pipeline.fail(job, ServiceStopping())
+        try:
+            await asyncio.wait_for(self.drain(), timeout=grace_s)
+        except TimeoutError:
+            logger.warning("shutdown: jobs still running after %.0f s were abandoned", grace_s)
+        await self.aclose()
 
     async def aclose(self) -> None:
         """Stop at once and release connections (after :meth:`drain` for a clean stop)."""

@@ -74,6 +74,24 @@ def _build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--local", action="store_true", help="use the development worker")
     _add_local_worker_flags(generate)
 
+    login = commands.add_parser(
+        "login", help="log in to Telegram once (phone, code, 2FA) or with a bot token"
+    )
+    login.add_argument(
+        "--bot-token",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="TOKEN",
+        help="log in as a bot; without TOKEN it is read from TELEGRAM_BOT_TOKEN or asked for",
+    )
+    login.add_argument(
+        "--string-session",
+        action="store_true",
+        help="also print a string session for TELEGRAM_SESSION (containers)",
+    )
+    commands.add_parser("run", help="run the bot on Telegram until Ctrl-C or SIGTERM")
+
     commands.add_parser(
         "verify", help="check settings, reach every worker and LLM, generate one image per model"
     )
@@ -167,6 +185,24 @@ async def _run_chat(args: argparse.Namespace, settings: Settings, out: TextIO) -
     return EXIT_OK
 
 
+async def _run_login(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    import getpass
+
+    from sakaibot.chat import telegram
+
+    bot_token: str | None = args.bot_token
+    if bot_token == "":
+        secret = settings.telegram_bot_token
+        bot_token = (
+            secret.get_secret_value()
+            if secret is not None
+            else getpass.getpass("Bot token from @BotFather: ")
+        )
+    return await telegram.login(
+        settings, out, bot_token=bot_token, string_session=args.string_session
+    )
+
+
 async def _run_generate(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     from sakaibot.app import build_app
     from sakaibot.chat.console import ConsoleChat
@@ -195,7 +231,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     """Entry point of the ``sakaibot`` console script; returns the exit code."""
     out = out or sys.stdout
     args = _build_parser().parse_args(argv)
-    from sakaibot.errors import ConfigError
+    from sakaibot.errors import ConfigError, SakaiBotError
 
     worker: DevWorker | None = None
     try:
@@ -206,10 +242,21 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
             worker, overrides = _start_local_worker(args)
         settings = _load(args, overrides)
         _configure_logging(args.verbose, settings.log_level, quiet=args.command == "chat")
+        if args.command == "login":
+            return asyncio.run(_run_login(args, settings, out))
         if args.command == "verify":
             from sakaibot.verify import run_verify
 
             return asyncio.run(run_verify(settings, out))
+        if args.command == "run":
+            problems = settings.telegram_problems()
+            if not settings.model_registry():
+                problems.append(
+                    "no image worker is configured: set FLUX_WORKER_URL (and/or "
+                    "SDXL_WORKER_URL with SDXL_API_KEY); see .env.example"
+                )
+            if problems:
+                raise ConfigError(problems)
         if not settings.model_registry():
             for warning in settings.configuration_warnings():
                 sys.stderr.write(f"{warning}\n")
@@ -219,10 +266,17 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
             return asyncio.run(_run_chat(args, settings, out))
         if args.command == "generate":
             return asyncio.run(_run_generate(args, settings, out))
+        if args.command == "run":
+            from sakaibot.chat import telegram
+
+            return asyncio.run(telegram.run(settings, out))
         raise AssertionError(f"unhandled command {args.command}")
     except ConfigError as exc:
         sys.stderr.write(exc.user_message + "\n")
         return EXIT_CONFIG
+    except SakaiBotError as exc:
+        sys.stderr.write(exc.user_message + "\n")
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
     finally:

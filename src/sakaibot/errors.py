@@ -384,6 +384,19 @@ class JobCancelled(SakaiBotError):
         return "Cancelled."
 
 
+class ServiceStopping(SakaiBotError):
+    """The bot is shutting down before this waiting job could start."""
+
+    kind = "stopping"
+
+    @property
+    def user_message(self) -> str:
+        return (
+            "SakaiBot is restarting, so this image was not started and your allowance "
+            "was not used. Send the command again in a minute."
+        )
+
+
 class ChatError(SakaiBotError):
     """The chat refused an operation (sending, editing, deleting, uploading)."""
 
@@ -392,6 +405,19 @@ class ChatError(SakaiBotError):
     @property
     def user_message(self) -> str:
         return "The image was made but could not be sent. Please try again."
+
+
+class TelegramUnreachable(ChatError):
+    """Connecting to Telegram failed; ``sakaibot run`` stops instead of running blind."""
+
+    kind = "telegram_unreachable"
+
+    @property
+    def user_message(self) -> str:
+        return (
+            f"Could not connect to Telegram ({self}). Check the network (and "
+            "TELEGRAM_SESSION or the session file), then start SakaiBot again."
+        )
 
 
 class FloodWait(ChatError):
@@ -417,6 +443,7 @@ REFUNDED_ERRORS: tuple[type[SakaiBotError], ...] = (
     ImageTooLarge,
     ChatError,
     JobCancelled,
+    ServiceStopping,
 )
 
 

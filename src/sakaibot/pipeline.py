@@ -119,7 +119,7 @@ class JobPipeline:
             await self._run(job)
         except Exception as exc:
             logger.exception("job %s: unexpected failure", job.id)
-            self._fail(job, SakaiBotError(f"unexpected {type(exc).__name__}"))
+            self.fail(job, SakaiBotError(f"unexpected {type(exc).__name__}"))
 
     async def _run(self, job: Job) -> None:
         request = job.request
@@ -138,7 +138,7 @@ class JobPipeline:
         result = await self._generator.generate(job.model, generation_params(prompt_used, request))
         if not result.success or result.data is None:
             error = result.error or SakaiBotError("generator returned no image")
-            self._fail(job, error)
+            self.fail(job, error)
             return
         image = result.data
 
@@ -184,11 +184,11 @@ class JobPipeline:
             message_id = await self._send_through_flood_waits(job, outgoing)
         except ChatError as exc:
             logger.warning("job %s: delivery failed: %s", job.id, exc)
-            self._fail(job, exc)
+            self.fail(job, exc)
             return
         except Exception as exc:
             logger.exception("job %s: unexpected failure while delivering", job.id)
-            self._fail(job, SakaiBotError(f"unexpected {type(exc).__name__}"))
+            self.fail(job, SakaiBotError(f"unexpected {type(exc).__name__}"))
             return
         self._step(job, JobState.DONE, started_s)
         job.finished_at_s = self._clock()
@@ -220,7 +220,8 @@ class JobPipeline:
                 waited_s += exc.retry_after_s
                 await self._sleep(exc.retry_after_s)
 
-    def _fail(self, job: Job, error: SakaiBotError) -> None:
+    def fail(self, job: Job, error: SakaiBotError) -> None:
+        """End ``job`` with ``error``: refund when not the user's fault, tell the user."""
         if not job.state.finished:
             job.state = JobState.FAILED
         job.finished_at_s = self._clock()

@@ -196,6 +196,20 @@ class JobQueues:
         self._announce_shift(lane, index)
         return job
 
+    def close_waiting(self) -> list[Job]:
+        """Take every waiting job off its queue (shutdown); running jobs go on."""
+        removed: list[Job] = []
+        for lane in self._lanes.values():
+            lane.closing = True
+            lane.not_empty.set()
+            for job in lane.waiting:
+                job.advance(JobState.CANCELLED)
+                job.finished_at_s = self._clock()
+                self._forget(job)
+                removed.append(job)
+            lane.waiting.clear()
+        return removed
+
     def loads(self) -> list[ModelLoad]:
         return [
             ModelLoad(

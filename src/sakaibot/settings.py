@@ -69,6 +69,14 @@ class Settings(BaseSettings):
     # Telegram (used by `sakaibot login` / `sakaibot run`).
     telegram_api_id: int | None = None
     telegram_api_hash: SecretStr | None = None
+    #: A Telethon string session, instead of the session file in the data directory.
+    telegram_session: SecretStr | None = None
+    telegram_bot_token: SecretStr | None = None
+    #: In bot mode, whose commands count as the owner's (a userbot's owner is itself).
+    telegram_owner_id: int | None = None
+    allowed_user_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
+    allowed_chat_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
+    shutdown_grace_s: float = Field(default=60.0, ge=0)
 
     # Prompt enhancer.
     llm_provider: Literal["openrouter", "gemini", "none"] = "openrouter"
@@ -117,6 +125,23 @@ class Settings(BaseSettings):
             return parse_limit_spec(value)
         return value
 
+    @field_validator("allowed_user_ids", "allowed_chat_ids", mode="before")
+    @classmethod
+    def _parse_ids(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            parts = [part.strip() for part in value.replace(";", ",").split(",")]
+            ids: list[int] = []
+            for part in filter(None, parts):
+                try:
+                    ids.append(int(part))
+                except ValueError:
+                    raise ValueError(
+                        f"{part!r} is not a numeric Telegram id; write ids separated by "
+                        "commas, e.g. 12345678,-1001234567890"
+                    ) from None
+            return ids
+        return value
+
     @field_validator("image_models", mode="before")
     @classmethod
     def _parse_models(cls, value: Any) -> Any:
@@ -131,6 +156,10 @@ class Settings(BaseSettings):
         "openrouter_api_key",
         "gemini_api_key",
         "telegram_api_hash",
+        "telegram_session",
+        "telegram_bot_token",
+        "telegram_api_id",
+        "telegram_owner_id",
         mode="before",
     )
     @classmethod
@@ -188,6 +217,21 @@ class Settings(BaseSettings):
                 )
             )
         return ModelRegistry(specs)
+
+    @property
+    def session_path(self) -> Path:
+        """Where the Telethon session file lives (Telethon adds ``.session``)."""
+        return self.sakaibot_data_dir / "sakaibot"
+
+    def telegram_problems(self) -> list[str]:
+        """What is missing for `sakaibot login` / `sakaibot run`, one line per variable."""
+        problems: list[str] = []
+        where = "create an app at https://my.telegram.org (API development tools)"
+        if self.telegram_api_id is None:
+            problems.append(f"TELEGRAM_API_ID is not set: {where} and copy its api_id")
+        if self.telegram_api_hash is None:
+            problems.append(f"TELEGRAM_API_HASH is not set: {where} and copy its api_hash")
+        return problems
 
     def configuration_warnings(self) -> list[str]:
         """Settings that are valid but probably not what the operator meant."""

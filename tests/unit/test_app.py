@@ -365,3 +365,29 @@ async def test_an_upload_does_not_hold_the_models_slot() -> None:
     finally:
         await h.app.aclose()
     assert [o.ok for o in h.outcomes] == [True, True]
+
+
+async def test_shutdown_tells_waiting_jobs_and_finishes_the_running_one() -> None:
+    h = make_harness(image_user_limits="5/1h")
+    h.generator.gate = asyncio.Event()
+    h.app.start()
+    await h.say("/image=flux=running")
+    await h.say("/image=flux=waiting", user="bob")
+    await asyncio.wait_for(h.app.status.drain(), timeout=5)
+    stopping = asyncio.create_task(h.app.shutdown(grace_s=10))
+    await asyncio.sleep(0)  # let shutdown take the waiting job off the queue first
+    h.generator.gate.set()
+    await asyncio.wait_for(stopping, timeout=10)
+    assert [(o.user_id, o.ok, o.error_kind) for o in h.outcomes] == [
+        ("bob", False, "stopping"),
+        ("ann", True, None),
+    ]
+    assert h.chat.visible_texts() == [
+        "❌ SakaiBot is restarting, so this image was not started and your allowance "
+        "was not used. Send the command again in a minute."
+    ]
+    assert len(h.chat.of_kind("image")) == 1
+    # bob's slot was refunded: 5 more fit in his window.
+    for _ in range(5):
+        assert h.app.limiter.check("bob") is None
+        h.app.limiter.record("bob")
