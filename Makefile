@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test check lint format typecheck clean
+.PHONY: install demo test bench check lint format typecheck clean
 
 install: $(STAMP)
 
@@ -23,9 +23,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest -q
 
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py
+
 lint: $(STAMP)
-	$(BIN)/ruff check src tests scripts
-	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/ruff check src tests scripts benchmarks
+	$(BIN)/ruff format --check src tests scripts benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -33,8 +36,8 @@ typecheck: $(STAMP)
 check: lint typecheck test
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests scripts
-	$(BIN)/ruff check --fix src tests scripts
+	$(BIN)/ruff format src tests scripts benchmarks
+	$(BIN)/ruff check --fix src tests scripts benchmarks
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
