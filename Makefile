@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	@LLM_PROVIDER=none $(BIN)/sakaibot --env-file none chat --local --out out/demo \
-		--worker-latency-ms 1500 < scripts/demo_conversation.txt
+		--worker-latency-ms 2500 < scripts/demo_conversation.txt
 	@echo
 	@echo "The images are in out/demo/. To go live, see README.md ('Going live')."
 

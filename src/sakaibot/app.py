@@ -16,7 +16,7 @@ from functools import partial
 
 from sakaibot.bot import ImageBot
 from sakaibot.chat.port import ChatPort
-from sakaibot.enhancer import NoEnhancer, PromptEnhancer
+from sakaibot.enhancer import PromptEnhancer
 from sakaibot.errors import ServiceStopping
 from sakaibot.generation import ImageGenerator
 from sakaibot.jobs import JobIdFactory, random_job_id
@@ -96,12 +96,12 @@ def _build_generator(settings: Settings, closers: list[Closer]) -> ImageGenerato
     )
 
 
-def _build_enhancer(settings: Settings, closers: list[Closer]) -> PromptEnhancer:
+def _build_enhancer(settings: Settings, closers: list[Closer]) -> PromptEnhancer | None:
     from sakaibot.enhancer.llm import LlmEnhancer, providers_from_settings
 
     providers = providers_from_settings(settings)
     if not providers:
-        return NoEnhancer()
+        return None
     enhancer = LlmEnhancer(
         providers,
         timeout_s=settings.enhancer_timeout_s,
@@ -123,7 +123,11 @@ def build_app(
     edit_interval_s: Callable[[str], float] | None = None,
     new_job_id: JobIdFactory = random_job_id,
 ) -> App:
-    """Wire a bot for ``chat`` from ``settings``."""
+    """Wire a bot for ``chat`` from ``settings``.
+
+    ``generator`` and ``enhancer`` are built from the settings unless given; with
+    no LLM configured there is no enhancer and jobs skip that step.
+    """
     closers: list[Closer] = []
     registry = settings.model_registry()
     limiter = SlidingWindowLimiter(settings.image_user_limits, clock)
@@ -172,6 +176,7 @@ def build_app(
         clock=clock,
         new_job_id=new_job_id,
         on_outcome=report,
+        delivering=pipeline.delivering,
     )
     return App(
         settings=settings,

@@ -34,6 +34,13 @@ logger = logging.getLogger(__name__)
 _EXAMPLE = "a red fox in the snow"
 
 
+def _model_named_in(text: str) -> str | None:
+    """The model a generation command names, as typed (lower-cased), for its result."""
+    _, _, rest = text.partition("=")
+    name = rest.partition("=")[0].strip().lower()
+    return name or None
+
+
 class ImageBot:
     """Turns chat messages into replies and queued jobs; knows no front end."""
 
@@ -49,6 +56,7 @@ class ImageBot:
         clock: Callable[[], float],
         new_job_id: JobIdFactory,
         on_outcome: OutcomeListener,
+        delivering: Callable[[], list[Job]] = list,
     ) -> None:
         self._registry = registry
         self._max_prompt_chars = max_prompt_chars
@@ -59,6 +67,7 @@ class ImageBot:
         self._clock = clock
         self._new_job_id = new_job_id
         self._on_outcome = on_outcome
+        self._delivering = delivering
 
     async def handle(self, message: IncomingMessage) -> bool:
         """Act on ``message``; ``False`` when it was not an ``/image`` command."""
@@ -123,7 +132,7 @@ class ImageBot:
                     reply_to=message.message_id,
                     user_id=message.user_id,
                     ok=False,
-                    model=getattr(rejection, "model", None),
+                    model=_model_named_in(message.text),
                     error_kind=rejection.kind,
                     error=text,
                 )
@@ -176,6 +185,7 @@ class ImageBot:
 
     def _status_text(self, user_id: str) -> str:
         jobs = self._queues.jobs_of(user_id)
+        jobs += [(job, None) for job in self._delivering() if job.user_id == user_id]
         if not jobs:
             example = self._registry.names()[0] if self._registry else "flux"
             return (

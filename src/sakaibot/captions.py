@@ -90,6 +90,8 @@ class CaptionFacts:
     options: ImageOptions
     elapsed_s: float
     seed: int | None = None
+    #: ``--steps`` as asked, when it was above the model's maximum and lowered.
+    steps_requested: int | None = None
 
 
 #: Room for the lines above the prompt; the prompt fills what is left.
@@ -105,7 +107,10 @@ def build_caption(facts: CaptionFacts, *, limit: int = CAPTION_LIMIT_UTF16) -> C
     if options.aspect_ratio:
         extras.append(options.aspect_ratio)
     if options.steps is not None:
-        extras.append(f"{options.steps} steps")
+        if facts.steps_requested is not None:
+            extras.append(f"{options.steps} steps (the maximum; {facts.steps_requested} asked)")
+        else:
+            extras.append(f"{options.steps} steps")
     if options.style is not None:
         extras.append(f"style {options.style.value}")
     if options.negative_prompt:

@@ -158,9 +158,13 @@ async def _read_lines(stream: TextIO) -> Any:
         # A regular file (``< script.txt``) cannot be a pipe; reading it never blocks long.
         for line in stream:
             yield line
+            await asyncio.sleep(0)
         return
     while raw := await reader.readline():
         yield raw.decode("utf-8", errors="replace")
+        # A pipe that already holds the whole script would otherwise be read
+        # without giving queued jobs a turn, unlike messages arriving in a chat.
+        await asyncio.sleep(0)
 
 
 async def _run_chat(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
@@ -242,6 +246,9 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
             worker, overrides = _start_local_worker(args)
         settings = _load(args, overrides)
         _configure_logging(args.verbose, settings.log_level, quiet=args.command == "chat")
+        if args.command in {"chat", "generate", "run"}:
+            for warning in settings.configuration_warnings():
+                sys.stderr.write(f"Warning: {warning}\n")
         if args.command == "login":
             return asyncio.run(_run_login(args, settings, out))
         if args.command == "verify":
@@ -258,8 +265,6 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
             if problems:
                 raise ConfigError(problems)
         if not settings.model_registry():
-            for warning in settings.configuration_warnings():
-                sys.stderr.write(f"{warning}\n")
             sys.stderr.write(NO_WORKER_MESSAGE + "\n")
             return EXIT_CONFIG
         if args.command == "chat":
@@ -298,9 +303,12 @@ def _run_dev_worker(args: argparse.Namespace) -> int:
             fast=args.fast,
         )
     )
-    sys.stderr.write(
-        f"Development worker on http://127.0.0.1:{args.port}: GET /flux?prompt=…  "
-        "POST /sdxl (previews, not real generation). Ctrl-C stops it.\n"
-    )
-    worker.serve_forever()
+
+    def announce(url: str) -> None:
+        sys.stderr.write(
+            f"Development worker on {url}: GET /flux?prompt=…  POST /sdxl "
+            "(labelled previews, not real generation). Ctrl-C stops it.\n"
+        )
+
+    worker.serve_forever(on_ready=announce)
     return EXIT_OK

@@ -16,7 +16,8 @@ so the wording lives here and nowhere else::
     │   ├── UnsupportedFlag          a flag the chosen model does not take
     │   ├── RateLimited              the user's sliding window is full
     │   ├── QueueFull                the model's queue is at its bound
-    │   └── TooManyPending           the user has too many jobs waiting
+    │   ├── TooManyPending           the user has too many jobs waiting
+    │   └── NothingToCancel          /image cancel found no waiting job
     ├── GenerationError              the image could not be made
     │   ├── TransientWorkerError     worth retrying (timeouts, 429/502/503/504, capacity)
     │   │   └── WorkerTimeout
@@ -30,7 +31,9 @@ so the wording lives here and nowhere else::
     │       └── WorkerGaveUp         transient failures until the budget ran out
     ├── EnhancerError                the LLM did not help; never reaches a user
     ├── JobCancelled                 the job was cancelled while waiting
+    ├── ServiceStopping              shut down before a waiting job started
     └── ChatError                    the chat refused an operation
+        ├── TelegramUnreachable      connecting to Telegram failed
         ├── FloodWait                the chat asks us to wait ``retry_after_s``
         └── MessageNotModified       an edit to the very same text
 """
@@ -50,6 +53,11 @@ def format_wait(seconds: float) -> str:
         return f"{minutes} min" if secs == 0 else f"{minutes} min {secs} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h" if minutes == 0 else f"{hours} h {minutes} min"
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 image``, ``2 images``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 class SakaiBotError(Exception):
@@ -147,7 +155,7 @@ class PromptTooLong(RequestRejected):
     def user_message(self) -> str:
         return (
             f"The prompt is {self.length} characters long; the limit is {self.limit}. "
-            f"Shorten it by {self.length - self.limit} characters and send it again."
+            f"Shorten it by {plural(self.length - self.limit, 'character')} and send it again."
         )
 
 
@@ -194,7 +202,7 @@ class RateLimited(RequestRejected):
     @property
     def user_message(self) -> str:
         return (
-            f"You have reached the limit of {self.limit} images per "
+            f"You have reached the limit of {plural(self.limit, 'image')} per "
             f"{format_wait(self.window_s)}. Try again in {format_wait(self.retry_after_s)}."
         )
 
@@ -226,8 +234,9 @@ class TooManyPending(RequestRejected):
     @property
     def user_message(self) -> str:
         return (
-            f"You already have {self.pending} images waiting (the limit is {self.limit}). "
-            "Wait for one to finish, or cancel one with /image cancel."
+            f"You already have {plural(self.pending, 'image')} waiting or generating "
+            f"(the limit is {self.limit}). Wait for one to finish, or cancel a waiting one "
+            "with /image cancel."
         )
 
 
@@ -348,7 +357,8 @@ class ImageTooLarge(PermanentWorkerError):
         limit_mb = self.limit_bytes / 1_000_000
         return (
             f"The {self._model_name} worker sent an image larger than the "
-            f"{limit_mb:g} MB this bot accepts. Try a smaller size (--ar 1:1)."
+            f"{limit_mb:g} MB this bot accepts. Try again with a smaller size; if it keeps "
+            "happening, the bot's owner can raise IMAGE_MAX_BYTES."
         )
 
 
@@ -363,10 +373,14 @@ class WorkerGaveUp(PermanentWorkerError):
 
     @property
     def user_message(self) -> str:
+        tries = "once" if self.attempts == 1 else f"{self.attempts} times"
+        if isinstance(self.__cause__, WorkerTimeout):
+            problem = "took too long to answer"
+        else:
+            problem = "is busy or unreachable right now"
         return (
-            f"The {self._model_name} worker is busy or unreachable right now "
-            f"(tried {self.attempts} times). Your allowance was not used; "
-            "please try again in a few minutes."
+            f"The {self._model_name} worker {problem} (tried {tries}). "
+            "Your allowance was not used; please try again in a few minutes."
         )
 
 
@@ -432,19 +446,12 @@ class MessageNotModified(ChatError):
     kind = "not_modified"
 
 
-#: Errors for which the user's rate-limit slot is given back: they were not the
-#: user's fault (defect 5 of the original design).
-REFUNDED_ERRORS: tuple[type[SakaiBotError], ...] = (
-    TransientWorkerError,
-    WorkerGaveUp,
-    WorkerAuthError,
-    QuotaExhausted,
-    InvalidImage,
-    ImageTooLarge,
-    ChatError,
-    JobCancelled,
-    ServiceStopping,
-)
+#: The one failure that is the user's own doing, and so keeps its rate-limit
+#: slot: a prompt the image service filtered. Every other failure is given
+#: back (defect 5 of the original design): the bot validates prompts and flags
+#: before queueing, so a worker that refuses, breaks or cannot be reached is
+#: not the user's fault.
+CHARGED_ERRORS: tuple[type[SakaiBotError], ...] = (ContentFiltered,)
 
 
 class NothingToCancel(RequestRejected):

@@ -20,7 +20,7 @@ from sakaibot.captions import CaptionFacts, build_caption
 from sakaibot.chat.port import ChatPort, OutgoingImage
 from sakaibot.commands import STYLE_WORDS, ImageRequest
 from sakaibot.enhancer import EnhancedPrompt, PromptEnhancer
-from sakaibot.errors import REFUNDED_ERRORS, ChatError, FloodWait, SakaiBotError
+from sakaibot.errors import CHARGED_ERRORS, ChatError, FloodWait, SakaiBotError
 from sakaibot.generation import GenerationParams, ImageGenerator
 from sakaibot.jobs import Job, JobState
 from sakaibot.limits import SlidingWindowLimiter
@@ -84,7 +84,7 @@ class JobPipeline:
         self,
         *,
         generator: ImageGenerator,
-        enhancer: PromptEnhancer,
+        enhancer: PromptEnhancer | None,
         chat: ChatPort,
         status: StatusScheduler,
         limiter: SlidingWindowLimiter,
@@ -102,7 +102,8 @@ class JobPipeline:
         self._on_outcome = on_outcome
         self._sleep = sleep
         self._max_delivery_wait_s = max_delivery_wait_s
-        self._deliveries: set[asyncio.Task[None]] = set()
+        #: Uploads under way, and the job each one delivers.
+        self._deliveries: dict[asyncio.Task[None], Job] = {}
 
     def _show(self, job: Job, text: str) -> None:
         self._status.show(job.id, chat_id=job.chat_id, reply_to=job.reply_to, text=text)
@@ -125,7 +126,7 @@ class JobPipeline:
         request = job.request
         step_started_s = job.started_at_s if job.started_at_s is not None else self._clock()
         job.timings_s["waited"] = step_started_s - job.created_at_s
-        if request.options.raw:
+        if request.options.raw or self._enhancer is None:
             enhanced = EnhancedPrompt(text=request.prompt)
         else:
             step_started_s = self._step(job, JobState.ENHANCING, step_started_s)
@@ -152,6 +153,7 @@ class JobPipeline:
                 options=request.options,
                 elapsed_s=step_started_s - job.created_at_s,
                 seed=request.options.seed,
+                steps_requested=request.steps_requested,
             )
         )
         outgoing = OutgoingImage(
@@ -165,8 +167,12 @@ class JobPipeline:
         delivery = asyncio.create_task(
             self._deliver(job, outgoing, step_started_s), name=f"deliver-{job.id}"
         )
-        self._deliveries.add(delivery)
-        delivery.add_done_callback(self._deliveries.discard)
+        self._deliveries[delivery] = job
+        delivery.add_done_callback(self._deliveries.pop)
+
+    def delivering(self) -> list[Job]:
+        """Jobs whose image is on its way to the chat."""
+        return list(self._deliveries.values())
 
     async def drain(self) -> None:
         """Wait until every image handed to the chat has been delivered or failed."""
@@ -226,7 +232,7 @@ class JobPipeline:
             job.state = JobState.FAILED
         job.finished_at_s = self._clock()
         job.error_kind = error.kind
-        if isinstance(error, REFUNDED_ERRORS) and job.limiter_stamp is not None:
+        if not isinstance(error, CHARGED_ERRORS) and job.limiter_stamp is not None:
             self._limiter.refund(job.user_id, job.limiter_stamp)
         logger.info("job %s (%s) failed: %s: %s", job.id, job.model.name, error.kind, error)
         message = error.user_message

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    ConfigDict,
     Field,
     HttpUrl,
     SecretStr,
@@ -32,9 +33,15 @@ from sakaibot.models import (
     ModelSpec,
 )
 
+#: The original design's limit: 10 requests per 60 s sliding window.
+DEFAULT_USER_LIMITS = "10/1m"
+
 
 class ExtraModel(BaseModel):
     """One operator-defined model in ``IMAGE_MODELS`` (JSON)."""
+
+    # A misspelt key ("apikey") must be an error, not a silently missing key.
+    model_config = ConfigDict(extra="forbid")
 
     contract: Contract
     url: HttpUrl
@@ -104,7 +111,7 @@ class Settings(BaseSettings):
     # Requests, limits and queues.
     image_prompt_max_chars: int = Field(default=1000, ge=1, le=10_000)
     image_user_limits: Annotated[list[RateWindow], NoDecode] = Field(
-        default_factory=lambda: parse_limit_spec("10/1m")
+        default_factory=lambda: parse_limit_spec(DEFAULT_USER_LIMITS)
     )
     image_queue_max: int = Field(default=50, ge=1)
     image_user_max_pending: int = Field(default=3, ge=1)
@@ -122,7 +129,8 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_limits(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return parse_limit_spec(value)
+            # An empty line copied from .env.example means "the default", not "off".
+            return parse_limit_spec(value if value.strip() else DEFAULT_USER_LIMITS)
         return value
 
     @field_validator("allowed_user_ids", "allowed_chat_ids", mode="before")
@@ -245,10 +253,13 @@ class Settings(BaseSettings):
 
 
 def _describe(error: dict[str, Any]) -> str:
-    location = ".".join(str(part) for part in error.get("loc", ()))
-    variable = location.split(".", 1)[0].upper() if location else "settings"
-    message = str(error.get("msg", "invalid value"))
-    message = message.removeprefix("Value error, ")
+    parts = [str(part) for part in error.get("loc", ())]
+    variable = parts[0].upper() if parts else "settings"
+    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    if error.get("type") == "extra_forbidden":
+        message = f"unknown key; the keys are {', '.join(ExtraModel.model_fields)}"
+    if len(parts) > 1:  # inside IMAGE_MODELS: say which model and which key
+        return f"{variable} ({'.'.join(parts[1:])}): {message}"
     return f"{variable}: {message}"
 
 

@@ -5,9 +5,10 @@ Telegram would. Rules (see ``shared/reference/telegram.md``):
 
 - :meth:`StatusScheduler.show` and :meth:`~StatusScheduler.finish` only record
   what is wanted and return at once: a queue worker never waits on a chat.
-- Per chat, one lane sends the operations in order, at most one paced send or
-  edit per interval. Only the newest wanted text of a message is kept
-  (coalescing); a text equal to what the chat already shows is never re-sent.
+- Per chat, one lane sends the operations in order: at most one edit per edit
+  interval, and new status messages (which acknowledge new commands, and go
+  first) at most one per second. Only the newest wanted text of a message is
+  kept (coalescing); a text equal to what the chat already shows is never re-sent.
 - Final operations (removing the status once the image is out, or turning it
   into the error) skip the pacing interval: the result is never delayed by it.
 - A flood wait mutes the chat's lane for its duration; intermediate texts are
@@ -30,6 +31,10 @@ from sakaibot.queues import QueuePlace
 logger = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
+
+#: Spacing of new status messages in one chat, about Telegram's one message per
+#: second per chat; edits of existing ones follow the (longer) edit interval.
+SEND_GAP_S = 1.0
 
 
 # -- the texts of the status flow ----------------------------------------------
@@ -89,7 +94,8 @@ class _Lane:
     paced: dict[str, None] = field(default_factory=dict)
     #: Keys whose final operation is pending.
     urgent: dict[str, None] = field(default_factory=dict)
-    next_paced_at_s: float = 0.0
+    next_send_at_s: float = 0.0
+    next_edit_at_s: float = 0.0
     muted_until_s: float = 0.0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
@@ -213,21 +219,30 @@ class StatusScheduler:
                     key = next(iter(lane.urgent))
                     await self._final(lane, key)
                     continue
-                if lane.next_paced_at_s > now_s:
-                    await self._pause(lane, lane.next_paced_at_s - now_s)
+                key, ready_at_s = self._next_paced(lane)
+                if ready_at_s > now_s:
+                    await self._pause(lane, ready_at_s - now_s)
                     continue
-                await self._paced(lane, self._next_paced_key(lane))
+                await self._paced(lane, key)
         finally:
             lane.task = None
 
     @staticmethod
-    def _next_paced_key(lane: _Lane) -> str:
-        """A status not yet shown at all goes first: acknowledging a new command
-        matters more than moving an existing status along."""
+    def _next_paced(lane: _Lane) -> tuple[str, float]:
+        """The paced operation to do next, and when it may go.
+
+        A status not shown at all yet goes first: acknowledging a new command
+        matters more than moving an existing status along. New messages are
+        spaced by :data:`SEND_GAP_S`; edits by the chat's edit interval.
+        """
+        first_edit: str | None = None
         for key in lane.paced:
             if lane.statuses[key].message_id is None:
-                return key
-        return next(iter(lane.paced))
+                return key, lane.next_send_at_s
+            if first_edit is None:
+                first_edit = key
+        assert first_edit is not None
+        return first_edit, lane.next_edit_at_s
 
     async def _pause(self, lane: _Lane, delay_s: float) -> None:
         """Sleep ``delay_s``, or less if an urgent operation arrives meanwhile."""
@@ -251,6 +266,7 @@ class StatusScheduler:
         lane.paced.pop(key, None)
         if text is None or text == status.shown_text:
             return
+        sent_new = status.message_id is None
         try:
             if status.message_id is None:
                 status.message_id = await self._chat.send_text(
@@ -271,7 +287,13 @@ class StatusScheduler:
             # A status that cannot be shown is not worth failing a job for;
             # the final result goes out on its own.
             logger.warning("chat %s: status update failed", lane.chat_id, exc_info=True)
-        lane.next_paced_at_s = self._clock() + self._interval_s(lane.chat_id)
+        now_s = self._clock()
+        if sent_new:
+            lane.next_send_at_s = now_s + SEND_GAP_S
+            # Nothing goes to a chat twice within the send gap, edits included.
+            lane.next_edit_at_s = max(lane.next_edit_at_s, now_s + SEND_GAP_S)
+        else:
+            lane.next_edit_at_s = now_s + self._interval_s(lane.chat_id)
 
     async def _final(self, lane: _Lane, key: str) -> None:
         status = lane.statuses[key]

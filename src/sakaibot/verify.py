@@ -39,7 +39,14 @@ async def run_verify(settings: Settings, out: TextIO) -> int:
 
     providers = providers_from_settings(settings)
     if not providers:
-        line(None, "LLM: none configured; prompts are used as written (set OPENROUTER_API_KEY)")
+        if settings.llm_provider == "none":
+            line(None, "LLM: turned off (LLM_PROVIDER=none); prompts are used as written")
+        else:
+            line(
+                None,
+                "LLM: none configured; prompts are used as written "
+                "(set OPENROUTER_API_KEY or GEMINI_API_KEY to improve them)",
+            )
     for provider in providers:
         enhancer = LlmEnhancer([provider], timeout_s=settings.enhancer_timeout_s, max_chars=1500)
         try:

@@ -294,7 +294,7 @@ async def test_queue_full_and_too_many_pending_are_clear() -> None:
         full = await h.say("/image=flux=two", user="b")
         assert "The Flux queue is full (1 waiting)" in h.replies_to(full)[0]
         pending = await h.say("/image=sdxl=three", user="a")
-        assert "You already have 1 images waiting" in h.replies_to(pending)[0]
+        assert "You already have 1 image waiting or generating" in h.replies_to(pending)[0]
     finally:
         await h.app.aclose()
 

@@ -189,7 +189,7 @@ def test_pending_bound_per_user_counts_all_models() -> None:
     queues.submit(make_job("b", "sdxl"))
     with pytest.raises(TooManyPending) as info:
         queues.check_admission("flux", "ann")
-    assert "2 images waiting (the limit is 2)" in info.value.user_message
+    assert "2 images waiting or generating (the limit is 2)" in info.value.user_message
     queues.check_admission("flux", "bob")
 
 

@@ -85,7 +85,11 @@ def test_a_model_is_added_from_configuration_alone(monkeypatch: pytest.MonkeyPat
         ("FLUX_WORKER_URL", "not a url", "FLUX_WORKER_URL:"),
         ("FLUX_CONCURRENCY", "0", "FLUX_CONCURRENCY:"),
         ("IMAGE_MODELS", "{not json", "IMAGE_MODELS:"),
-        ("IMAGE_MODELS", '{"x": {"contract": "put", "url": "http://h"}}', "IMAGE_MODELS:"),
+        (
+            "IMAGE_MODELS",
+            '{"x": {"contract": "put", "url": "http://h"}}',
+            "IMAGE_MODELS (x.contract):",
+        ),
         (
             "IMAGE_MODELS",
             '{"x": {"contract": "get", "url": "http://h", "options": ["zoom"]}}',
@@ -110,3 +114,19 @@ def test_a_bad_secret_is_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
         load_settings(env_file=None)
     assert "TELEGRAM_API_ID" in info.value.user_message
     assert "canary-1234-secret" not in info.value.user_message
+
+
+def test_a_misspelt_model_key_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "IMAGE_MODELS", '{"dream": {"contract": "post", "url": "http://h/", "apikey": "k"}}'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings(env_file=None)
+    assert "IMAGE_MODELS (dream.apikey): unknown key; the keys are contract, url, api_key" in (
+        info.value.user_message
+    )
+
+
+def test_an_empty_limit_line_means_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGE_USER_LIMITS", "")
+    assert load_settings(env_file=None).image_user_limits == [RateWindow(10, 60.0)]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 from sakaibot.errors import ChatError, FloodWait, MessageNotModified
-from sakaibot.status import StatusScheduler
+from sakaibot.status import SEND_GAP_S, StatusScheduler
 from tests.support.fakes import FakeClock, RecordingChat
 
 INTERVAL_S = 3.0
@@ -36,7 +37,22 @@ async def test_first_text_is_sent_at_once_then_edits_are_paced_and_coalesced() -
         ("edit", "generating"),  # the two stale texts were never sent
     ]
     assert chat.events[0].reply_to == 7
-    assert chat.events[1].at_s - chat.events[0].at_s >= INTERVAL_S
+    assert chat.events[1].at_s - chat.events[0].at_s >= SEND_GAP_S
+
+
+async def test_edits_in_a_chat_are_one_interval_apart() -> None:
+    clock = FakeClock()
+    chat = RecordingChat(clock=clock)
+    status = make(chat, clock)
+    status.show("j1", chat_id="c", reply_to=1, text="one")
+    await settle(status)
+    for text in ("two", "three", "four"):
+        status.show("j1", chat_id="c", reply_to=1, text=text)
+        await settle(status)
+    edits = chat.of_kind("edit")
+    assert [e.text for e in edits] == ["two", "three", "four"]
+    gaps = [later.at_s - earlier.at_s for earlier, later in itertools.pairwise(edits)]
+    assert all(gap >= INTERVAL_S for gap in gaps)
 
 
 async def test_unchanged_text_is_never_resent() -> None:
@@ -57,8 +73,12 @@ async def test_pacing_is_per_chat_and_shared_by_jobs_in_it() -> None:
     status.show("b", chat_id="c1", reply_to=2, text="b1")
     status.show("x", chat_id="c2", reply_to=3, text="x1")
     await settle(status)
+    status.show("a", chat_id="c1", reply_to=1, text="a2")
+    status.show("b", chat_id="c1", reply_to=2, text="b2")
+    await settle(status)
     times = {event.text: event.at_s for event in chat.events}
-    assert times["b1"] - times["a1"] >= INTERVAL_S  # same chat: paced
+    assert times["b1"] - times["a1"] >= SEND_GAP_S  # same chat: paced
+    assert times["b2"] - times["a2"] >= INTERVAL_S  # edits of two jobs share the interval
     assert times["x1"] < times["b1"]  # other chat: not held back by c1
 
 

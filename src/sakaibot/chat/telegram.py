@@ -72,6 +72,8 @@ def telegram_errors() -> Iterator[None]:
         raise ChatError(f"telegram refused: {type(exc).__name__}") from exc
     except (ConnectionError, OSError, TimeoutError) as exc:
         raise ChatError(f"telegram unreachable: {type(exc).__name__}") from exc
+    except ValueError as exc:  # e.g. Telethon cannot resolve a chat id it has not seen
+        raise ChatError(f"telegram could not address the chat: {exc}") from exc
 
 
 class TelegramChat:

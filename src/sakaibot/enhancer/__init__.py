@@ -31,10 +31,3 @@ class PromptEnhancer(Protocol):
     """Improves a prompt; never raises and never fails a job."""
 
     async def enhance(self, prompt: str) -> EnhancedPrompt: ...
-
-
-class NoEnhancer:
-    """Used when no LLM is configured: the original prompt, unchanged."""
-
-    async def enhance(self, prompt: str) -> EnhancedPrompt:
-        return EnhancedPrompt(text=prompt)

@@ -268,7 +268,7 @@ class WorkerClient:
                 model.name,
                 _host(model),
             )
-            error = GenerationError(f"unexpected: {type(exc).__name__}", model=model.name)
+            error = GenerationError(f"unexpected: {type(exc).__name__}", model=model.display_name)
             error.__cause__ = exc
             return GenerationResult(False, None, error)
         return GenerationResult(True, image, None)
@@ -308,7 +308,7 @@ class WorkerClient:
             attempts = exc.last_attempt.attempt_number
             last = exc.last_attempt.exception()
             detail = last.detail if isinstance(last, GenerationError) else repr(last)
-            raise WorkerGaveUp(detail, model=model.name, attempts=attempts) from last
+            raise WorkerGaveUp(detail, model=model.display_name, attempts=attempts) from last
         return image
 
     async def _attempt(self, model: ModelSpec, params: GenerationParams) -> GeneratedImage:
@@ -319,22 +319,22 @@ class WorkerClient:
                 return await self._read_response(model, response)
         except httpx.TimeoutException as exc:
             raise WorkerTimeout(
-                f"{type(exc).__name__} talking to {_host(model)}", model=model.name
+                f"{type(exc).__name__} talking to {_host(model)}", model=model.display_name
             ) from exc
         except httpx.UnsupportedProtocol as exc:
             raise WorkerBadRequest(
                 f"unsupported URL scheme for {model.name}: check the worker URL",
-                model=model.name,
+                model=model.display_name,
             ) from exc
         except httpx.InvalidURL as exc:
             raise WorkerBadRequest(
-                f"invalid worker URL for {model.name}", model=model.name
+                f"invalid worker URL for {model.name}", model=model.display_name
             ) from exc
         except httpx.RequestError as exc:
             # Connect errors, resets, a truncated body (RemoteProtocolError), a
             # body that fails to decompress: the next attempt may well succeed.
             raise TransientWorkerError(
-                f"{type(exc).__name__} talking to {_host(model)}", model=model.name
+                f"{type(exc).__name__} talking to {_host(model)}", model=model.display_name
             ) from exc
 
     def _build_request(
@@ -344,6 +344,8 @@ class WorkerClient:
         headers = {"Accept": "image/*, application/json;q=0.9, */*;q=0.1"}
         if model.contract is Contract.GET:
             query: dict[str, str] = {"prompt": params.prompt}
+            if params.negative_prompt is not None:
+                query["negative_prompt"] = params.negative_prompt
             extras: dict[str, int | None] = {
                 "seed": params.seed,
                 "steps": params.steps,
@@ -354,6 +356,8 @@ class WorkerClient:
             # httpx replaces a URL's own query with `params=`; merging keeps the
             # operator's (e.g. a worker that takes ?token=...).
             url = httpx.URL(model.url).copy_merge_params(query)
+            if model.api_key is not None:  # an operator's GET worker may want a key too
+                headers["Authorization"] = f"Bearer {model.api_key.get_secret_value()}"
             return "GET", url, headers, None
         fields: dict[str, str | int | None] = {
             "prompt": params.prompt,
@@ -381,7 +385,7 @@ class WorkerClient:
             raise InvalidImage(
                 f"HTTP 200 {media_type} instead of an image: "
                 f"{_shorten(_redact(_describe_body(body), model))!r}",
-                model=model.name,
+                model=model.display_name,
             )
         # image/*, and also octet-stream or no type at all: some user workers
         # forget the header. The magic bytes decide either way.
@@ -398,27 +402,29 @@ class WorkerClient:
             raise InvalidImage(
                 "HTTP 200 JSON that does not parse: "
                 f"{_shorten(_redact(_safe_text(body), model))!r}",
-                model=model.name,
+                model=model.display_name,
             ) from exc
         encoded = _find_base64_image(payload)
         if encoded is None:
             described = _shorten(_redact(_describe_body(body), model))
             if _FILTERED.search(described):
-                raise ContentFiltered(f"HTTP 200: {described}", model=model.name)
-            raise InvalidImage(f"HTTP 200 JSON without an image: {described!r}", model=model.name)
+                raise ContentFiltered(f"HTTP 200: {described}", model=model.display_name)
+            raise InvalidImage(
+                f"HTTP 200 JSON without an image: {described!r}", model=model.display_name
+            )
         compact = _WHITESPACE.sub("", _DATA_URL.sub("", encoded.strip(), count=1))
         # Refuse before decoding: 4 base64 characters carry 3 bytes.
         estimated_bytes = len(compact) * 3 // 4
         if estimated_bytes > self._max_image_bytes + 2:
-            raise ImageTooLarge(estimated_bytes, self._max_image_bytes, model=model.name)
+            raise ImageTooLarge(estimated_bytes, self._max_image_bytes, model=model.display_name)
         try:
             data = base64.b64decode(compact.encode("ascii"), validate=True)
         except (binascii.Error, UnicodeEncodeError) as exc:
             raise InvalidImage(
-                "HTTP 200 JSON whose image is not valid base64", model=model.name
+                "HTTP 200 JSON whose image is not valid base64", model=model.display_name
             ) from exc
         if len(data) > self._max_image_bytes:
-            raise ImageTooLarge(len(data), self._max_image_bytes, model=model.name)
+            raise ImageTooLarge(len(data), self._max_image_bytes, model=model.display_name)
         return self._to_image(model, data, origin="base64 in JSON")
 
     def _to_image(self, model: ModelSpec, data: bytes, *, origin: str) -> GeneratedImage:
@@ -428,7 +434,7 @@ class WorkerClient:
             snippet = _shorten(_redact(_safe_text(data[:DETAIL_MAX_CHARS]), model))
             raise InvalidImage(
                 f"HTTP 200 ({origin}) but {exc.detail}; body starts {snippet!r}",
-                model=model.name,
+                model=model.display_name,
             ) from exc
         return GeneratedImage(
             data=data, mime_type=mime_type, extension=extension, width=width, height=height
@@ -450,7 +456,7 @@ class WorkerClient:
         declared = _content_length(response)
         if declared is not None and declared > limit_bytes:
             raise ImageTooLarge(
-                int(declared * decoded_ratio), self._max_image_bytes, model=model.name
+                int(declared * decoded_ratio), self._max_image_bytes, model=model.display_name
             )
         buffer = bytearray()
         async for chunk in response.aiter_bytes():
@@ -458,7 +464,9 @@ class WorkerClient:
             if len(buffer) > limit_bytes:
                 # Stop here: the rest of the body is never downloaded.
                 raise ImageTooLarge(
-                    int(len(buffer) * decoded_ratio), self._max_image_bytes, model=model.name
+                    int(len(buffer) * decoded_ratio),
+                    self._max_image_bytes,
+                    model=model.display_name,
                 )
         return bytes(buffer)
 
@@ -524,7 +532,7 @@ class WorkerClient:
                 retry_after_s=parse_retry_after(response.headers.get("retry-after")),
             )
         # 1xx/2xx other than 200 (e.g. 204 No Content): no image came back.
-        raise InvalidImage(f"{detail} instead of an image", model=model.name)
+        raise InvalidImage(f"{detail} instead of an image", model=model.display_name)
 
 
 async def _read_some(response: httpx.Response, limit_bytes: int) -> bytes:

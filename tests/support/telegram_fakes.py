@@ -1,0 +1,301 @@
+"""Telethon stand-ins: a recording client and real Telethon messages and events.
+
+:class:`RecordingTelegramClient` takes the place of ``telethon.TelegramClient``
+for the four calls the adapter makes. It keeps what Telegram would hold (the
+text of each message, the files sent) and behaves like Telegram where that
+matters to the bot: editing a message to its current text raises
+``MessageNotModifiedError`` and editing a message that does not exist raises
+``MessageIdInvalidError``. Any call can be scripted to raise a real Telethon
+error (or ``ConnectionError``) next.
+
+:func:`make_message` builds a real ``telethon.tl.types.Message`` (Telethon's
+custom message class) and finishes it the way Telethon does for an update, so
+``.sender``, ``.sender_id``, ``.chat_id``, ``.out``, ``.fwd_from`` and ``.post``
+are computed by Telethon itself, not by the test.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from telethon import errors, events, utils
+from telethon._updates import EntityCache
+from telethon.tl import types
+
+#: The userbot's own account in the tests.
+OWNER_ID = 1_000_001
+
+_DATE = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+_message_ids = itertools.count(5_000)
+
+
+@dataclass
+class ClientCall:
+    """One call the adapter made, as Telegram would have received it."""
+
+    name: str  # send_message | edit_message | delete_messages | send_file
+    entity: Any
+    kwargs: dict[str, Any]
+    #: The id of the message the call created (sends only).
+    message_id: int | None = None
+    #: The exception the call raised instead, if it was scripted to fail.
+    raised: BaseException | None = None
+    at_s: float = 0.0
+    #: ``send_file`` only: what was read from the file object, and its name.
+    file_bytes: bytes | None = None
+    file_name: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.raised is None
+
+
+@dataclass
+class SentFile:
+    message_id: int
+    entity: Any
+    data: bytes
+    name: str | None
+    caption: str | None
+
+
+class RecordingTelegramClient:
+    """Records every call; returns real Telethon messages with increasing ids."""
+
+    def __init__(self, *, self_id: int = OWNER_ID, clock: Callable[[], float] | None = None):
+        # What Message._finish_init reads from a client.
+        self._self_id = self_id
+        self._mb_entity_cache = EntityCache()
+        self._clock = clock
+        self._ids = itertools.count(101)
+        self.calls: list[ClientCall] = []
+        #: The text each message shows now (status messages, replies); gone when deleted.
+        self.texts: dict[int, str] = {}
+        self.files: list[SentFile] = []
+        self._failures: dict[str, list[BaseException]] = {}
+
+    # -- scripting ------------------------------------------------------------
+
+    def fail_next(self, method: str, *exceptions: BaseException) -> None:
+        """The next calls of ``method`` raise ``exceptions``, in order."""
+        if method not in {"send_message", "edit_message", "delete_messages", "send_file"}:
+            raise ValueError(f"unknown client method {method!r}")
+        self._failures.setdefault(method, []).extend(exceptions)
+
+    def of(self, name: str, *, ok: bool | None = None) -> list[ClientCall]:
+        """The calls of ``name`` (only the successful or failed ones when ``ok`` is given)."""
+        return [c for c in self.calls if c.name == name and (ok is None or c.ok == ok)]
+
+    def replies_to(self, message_id: int) -> list[ClientCall]:
+        """Text messages and files sent as replies to ``message_id``."""
+        return [
+            c
+            for c in self.calls
+            if c.ok
+            and c.name in {"send_message", "send_file"}
+            and c.kwargs.get("reply_to") == message_id
+        ]
+
+    # -- what the adapter calls -------------------------------------------------
+
+    async def send_message(
+        self,
+        entity: Any,
+        message: str,
+        *,
+        reply_to: int | None = None,
+        parse_mode: Any = (),
+        link_preview: bool = True,
+    ) -> types.Message:
+        call = self._record(
+            "send_message",
+            entity,
+            message=message,
+            reply_to=reply_to,
+            parse_mode=parse_mode,
+            link_preview=link_preview,
+        )
+        self._raise_if_scripted(call)
+        return self._new_message(call, entity, message, reply_to)
+
+    async def edit_message(
+        self,
+        entity: Any,
+        message: int,
+        text: str,
+        *,
+        parse_mode: Any = (),
+        link_preview: bool = True,
+    ) -> types.Message:
+        call = self._record(
+            "edit_message",
+            entity,
+            message=message,
+            text=text,
+            parse_mode=parse_mode,
+            link_preview=link_preview,
+        )
+        self._raise_if_scripted(call)
+        if message not in self.texts:
+            self._fail(call, errors.MessageIdInvalidError(request=None))
+        if self.texts[message] == text:
+            self._fail(call, errors.MessageNotModifiedError(request=None))
+        self.texts[message] = text
+        return self._message(message, entity, text)
+
+    async def delete_messages(self, entity: Any, ids: list[int]) -> list[Any]:
+        call = self._record("delete_messages", entity, ids=list(ids))
+        self._raise_if_scripted(call)
+        for message_id in ids:
+            self.texts.pop(message_id, None)
+        return []
+
+    async def send_file(
+        self,
+        entity: Any,
+        file: Any,
+        *,
+        caption: str | None = None,
+        parse_mode: Any = (),
+        force_document: bool = False,
+        reply_to: int | None = None,
+    ) -> types.Message:
+        data = file.read()
+        name = getattr(file, "name", None)
+        call = self._record(
+            "send_file",
+            entity,
+            caption=caption,
+            parse_mode=parse_mode,
+            force_document=force_document,
+            reply_to=reply_to,
+        )
+        call.file_bytes = data
+        call.file_name = name
+        self._raise_if_scripted(call)
+        sent = self._new_message(call, entity, caption or "", reply_to, keep_text=False)
+        self.files.append(SentFile(sent.id, entity, data, name, caption))
+        return sent
+
+    # -- helpers ----------------------------------------------------------------
+
+    def _record(self, name: str, entity: Any, **kwargs: Any) -> ClientCall:
+        at_s = self._clock() if self._clock is not None else 0.0
+        call = ClientCall(name, entity, kwargs, at_s=at_s)
+        self.calls.append(call)
+        return call
+
+    def _raise_if_scripted(self, call: ClientCall) -> None:
+        queue = self._failures.get(call.name)
+        if queue:
+            self._fail(call, queue.pop(0))
+
+    @staticmethod
+    def _fail(call: ClientCall, exc: BaseException) -> None:
+        call.raised = exc
+        raise exc
+
+    def _new_message(
+        self,
+        call: ClientCall,
+        entity: Any,
+        text: str,
+        reply_to: int | None,
+        *,
+        keep_text: bool = True,
+    ) -> types.Message:
+        message_id = next(self._ids)
+        call.message_id = message_id
+        if keep_text:
+            self.texts[message_id] = text
+        return self._message(message_id, entity, text, reply_to)
+
+    def _message(
+        self, message_id: int, entity: Any, text: str, reply_to: int | None = None
+    ) -> types.Message:
+        peer_id, peer_type = utils.resolve_id(int(entity))
+        message = types.Message(
+            id=message_id,
+            peer_id=peer_type(peer_id),
+            date=_DATE,
+            message=text,
+            out=True,
+            from_id=types.PeerUser(self._self_id),
+            reply_to=None
+            if reply_to is None
+            else types.MessageReplyHeader(reply_to_msg_id=reply_to),
+        )
+        message._finish_init(self, {}, None)
+        return message
+
+
+def make_message(
+    client: Any,
+    *,
+    text: str,
+    chat: types.PeerUser | types.PeerChat | types.PeerChannel,
+    sender_id: int,
+    out: bool = False,
+    fwd: bool = False,
+    post: bool = False,
+    via_bot_id: int | None = None,
+    sender_is_bot: bool = False,
+    reply_to_msg_id: int | None = None,
+    msg_id: int | None = None,
+) -> types.Message:
+    """A real Telethon message as an update would deliver it, finished on ``client``.
+
+    The fields follow what Telegram sends: an incoming private message has no
+    ``from_id`` (Telethon takes the sender from the chat), a channel post has
+    none either, everything else names its sender.
+    """
+    private_incoming = isinstance(chat, types.PeerUser) and not out
+    if private_incoming and chat.user_id != sender_id:
+        raise ValueError("in a private chat an incoming message comes from the other person")
+    from_id = None if (private_incoming or post) else types.PeerUser(sender_id)
+    message = types.Message(
+        id=next(_message_ids) if msg_id is None else msg_id,
+        peer_id=chat,
+        date=_DATE,
+        message=text,
+        out=out,
+        post=post or None,
+        from_id=from_id,
+        fwd_from=types.MessageFwdHeader(date=_DATE) if fwd else None,
+        via_bot_id=via_bot_id,
+        reply_to=(
+            None
+            if reply_to_msg_id is None
+            else types.MessageReplyHeader(reply_to_msg_id=reply_to_msg_id)
+        ),
+    )
+    sender = types.User(
+        id=sender_id,
+        is_self=sender_id == client._self_id,
+        bot=sender_is_bot,
+        access_hash=sender_id * 7,
+        first_name="Bot" if sender_is_bot else f"user{sender_id}",
+    )
+    entities: dict[int, Any] = {utils.get_peer_id(sender): sender}
+    message._finish_init(client, entities, None)
+    return message
+
+
+def make_event(client: Any, **fields: Any) -> events.NewMessage.Event:
+    """A ``NewMessage`` event carrying :func:`make_message`'s message."""
+    return events.NewMessage.Event(make_message(client, **fields))
+
+
+@dataclass
+class RecordingHandle:
+    """A front end's ``handle`` that only records what it was given."""
+
+    received: list[Any] = field(default_factory=list)
+
+    async def __call__(self, message: Any) -> bool:
+        self.received.append(message)
+        return True
