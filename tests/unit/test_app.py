@@ -131,7 +131,7 @@ async def test_flags_reach_the_worker(harness: Harness) -> None:
     assert params.negative_prompt == "blurry"
     assert params.steps == 20  # clamped to SDXL's maximum
     caption = harness.chat.of_kind("image")[0].text
-    assert "seed 42" in caption
+    assert "seed 42 · 16:9 · 20 steps (the maximum; 50 asked) · without: blurry" in caption
 
 
 async def test_file_flag_asks_for_a_document(harness: Harness) -> None:
@@ -391,3 +391,51 @@ async def test_shutdown_tells_waiting_jobs_and_finishes_the_running_one() -> Non
     for _ in range(5):
         assert h.app.limiter.check("bob") is None
         h.app.limiter.record("bob")
+
+
+async def test_without_an_llm_the_prompt_step_is_skipped() -> None:
+    clock = FakeClock()
+    chat = RecordingChat(clock=clock)
+    app = build_app(
+        load_settings(
+            env_file=None, flux_worker_url="http://127.0.0.1:9/flux", llm_provider="none"
+        ),
+        chat,
+        generator=FakeGenerator(),
+        clock=clock,
+        sleep=clock.sleep,
+        edit_interval_s=lambda _chat: 0.0,
+    )
+    app.start()
+    try:
+        await app.bot.handle(IncomingMessage("c", 1, "ann", "/image=flux=a fox"))
+        await asyncio.wait_for(app.drain(), timeout=5)
+    finally:
+        await app.aclose()
+    shown = [e.text for e in chat.events if e.kind in {"send", "edit"}]
+    assert "✨ Improving your prompt…" not in shown
+    assert chat.of_kind("image")[0].text.startswith("🎨 Flux · prompt: original prompt ·")
+
+
+async def test_status_lists_a_job_whose_image_is_on_its_way() -> None:
+    h = make_harness()
+    release = asyncio.Event()
+    uploading = asyncio.Event()
+    send_image = h.chat.send_image
+
+    async def held_upload(chat_id: str, image: object, *, reply_to: int | None) -> int:
+        uploading.set()
+        await release.wait()
+        return await send_image(chat_id, image, reply_to=reply_to)  # type: ignore[arg-type]
+
+    h.chat.send_image = held_upload  # type: ignore[method-assign]
+    h.app.start()
+    try:
+        await h.say("/image=flux=a fox")
+        await asyncio.wait_for(uploading.wait(), timeout=5)
+        status = await h.say("/image status")
+        assert h.replies_to(status)[0].split("\n")[1].endswith("flux: sending")
+        release.set()
+        await h.finish()
+    finally:
+        await h.app.aclose()

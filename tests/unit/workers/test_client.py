@@ -211,6 +211,22 @@ async def test_existing_query_in_the_url_is_kept(harness: Harness, jpeg: bytes) 
     assert dict(url.params) == {"token": "abc", "prompt": "cat", "width": "512"}
 
 
+async def test_get_model_with_a_key_and_a_negative_prompt(harness: Harness, jpeg: bytes) -> None:
+    """An operator's GET model may take --neg and need a bearer too."""
+    model = ModelSpec(
+        name="dream",
+        contract=Contract.GET,
+        url="https://dream.example.workers.dev/",
+        api_key=SecretStr("dream-key"),
+        options=frozenset({"neg"}),
+    )
+    harness.worker.script(image(jpeg))
+    await harness.client().fetch_image(model, GenerationParams(prompt="cat", negative_prompt="dog"))
+    request = harness.worker.requests[0]
+    assert dict(request.url.params) == {"prompt": "cat", "negative_prompt": "dog"}
+    assert request.headers["authorization"] == "Bearer dream-key"
+
+
 @pytest.mark.parametrize("claimed", ["image/png", "image/webp", "application/octet-stream", ""])
 async def test_extension_follows_the_bytes_not_the_header(
     harness: Harness, jpeg: bytes, claimed: str
