@@ -26,6 +26,7 @@ from sakaibot.pipeline import JobOutcome, JobPipeline, OutcomeListener
 from sakaibot.queues import JobQueues
 from sakaibot.settings import Settings
 from sakaibot.status import StatusScheduler, show_place
+from sakaibot.undelivered import UndeliveredImages
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +120,7 @@ def build_app(
     generator: ImageGenerator | None = None,
     enhancer: PromptEnhancer | None = None,
     clock: Callable[[], float] = time.monotonic,
+    wall_clock: Callable[[], float] = time.time,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     edit_interval_s: Callable[[str], float] | None = None,
     new_job_id: JobIdFactory = random_job_id,
@@ -142,6 +144,11 @@ def build_app(
             return interval_s
 
     status = StatusScheduler(chat, edit_interval_s=edit_interval_s, clock=clock, sleep=sleep)
+    undelivered = UndeliveredImages(
+        settings.sakaibot_data_dir / "undelivered",
+        retention_s=settings.undelivered_retention_s,
+        clock=wall_clock,
+    )
 
     def report(outcome: JobOutcome) -> None:
         if on_outcome is not None:
@@ -157,6 +164,7 @@ def build_app(
         on_outcome=report,
         sleep=sleep,
         max_delivery_wait_s=settings.delivery_max_wait_s,
+        undelivered=undelivered,
     )
     queues = JobQueues(
         registry,
@@ -177,6 +185,8 @@ def build_app(
         new_job_id=new_job_id,
         on_outcome=report,
         delivering=pipeline.delivering,
+        undelivered=undelivered,
+        send_image=pipeline.send_image,
     )
     return App(
         settings=settings,

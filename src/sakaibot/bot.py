@@ -8,7 +8,7 @@ record the rate-limit slot → queue the job → show its status.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from sakaibot.chat.port import ChatPort, IncomingMessage
 from sakaibot.commands import (
@@ -16,18 +16,27 @@ from sakaibot.commands import (
     HelpCommand,
     ImageRequest,
     ModelsCommand,
+    RetryCommand,
     StatusCommand,
     is_generation_command,
     parse_command,
     usage_text,
 )
-from sakaibot.errors import ChatError, RateLimited, RequestRejected, UnknownModel, format_wait
+from sakaibot.errors import (
+    ChatError,
+    NothingToRetry,
+    RateLimited,
+    RequestRejected,
+    UnknownModel,
+    format_wait,
+)
 from sakaibot.jobs import Job, JobIdFactory
 from sakaibot.limits import SlidingWindowLimiter
 from sakaibot.models import ModelRegistry
 from sakaibot.pipeline import JobOutcome, OutcomeListener
 from sakaibot.queues import JobQueues
 from sakaibot.status import StatusScheduler, failed_text, show_place
+from sakaibot.undelivered import UndeliveredImages
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +66,8 @@ class ImageBot:
         new_job_id: JobIdFactory,
         on_outcome: OutcomeListener,
         delivering: Callable[[], list[Job]] = list,
+        undelivered: UndeliveredImages | None = None,
+        send_image: Callable[..., Awaitable[int]] | None = None,
     ) -> None:
         self._registry = registry
         self._max_prompt_chars = max_prompt_chars
@@ -68,6 +79,8 @@ class ImageBot:
         self._new_job_id = new_job_id
         self._on_outcome = on_outcome
         self._delivering = delivering
+        self._undelivered = undelivered
+        self._send_image = send_image or chat.send_image
 
     async def handle(self, message: IncomingMessage) -> bool:
         """Act on ``message``; ``False`` when it was not an ``/image`` command."""
@@ -87,6 +100,8 @@ class ImageBot:
                 await self._reply(message, self._status_text(message.user_id))
             elif isinstance(command, CancelCommand):
                 await self._cancel(message, command)
+            elif isinstance(command, RetryCommand):
+                await self._retry(message, command)
         except RequestRejected as rejection:
             await self._reject(message, rejection)
         return True
@@ -162,6 +177,25 @@ class ImageBot:
                 error="Cancelled.",
             )
         )
+
+    async def _retry(self, message: IncomingMessage, command: RetryCommand) -> None:
+        store = self._undelivered
+        kept = store.take(command.job_id, message.user_id) if store is not None else None
+        if store is None or kept is None:
+            raise NothingToRetry(command.job_id)
+        try:
+            await self._send_image(kept.chat_id, kept.image, reply_to=kept.reply_to)
+        except ChatError as exc:
+            logger.warning("job %s: retry failed: %s", kept.job_id, exc)
+            await self._reply(
+                message,
+                failed_text(
+                    f"It still could not be sent ({exc.kind}). It stays kept; "
+                    f"try /image retry {kept.job_id} again later."
+                ),
+            )
+            return
+        store.forget(kept.job_id)
 
     def _models_text(self) -> str:
         loads = self._queues.loads()

@@ -86,7 +86,14 @@ class CancelCommand:
     job_id: str | None = None
 
 
-Command = ImageRequest | HelpCommand | ModelsCommand | StatusCommand | CancelCommand
+@dataclass(frozen=True)
+class RetryCommand:
+    """``/image retry <job>``: send again an image that was made but not delivered."""
+
+    job_id: str
+
+
+Command = ImageRequest | HelpCommand | ModelsCommand | StatusCommand | CancelCommand | RetryCommand
 
 
 _COMMAND_WORD = "/image"
@@ -140,7 +147,9 @@ def usage_text(registry: ModelRegistry) -> str:
             "--file  send the image as a file, uncompressed",
         ]
     )
-    lines.append("More: /image help, /image models, /image status, /image cancel [job]")
+    lines.append(
+        "More: /image help, /image models, /image status, /image cancel [job], /image retry <job>"
+    )
     if models:
         lines.append(f"Models: {', '.join(name for name, _ in models)}")
         for name, spec in models:
@@ -252,10 +261,10 @@ def _parse_subcommand(rest: str, registry: ModelRegistry) -> Command:
             return StatusCommand()
         if verb == "cancel":
             return CancelCommand(None)
-    elif len(words) == 2 and verb == "cancel":
+    elif len(words) == 2 and verb in {"cancel", "retry"}:
         job_id = words[1].lower().removeprefix("#")
         if job_id:
-            return CancelCommand(job_id)
+            return CancelCommand(job_id) if verb == "cancel" else RetryCommand(job_id)
     raise UsageError(usage_text(registry))
 
 

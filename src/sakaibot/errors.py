@@ -17,7 +17,8 @@ so the wording lives here and nowhere else::
     │   ├── RateLimited              the user's sliding window is full
     │   ├── QueueFull                the model's queue is at its bound
     │   ├── TooManyPending           the user has too many jobs waiting
-    │   └── NothingToCancel          /image cancel found no waiting job
+    │   ├── NothingToCancel          /image cancel found no waiting job
+    │   └── NothingToRetry           /image retry found no kept image
     ├── GenerationError              the image could not be made
     │   ├── TransientWorkerError     worth retrying (timeouts, 429/502/503/504, capacity)
     │   │   └── WorkerTimeout
@@ -33,6 +34,7 @@ so the wording lives here and nowhere else::
     ├── JobCancelled                 the job was cancelled while waiting
     ├── ServiceStopping              shut down before a waiting job started
     └── ChatError                    the chat refused an operation
+        ├── DeliveryFailed           the image was made but not sent (kept for a retry)
         ├── TelegramUnreachable      connecting to Telegram failed
         ├── FloodWait                the chat asks us to wait ``retry_after_s``
         └── MessageNotModified       an edit to the very same text
@@ -419,6 +421,41 @@ class ChatError(SakaiBotError):
     @property
     def user_message(self) -> str:
         return "The image was made but could not be sent. Please try again."
+
+
+class DeliveryFailed(ChatError):
+    """The image was made, but the chat refused it; it may be kept for a retry."""
+
+    kind = "delivery_failed"
+
+    def __init__(self, detail: str, *, job_id: str, kept_for_s: float | None) -> None:
+        super().__init__(detail)
+        self.job_id = job_id
+        self.kept_for_s = kept_for_s
+
+    @property
+    def user_message(self) -> str:
+        if self.kept_for_s is None:
+            return "The image was made but could not be sent. Please try again."
+        return (
+            "The image was made but could not be sent. It is kept for "
+            f"{format_wait(self.kept_for_s)}: send /image retry {self.job_id} to try again."
+        )
+
+
+class NothingToRetry(RequestRejected):
+    kind = "nothing_to_retry"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"nothing kept for {job_id}")
+        self.job_id = job_id
+
+    @property
+    def user_message(self) -> str:
+        return (
+            f"No unsent image {self.job_id} of yours is kept. Images that could not be "
+            "sent are kept for a limited time; generate it again with /image=..."
+        )
 
 
 class TelegramUnreachable(ChatError):

@@ -20,7 +20,13 @@ from sakaibot.captions import CaptionFacts, build_caption
 from sakaibot.chat.port import ChatPort, OutgoingImage
 from sakaibot.commands import STYLE_WORDS, ImageRequest
 from sakaibot.enhancer import EnhancedPrompt, PromptEnhancer
-from sakaibot.errors import CHARGED_ERRORS, ChatError, FloodWait, SakaiBotError
+from sakaibot.errors import (
+    CHARGED_ERRORS,
+    ChatError,
+    DeliveryFailed,
+    FloodWait,
+    SakaiBotError,
+)
 from sakaibot.generation import GenerationParams, ImageGenerator
 from sakaibot.jobs import Job, JobState
 from sakaibot.limits import SlidingWindowLimiter
@@ -32,6 +38,7 @@ from sakaibot.status import (
     failed_text,
     generating_text,
 )
+from sakaibot.undelivered import UndeliveredImages
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +99,7 @@ class JobPipeline:
         on_outcome: OutcomeListener,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         max_delivery_wait_s: float = 300.0,
+        undelivered: UndeliveredImages | None = None,
     ) -> None:
         self._generator = generator
         self._enhancer = enhancer
@@ -102,6 +110,7 @@ class JobPipeline:
         self._on_outcome = on_outcome
         self._sleep = sleep
         self._max_delivery_wait_s = max_delivery_wait_s
+        self._undelivered = undelivered
         #: Uploads under way, and the job each one delivers.
         self._deliveries: dict[asyncio.Task[None], Job] = {}
 
@@ -187,10 +196,20 @@ class JobPipeline:
 
     async def _deliver(self, job: Job, outgoing: OutgoingImage, started_s: float) -> None:
         try:
-            message_id = await self._send_through_flood_waits(job, outgoing)
+            message_id = await self.send_image(job.chat_id, outgoing, reply_to=job.reply_to)
         except ChatError as exc:
             logger.warning("job %s: delivery failed: %s", job.id, exc)
-            self.fail(job, exc)
+            kept = self._undelivered is not None and self._undelivered.keep(
+                job_id=job.id,
+                user_id=job.user_id,
+                chat_id=job.chat_id,
+                reply_to=job.reply_to,
+                image=outgoing,
+            )
+            kept_for_s = self._undelivered.retention_s if kept and self._undelivered else None
+            failure = DeliveryFailed(str(exc), job_id=job.id, kept_for_s=kept_for_s)
+            failure.__cause__ = exc
+            self.fail(job, failure)
             return
         except Exception as exc:
             logger.exception("job %s: unexpected failure while delivering", job.id)
@@ -211,17 +230,17 @@ class JobPipeline:
             )
         )
 
-    async def _send_through_flood_waits(self, job: Job, outgoing: OutgoingImage) -> int:
-        """Send the image; a flood wait is waited out, up to the delivery budget."""
+    async def send_image(self, chat_id: str, outgoing: OutgoingImage, *, reply_to: int) -> int:
+        """Send an image; a flood wait is waited out, up to the delivery budget."""
         waited_s = 0.0
         while True:
             try:
-                return await self._chat.send_image(job.chat_id, outgoing, reply_to=job.reply_to)
+                return await self._chat.send_image(chat_id, outgoing, reply_to=reply_to)
             except FloodWait as exc:
                 if waited_s + exc.retry_after_s > self._max_delivery_wait_s:
                     raise
                 logger.warning(
-                    "job %s: flood wait of %.0f s before delivery", job.id, exc.retry_after_s
+                    "chat %s: flood wait of %.0f s before delivery", chat_id, exc.retry_after_s
                 )
                 waited_s += exc.retry_after_s
                 await self._sleep(exc.retry_after_s)

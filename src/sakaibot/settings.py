@@ -120,6 +120,8 @@ class Settings(BaseSettings):
     status_edit_interval_s: float = Field(default=3.0, ge=0)
     status_edit_interval_group_s: float = Field(default=6.0, ge=0)
     delivery_max_wait_s: float = Field(default=300.0, ge=0)
+    #: How long an image that could not be sent is kept for `/image retry`.
+    undelivered_retention_s: float = Field(default=86_400.0, ge=0)
 
     # Where state and images are kept.
     sakaibot_data_dir: Path = Path("data")

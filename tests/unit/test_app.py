@@ -221,21 +221,31 @@ async def test_every_accepted_job_ends_with_exactly_one_outcome() -> None:
     assert h.app.queues.live_job_count() == 0
 
 
-async def test_delivery_failure_tells_the_user() -> None:
+async def test_an_unsent_image_is_kept_and_retry_sends_it() -> None:
     from sakaibot.errors import ChatError
 
     h = make_harness()
     h.chat.image_failures.append(ChatError("upload failed"))
     h.app.start()
     try:
-        await h.say("/image=flux=a fox")
+        command = await h.say("/image=flux=a fox")
         await h.finish()
+        job_id = h.outcomes[0].job_id
+        assert h.chat.visible_texts() == [
+            "❌ The image was made but could not be sent. It is kept for 24 h: "
+            f"send /image retry {job_id} to try again."
+        ]
+        assert h.outcomes[0].ok is False
+        stranger = await h.say(f"/image retry {job_id}", user="mallory")
+        assert h.replies_to(stranger)[0].startswith(f"❌ No unsent image {job_id} of yours")
+        await h.say(f"/image retry {job_id}")
+        [image] = h.chat.of_kind("image")
+        assert image.reply_to == command
+        assert image.text.startswith("🎨 Flux · prompt:")
+        again = await h.say(f"/image retry {job_id}")  # sent once; nothing left to retry
+        assert h.replies_to(again)[0].startswith(f"❌ No unsent image {job_id} of yours")
     finally:
         await h.app.aclose()
-    assert h.chat.visible_texts() == [
-        "❌ The image was made but could not be sent. Please try again."
-    ]
-    assert h.outcomes[0].ok is False
 
 
 async def test_status_lists_positions_and_cancel_moves_others_up() -> None:
@@ -327,9 +337,7 @@ async def test_a_flood_wait_longer_than_the_budget_fails_clearly() -> None:
         await h.app.aclose()
     assert h.chat.of_kind("image") == []
     assert h.outcomes[0].ok is False
-    assert h.chat.visible_texts() == [
-        "❌ The image was made but could not be sent. Please try again."
-    ]
+    assert h.chat.visible_texts()[0].startswith("❌ The image was made but could not be sent.")
 
 
 async def test_an_upload_does_not_hold_the_models_slot() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +61,10 @@ SUPERGROUP = types.PeerChannel(1_234_567_890)  # marked id -1001234567890
 CHANNEL = types.PeerChannel(987_654)
 
 USERBOT = AccessPolicy(owner_id=OWNER_ID, userbot=True)
-UNSENDABLE = "❌ The image was made but could not be sent. Please try again."
+UNSENDABLE = re.compile(
+    r"❌ The image was made but could not be sent\. It is kept for 24 h: "
+    r"send /image retry [0-9a-f]{6} to try again\."
+)
 
 
 # -- who may use the bot ---------------------------------------------------------
@@ -587,15 +591,13 @@ async def test_a_refused_upload_tells_the_user() -> None:
 
         assert h.client.of("send_file", ok=True) == []
         # The status message now says what happened (edited, or sent anew).
-        assert list(h.client.texts.values()) == [UNSENDABLE]
+        [shown] = h.client.texts.values()
+        assert UNSENDABLE.fullmatch(shown)
         [status_id] = h.client.texts
         assert status_id in h.status_messages_for(command)
         [outcome] = h.outcomes
-        assert (outcome.ok, outcome.error_kind, outcome.error) == (
-            False,
-            "chat",
-            UNSENDABLE.removeprefix("❌ "),
-        )
+        assert (outcome.ok, outcome.error_kind) == (False, "delivery_failed")
+        assert f"❌ {outcome.error}" == shown
         # Not the user's fault: the allowance is given back.
         assert h.app.limiter.check(str(OWNER_ID)) is None
 
