@@ -24,6 +24,7 @@ from sakaibot.commands import (
 )
 from sakaibot.errors import (
     ChatError,
+    JobCancelled,
     NothingToRetry,
     RateLimited,
     RequestRejected,
@@ -165,17 +166,9 @@ class ImageBot:
             self._limiter.refund(job.user_id, job.limiter_stamp)
         self._status.finish(job.id)
         await self._reply(message, f"🚫 Cancelled job {job.id} ({job.model.display_name}).")
+        cancelled = JobCancelled("cancelled by the user")
         self._on_outcome(
-            JobOutcome(
-                chat_id=job.chat_id,
-                reply_to=job.reply_to,
-                user_id=job.user_id,
-                ok=False,
-                job_id=job.id,
-                model=job.model.name,
-                error_kind="cancelled",
-                error="Cancelled.",
-            )
+            JobOutcome.of_job(job, error_kind=cancelled.kind, error=cancelled.user_message)
         )
 
     async def _retry(self, message: IncomingMessage, command: RetryCommand) -> None:

@@ -59,6 +59,28 @@ class JobOutcome:
     #: The chat's id of the message carrying the image.
     image_message_id: int | None = None
 
+    @classmethod
+    def of_job(
+        cls,
+        job: Job,
+        *,
+        error_kind: str | None = None,
+        error: str | None = None,
+        image_message_id: int | None = None,
+    ) -> JobOutcome:
+        """The outcome of an accepted job: ``ok`` exactly when no error is given."""
+        return cls(
+            chat_id=job.chat_id,
+            reply_to=job.reply_to,
+            user_id=job.user_id,
+            ok=error_kind is None,
+            job_id=job.id,
+            model=job.model.name,
+            error_kind=error_kind,
+            error=error,
+            image_message_id=image_message_id,
+        )
+
 
 OutcomeListener = Callable[[JobOutcome], None]
 
@@ -218,17 +240,7 @@ class JobPipeline:
         self._step(job, JobState.DONE, started_s)
         job.finished_at_s = self._clock()
         self._status.finish(job.id)
-        self._on_outcome(
-            JobOutcome(
-                chat_id=job.chat_id,
-                reply_to=job.reply_to,
-                user_id=job.user_id,
-                ok=True,
-                job_id=job.id,
-                model=job.model.name,
-                image_message_id=message_id,
-            )
-        )
+        self._on_outcome(JobOutcome.of_job(job, image_message_id=message_id))
 
     async def send_image(self, chat_id: str, outgoing: OutgoingImage, *, reply_to: int) -> int:
         """Send an image; a flood wait is waited out, up to the delivery budget."""
@@ -256,15 +268,4 @@ class JobPipeline:
         logger.info("job %s (%s) failed: %s: %s", job.id, job.model.name, error.kind, error)
         message = error.user_message
         self._status.finish(job.id, final_text=failed_text(message))
-        self._on_outcome(
-            JobOutcome(
-                chat_id=job.chat_id,
-                reply_to=job.reply_to,
-                user_id=job.user_id,
-                ok=False,
-                job_id=job.id,
-                model=job.model.name,
-                error_kind=error.kind,
-                error=message,
-            )
-        )
+        self._on_outcome(JobOutcome.of_job(job, error_kind=error.kind, error=message))

@@ -182,35 +182,12 @@ class Settings(BaseSettings):
     def model_registry(self) -> ModelRegistry:
         """The models whose worker is configured: built-ins first, then ``IMAGE_MODELS``."""
         specs: list[ModelSpec] = []
-        flux = BUILTIN_MODELS["flux"]
         if self.flux_worker_url is not None:
-            specs.append(
-                ModelSpec(
-                    name="flux",
-                    contract=flux.contract,
-                    url=str(self.flux_worker_url),
-                    options=flux.options,
-                    max_steps=flux.max_steps,
-                    concurrency=self.flux_concurrency,
-                    typical_duration_s=flux.typical_duration_s,
-                    label=flux.label,
-                )
-            )
-        sdxl = BUILTIN_MODELS["sdxl"]
+            specs.append(_builtin("flux", self.flux_worker_url, None, self.flux_concurrency))
         # SDXL needs its key too, as in the original design.
         if self.sdxl_worker_url is not None and self.sdxl_api_key is not None:
             specs.append(
-                ModelSpec(
-                    name="sdxl",
-                    contract=sdxl.contract,
-                    url=str(self.sdxl_worker_url),
-                    api_key=self.sdxl_api_key,
-                    options=sdxl.options,
-                    max_steps=sdxl.max_steps,
-                    concurrency=self.sdxl_concurrency,
-                    typical_duration_s=sdxl.typical_duration_s,
-                    label=sdxl.label,
-                )
+                _builtin("sdxl", self.sdxl_worker_url, self.sdxl_api_key, self.sdxl_concurrency)
             )
         for name, extra in self.image_models.items():
             specs.append(
@@ -252,6 +229,21 @@ class Settings(BaseSettings):
                 "until SDXL_API_KEY holds the worker's bearer token."
             )
         return warnings
+
+
+def _builtin(name: str, url: HttpUrl, api_key: SecretStr | None, concurrency: int) -> ModelSpec:
+    known = BUILTIN_MODELS[name]
+    return ModelSpec(
+        name=name,
+        contract=known.contract,
+        url=str(url),
+        api_key=api_key,
+        options=known.options,
+        max_steps=known.max_steps,
+        concurrency=concurrency,
+        typical_duration_s=known.typical_duration_s,
+        label=known.label,
+    )
 
 
 def _describe(error: dict[str, Any]) -> str:
