@@ -144,11 +144,13 @@ def build_app(
             return interval_s
 
     status = StatusScheduler(chat, edit_interval_s=edit_interval_s, clock=clock, sleep=sleep)
-    undelivered = UndeliveredImages(
-        settings.sakaibot_data_dir / "undelivered",
-        retention_s=settings.undelivered_retention_s,
-        clock=wall_clock,
-    )
+    undelivered = None
+    if settings.undelivered_retention_s > 0:  # 0 turns keeping off
+        undelivered = UndeliveredImages(
+            settings.sakaibot_data_dir / "undelivered",
+            retention_s=settings.undelivered_retention_s,
+            clock=wall_clock,
+        )
 
     def report(outcome: JobOutcome) -> None:
         if on_outcome is not None:

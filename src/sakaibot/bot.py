@@ -183,7 +183,7 @@ class ImageBot:
             await self._reply(
                 message,
                 failed_text(
-                    f"It still could not be sent ({exc.kind}). It stays kept; "
+                    "It still could not be sent. It stays kept; "
                     f"try /image retry {kept.job_id} again later."
                 ),
             )

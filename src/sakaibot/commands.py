@@ -20,6 +20,7 @@ from sakaibot.errors import (
     UnknownModel,
     UnsupportedFlag,
     UsageError,
+    plural,
 )
 from sakaibot.models import ASPECT_RATIOS, ModelRegistry, ModelSpec
 
@@ -400,7 +401,8 @@ class _FlagParser:
             raise BadFlag(
                 "--neg",
                 f"the negative prompt is {len(text)} characters long; the limit is "
-                f"{self._max_chars}. Shorten it by {len(text) - self._max_chars} characters.",
+                f"{self._max_chars}. Shorten it by "
+                f"{plural(len(text) - self._max_chars, 'character')}.",
             )
         return text
 

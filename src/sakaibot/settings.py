@@ -88,11 +88,13 @@ class Settings(BaseSettings):
     # Prompt enhancer.
     llm_provider: Literal["openrouter", "gemini", "none"] = "openrouter"
     openrouter_api_key: SecretStr | None = None
-    openrouter_model: str = "openai/gpt-4o-mini"
-    openrouter_base_url: str = "https://openrouter.ai/api/v1"
+    openrouter_model: str = Field(default="openai/gpt-4o-mini", min_length=1)
+    openrouter_base_url: str = Field(default="https://openrouter.ai/api/v1", min_length=1)
     gemini_api_key: SecretStr | None = None
-    gemini_model: str = "gemini-2.0-flash"
-    gemini_base_url: str = "https://generativelanguage.googleapis.com/v1beta/openai/"
+    gemini_model: str = Field(default="gemini-2.0-flash", min_length=1)
+    gemini_base_url: str = Field(
+        default="https://generativelanguage.googleapis.com/v1beta/openai/", min_length=1
+    )
     enhancer_timeout_s: float = Field(default=15.0, gt=0, le=300)
 
     # Image workers.
@@ -133,6 +135,13 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             # An empty line copied from .env.example means "the default", not "off".
             return parse_limit_spec(value if value.strip() else DEFAULT_USER_LIMITS)
+        return value
+
+    @field_validator("sakaibot_data_dir", mode="before")
+    @classmethod
+    def _data_dir_not_empty(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("empty; leave it unset for ./data or give a folder")
         return value
 
     @field_validator("allowed_user_ids", "allowed_chat_ids", mode="before")

@@ -327,7 +327,7 @@ async def test_a_flood_wait_on_delivery_is_waited_out() -> None:
 async def test_a_flood_wait_longer_than_the_budget_fails_clearly() -> None:
     from sakaibot.errors import FloodWait
 
-    h = make_harness(delivery_max_wait_s=60)
+    h = make_harness(delivery_max_wait_s=60, undelivered_retention_s=0)
     h.chat.image_failures.append(FloodWait(600))
     h.app.start()
     try:
@@ -337,7 +337,10 @@ async def test_a_flood_wait_longer_than_the_budget_fails_clearly() -> None:
         await h.app.aclose()
     assert h.chat.of_kind("image") == []
     assert h.outcomes[0].ok is False
-    assert h.chat.visible_texts()[0].startswith("❌ The image was made but could not be sent.")
+    # With keeping turned off (retention 0) nobody is offered a retry.
+    assert h.chat.visible_texts() == [
+        "❌ The image was made but could not be sent. Please try again."
+    ]
 
 
 async def test_an_upload_does_not_hold_the_models_slot() -> None:

@@ -96,6 +96,8 @@ def test_a_model_is_added_from_configuration_alone(monkeypatch: pytest.MonkeyPat
             "unknown option(s) zoom",
         ),
         ("LLM_PROVIDER", "chatgpt", "LLM_PROVIDER:"),
+        ("OPENROUTER_MODEL", "", "OPENROUTER_MODEL:"),
+        ("SAKAIBOT_DATA_DIR", " ", "SAKAIBOT_DATA_DIR: empty; leave it unset"),
     ],
 )
 def test_bad_values_name_the_variable(

@@ -479,7 +479,7 @@ class WorkerClient:
         logger.warning(
             "worker answered an error: model=%s host=%s status=%d", model.name, _host(model), status
         )
-        name = model.name
+        name = model.display_name
         if status in (401, 403):
             raise WorkerAuthError(detail, model=name)
         if status == 429:
