@@ -1,0 +1,64 @@
+"""The core knows nothing of Telegram, the OpenAI SDK, httpx or SQLite (STYLE.md)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import sakaibot
+
+PACKAGE = Path(sakaibot.__file__).parent
+CORE_MODULES = [
+    "app.py",
+    "bot.py",
+    "captions.py",
+    "commands.py",
+    "errors.py",
+    "generation.py",
+    "jobs.py",
+    "limits.py",
+    "models.py",
+    "pipeline.py",
+    "queues.py",
+    "settings.py",
+    "status.py",
+    "undelivered.py",
+    "chat/port.py",
+    "chat/console.py",
+    "enhancer/__init__.py",
+]
+OUTSIDE_THINGS = {"telethon", "openai", "httpx", "sqlite3", "aiosqlite", "redis"}
+#: The one adapter module allowed to import each outside thing.
+ADAPTERS = {
+    "telethon": {"chat/telegram.py"},
+    "openai": {"enhancer/llm.py"},
+    "httpx": {"workers/client.py"},
+}
+
+
+def top_level_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text("utf-8"))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("module", CORE_MODULES)
+def test_core_module_imports_no_outside_library(module: str) -> None:
+    assert top_level_imports(PACKAGE / module) & OUTSIDE_THINGS == set()
+
+
+@pytest.mark.parametrize(("library", "allowed"), sorted(ADAPTERS.items()))
+def test_each_library_stays_in_its_adapter(library: str, allowed: set[str]) -> None:
+    users = {
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if library in top_level_imports(path)
+    }
+    assert users == allowed
