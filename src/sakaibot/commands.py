@@ -22,7 +22,7 @@ from sakaibot.errors import (
     UsageError,
     plural,
 )
-from sakaibot.models import ASPECT_RATIOS, ModelRegistry, ModelSpec
+from sakaibot.models import ASPECT_RATIOS, UNIVERSAL_FLAGS, ModelRegistry, ModelSpec
 
 
 class Style(StrEnum):
@@ -52,6 +52,7 @@ class ImageOptions:
     style: Style | None = None
     raw: bool = False  # skip prompt enhancement
     as_file: bool = False  # deliver as a document
+    fresh: bool = False  # skip the result cache: always generate
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,54 @@ class RetryCommand:
     job_id: str
 
 
-Command = ImageRequest | HelpCommand | ModelsCommand | StatusCommand | CancelCommand | RetryCommand
+@dataclass(frozen=True)
+class HistoryCommand:
+    """``/image history [n]``: the user's ``limit`` most recent images."""
+
+    limit: int = 10
+
+
+@dataclass(frozen=True)
+class AgainCommand:
+    """``/image again <job>``: generate again with the same prompt and a new seed."""
+
+    job_id: str
+
+
+@dataclass(frozen=True)
+class ResendCommand:
+    """``/image resend <job>``: send an earlier image again, without generating."""
+
+    job_id: str
+
+
+@dataclass(frozen=True)
+class StatsCommand:
+    """``/image stats [days]`` (for the owner): usage over the last ``days`` days."""
+
+    days: int = 7
+
+
+@dataclass(frozen=True)
+class CacheCommand:
+    """``/image cache [clear]`` (for the owner): the result cache, or empty it."""
+
+    clear: bool = False
+
+
+Command = (
+    ImageRequest
+    | HelpCommand
+    | ModelsCommand
+    | StatusCommand
+    | CancelCommand
+    | RetryCommand
+    | HistoryCommand
+    | AgainCommand
+    | ResendCommand
+    | StatsCommand
+    | CacheCommand
+)
 
 
 _COMMAND_WORD = "/image"
@@ -106,7 +154,11 @@ _KEPT_FORMAT_CHARS = frozenset({"\u200d", "\u200c"})
 _REMOVED_CATEGORIES = frozenset({"Cc", "Cf", "Cs"})
 
 #: Every flag name, in the order the usage text lists them.
-_FLAG_NAMES = ("ar", "seed", "neg", "steps", "style", "raw", "file")
+_FLAG_NAMES = ("ar", "seed", "neg", "steps", "style", "raw", "file", "fresh")
+#: Flags every model takes: they act on the prompt, the delivery or the result
+#: cache, not on the worker. "fresh" is added here too, so the grammar accepts it
+#: whether or not models.UNIVERSAL_FLAGS lists it yet.
+_UNIVERSAL_FLAGS = frozenset({*UNIVERSAL_FLAGS, "fresh"})
 #: Dashes phone keyboards substitute for "--" ("smart punctuation").
 _DASH_PREFIXES = ("--", "\u2014", "\u2013")
 
@@ -116,6 +168,13 @@ _MAX_NUMBER_DIGITS = 20
 #: How much of a user's text an error message quotes.
 _QUOTE_CHARS = 40
 _EXAMPLE_PROMPT = "a red fox in the snow"
+
+#: ``/image history [n]``: how many images, by default and at most.
+_HISTORY_DEFAULT = 10
+_HISTORY_MAX = 50
+#: ``/image stats [days]``: how many days, by default and at most.
+_STATS_DEFAULT_DAYS = 7
+_STATS_MAX_DAYS = 365
 
 
 def is_image_command(text: str) -> bool:
@@ -146,15 +205,18 @@ def usage_text(registry: ModelRegistry) -> str:
             f"--style <name>  {', '.join(style.value for style in Style)}",
             "--raw  use your prompt as written, without enhancement",
             "--file  send the image as a file, uncompressed",
+            "--fresh  make a new image even if the same one was made recently",
         ]
     )
     lines.append(
-        "More: /image help, /image models, /image status, /image cancel [job], /image retry <job>"
+        "More: /image help, models, status, cancel [job], retry <job>, history [n], "
+        "again <job>, resend <job>"
     )
+    lines.append("Owner: /image stats [days], /image cache [clear]")
     if models:
         lines.append(f"Models: {', '.join(name for name, _ in models)}")
         for name, spec in models:
-            flags = ", ".join(spec.supported_flags())
+            flags = ", ".join(_supported_flags(spec))
             steps = f" (steps up to {spec.max_steps})" if spec.supports("steps") else ""
             lines.append(f"{name} takes {flags}{steps}")
     else:
@@ -252,8 +314,18 @@ def _parse_subcommand(rest: str, registry: ModelRegistry) -> Command:
     words = _sanitise(rest).split()
     if not words:
         return HelpCommand()
-    verb = words[0].lower()
-    if len(words) == 1:
+    command = _subcommand(words[0].lower(), words[1:])
+    if command is None:
+        raise UsageError(usage_text(registry))
+    return command
+
+
+def _subcommand(verb: str, args: Sequence[str]) -> Command | None:
+    """The subcommand ``verb`` with its arguments, or ``None`` when it is not one."""
+    if len(args) > 1:
+        return None
+    arg = args[0] if args else None
+    if arg is None:
         if verb == "help":
             return HelpCommand()
         if verb == "models":
@@ -262,11 +334,43 @@ def _parse_subcommand(rest: str, registry: ModelRegistry) -> Command:
             return StatusCommand()
         if verb == "cancel":
             return CancelCommand(None)
-    elif len(words) == 2 and verb in {"cancel", "retry"}:
-        job_id = words[1].lower().removeprefix("#")
-        if job_id:
-            return CancelCommand(job_id) if verb == "cancel" else RetryCommand(job_id)
-    raise UsageError(usage_text(registry))
+        if verb == "history":
+            return HistoryCommand(_HISTORY_DEFAULT)
+        if verb == "stats":
+            return StatsCommand(_STATS_DEFAULT_DAYS)
+        if verb == "cache":
+            return CacheCommand(clear=False)
+        return None
+    if verb == "history":
+        return HistoryCommand(_count_argument("history", arg, _HISTORY_MAX, "images", 20))
+    if verb == "stats":
+        return StatsCommand(_count_argument("stats", arg, _STATS_MAX_DAYS, "days", 30))
+    if verb == "cache":
+        return CacheCommand(clear=True) if arg.lower() == "clear" else None
+    job_id = arg.lower().removeprefix("#")
+    if not job_id:
+        return None
+    if verb == "cancel":
+        return CancelCommand(job_id)
+    if verb == "retry":
+        return RetryCommand(job_id)
+    if verb == "again":
+        return AgainCommand(job_id)
+    if verb == "resend":
+        return ResendCommand(job_id)
+    return None
+
+
+def _count_argument(verb: str, value: str, maximum: int, unit: str, example: int) -> int:
+    """``value`` as a whole number from 1 to ``maximum``; else a clear rejection."""
+    count = _whole_number(value)
+    if count is None or not 1 <= count <= maximum:
+        raise BadFlag(
+            verb,
+            f"{_quote(value)} is not a valid number of {unit}. /image {verb} takes a whole "
+            f"number from 1 to {maximum}, e.g. /image {verb} {example}.",
+        )
+    return count
 
 
 # -- generation ------------------------------------------------------------------
@@ -306,6 +410,16 @@ def _flag_name(token: str) -> str | None:
     return None
 
 
+def _supports(spec: ModelSpec, name: str) -> bool:
+    """Whether ``spec`` takes the flag ``name`` (the universal flags always)."""
+    return name in _UNIVERSAL_FLAGS or spec.supports(name)
+
+
+def _supported_flags(spec: ModelSpec) -> list[str]:
+    """Every flag ``spec`` takes, in the order the usage text lists them."""
+    return [f"--{name}" for name in _FLAG_NAMES if _supports(spec, name)]
+
+
 def _whole_number(text: str) -> int | None:
     """``text`` as a non-negative whole number, or ``None`` (any script's digits)."""
     if not text.isdecimal() or len(text.lstrip("0")) > _MAX_NUMBER_DIGITS:
@@ -334,7 +448,7 @@ class _FlagParser:
         steps: int | None = None
         steps_requested: int | None = None
         style: Style | None = None
-        raw = as_file = False
+        raw = as_file = fresh = False
         last_flag = ""
         while self._pos < len(self._tokens):
             token = self._tokens[self._pos]
@@ -344,8 +458,8 @@ class _FlagParser:
             flag = f"--{name}"
             last_flag = flag
             self._pos += 1
-            if not self._spec.supports(name):
-                raise UnsupportedFlag(flag, self._model, self._spec.supported_flags())
+            if not _supports(self._spec, name):
+                raise UnsupportedFlag(flag, self._model, _supported_flags(self._spec))
             if name in self._seen:
                 raise BadFlag(
                     flag, f"it was given twice. Give each flag once, e.g. {self._example(name)}."
@@ -355,6 +469,8 @@ class _FlagParser:
                 raw = True
             elif name == "file":
                 as_file = True
+            elif name == "fresh":
+                fresh = True
             elif name == "neg":
                 negative = self._negative()
             else:
@@ -375,6 +491,7 @@ class _FlagParser:
             style=style,
             raw=raw,
             as_file=as_file,
+            fresh=fresh,
         )
         return ImageRequest(
             model=self._model, prompt=prompt, options=options, steps_requested=steps_requested
@@ -462,6 +579,7 @@ class _FlagParser:
             "style": "--style anime",
             "raw": "--raw",
             "file": "--file",
+            "fresh": "--fresh",
         }
         return examples[name]
 
@@ -476,7 +594,7 @@ class _FlagParser:
             f"e.g. /image={self._model}={_EXAMPLE_PROMPT} {self._example(last_flag[2:])}."
         )
         if token.startswith("--") and len(token) > 2:
-            supported = ", ".join(self._spec.supported_flags())
+            supported = ", ".join(_supported_flags(self._spec))
             return BadFlag(
                 _shorten(token),
                 f"{_quote(token)} is not a flag SakaiBot knows. Flags {self._model} takes: "

@@ -22,10 +22,10 @@ class Contract(StrEnum):
     POST = "post"  # POST <url> JSON, Bearer key  (the "SDXL worker" shape)
 
 
-#: Flags a model may declare; --style, --raw and --file work for every model
-#: because they act on the prompt or the delivery, not on the worker.
+#: Flags a model may declare; --style, --raw, --file and --fresh work for every
+#: model because they act on the prompt, the delivery or the cache, not the worker.
 MODEL_OPTIONS = frozenset({"ar", "seed", "neg", "steps"})
-UNIVERSAL_FLAGS = ("style", "raw", "file")
+UNIVERSAL_FLAGS = ("style", "raw", "file", "fresh")
 
 #: Aspect ratio → (width, height), SDXL's trained buckets (multiples of 64,
 #: about one megapixel), so any worker that honours width/height gets sizes
@@ -66,7 +66,7 @@ class ModelSpec:
 
     def supported_flags(self) -> list[str]:
         """Every flag this model takes, in the order the usage text lists them."""
-        order = ("ar", "seed", "neg", "steps", "style", "raw", "file")
+        order = ("ar", "seed", "neg", "steps", "style", "raw", "file", "fresh")
         return [f"--{name}" for name in order if self.supports(name)]
 
 

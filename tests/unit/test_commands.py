@@ -8,12 +8,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sakaibot import models
 from sakaibot.commands import (
+    AgainCommand,
+    CacheCommand,
     CancelCommand,
     HelpCommand,
+    HistoryCommand,
     ImageOptions,
     ImageRequest,
     ModelsCommand,
+    ResendCommand,
+    RetryCommand,
+    StatsCommand,
     StatusCommand,
     Style,
     is_generation_command,
@@ -202,7 +209,7 @@ def test_missing_model_shows_the_usage(text: str) -> None:
 def test_every_flag_together() -> None:
     result = request(
         "/image=sdxl=a lighthouse at dusk --ar 16:9 --seed 42 --neg blurry, low quality "
-        "--steps 12 --style photographic --raw --file"
+        "--steps 12 --style photographic --raw --file --fresh"
     )
     assert result == ImageRequest(
         model="sdxl",
@@ -215,6 +222,7 @@ def test_every_flag_together() -> None:
             style=Style.PHOTOGRAPHIC,
             raw=True,
             as_file=True,
+            fresh=True,
         ),
         steps_requested=None,
     )
@@ -235,6 +243,38 @@ def test_flag_names_are_case_insensitive() -> None:
     assert options == ImageOptions(
         aspect_ratio="1:1", seed=0, negative_prompt="dogs", raw=True, as_file=True
     )
+
+
+@pytest.mark.parametrize("model", ["flux", "sdxl"])
+def test_fresh_is_accepted_for_every_model(model: str) -> None:
+    result = request(f"/image={model}=a red fox --FRESH")
+    assert result == ImageRequest(model=model, prompt="a red fox", options=ImageOptions(fresh=True))
+
+
+def test_fresh_is_off_unless_given() -> None:
+    assert request("/image=flux=cat --raw").options.fresh is False
+    assert ImageOptions().fresh is False
+
+
+def test_fresh_combines_with_other_flags_in_any_order() -> None:
+    flux = request("/image=flux=cat --fresh --seed 7 --file").options
+    assert flux == ImageOptions(seed=7, as_file=True, fresh=True)
+    sdxl = request("/image=sdxl=cat --ar 1:1 \u2014fresh --neg dogs").options
+    assert sdxl == ImageOptions(aspect_ratio="1:1", negative_prompt="dogs", fresh=True)
+
+
+def test_fresh_is_accepted_whether_or_not_the_registry_lists_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(models, "UNIVERSAL_FLAGS", (*models.UNIVERSAL_FLAGS, "fresh"))
+    assert request("/image=flux=cat --fresh").options.fresh is True
+    text = usage_text(REGISTRY)
+    assert "flux takes --seed, --steps, --style, --raw, --file, --fresh (" in text
+    assert text.count("--fresh") == 3  # the flag line and one per model
+
+
+def test_fresh_without_dashes_is_prompt_text() -> None:
+    assert request("/image=flux=a fresh loaf of bread").prompt == "a fresh loaf of bread"
 
 
 def test_seed_range_boundaries() -> None:
@@ -343,7 +383,7 @@ def test_unsupported_flag_names_the_supported_flags() -> None:
         parse("/image=flux=cat --ar 16:9")
     message = caught.value.user_message
     assert "flux does not support --ar" in message
-    assert "--seed, --steps, --style, --raw, --file" in message
+    assert "--seed, --steps, --style, --raw, --file, --fresh" in message
 
 
 @pytest.mark.parametrize("text", ["/image=flux=cat --neg dogs", "/image=flux=cat --NEG"])
@@ -377,6 +417,7 @@ def test_prompt_problems_come_before_flag_problems() -> None:
     [
         ("/image=flux=cat --seed 1 --seed 2", "--seed"),
         ("/image=flux=cat --raw --RAW", "--raw"),
+        ("/image=sdxl=cat --fresh --seed 1 --Fresh", "--fresh"),
         ("/image=sdxl=cat --neg a --ar 1:1 --neg b", "--neg"),
     ],
 )
@@ -394,6 +435,15 @@ def test_text_after_the_flags_says_flags_go_at_the_end() -> None:
     assert "'in the snow'" in message
     assert "Flags go at the end" in message
     assert "/image=flux=a red fox in the snow --seed 42" in message
+
+
+def test_extra_value_after_fresh() -> None:
+    with pytest.raises(BadFlag) as caught:
+        parse("/image=sdxl=cat --fresh please")
+    assert caught.value.flag == "--fresh"
+    message = caught.value.user_message
+    assert "'please'" in message
+    assert "/image=sdxl=a red fox in the snow --fresh" in message
 
 
 def test_extra_value_after_a_bare_flag() -> None:
@@ -430,6 +480,20 @@ def test_unknown_flag_inside_the_flags_is_named() -> None:
         ("/image cancel AB12", CancelCommand("ab12")),
         ("/image cancel #Ab12 ", CancelCommand("ab12")),
         ("/image Cancel  7", CancelCommand("7")),
+        ("/image retry #AB12", RetryCommand("ab12")),
+        ("/image history", HistoryCommand(10)),
+        ("/image HISTORY  25", HistoryCommand(25)),
+        ("/image history 007", HistoryCommand(7)),
+        ("/image again AB12", AgainCommand("ab12")),
+        ("/image Again #xY9", AgainCommand("xy9")),
+        ("/image resend ab12", ResendCommand("ab12")),
+        ("/image RESEND #Ab12 ", ResendCommand("ab12")),
+        ("/image stats", StatsCommand(7)),
+        ("/image Stats 30", StatsCommand(30)),
+        ("/image cache", CacheCommand(clear=False)),
+        ("/image cache clear", CacheCommand(clear=True)),
+        ("/image CACHE Clear", CacheCommand(clear=True)),
+        ("/image@SakaiBot history 3", HistoryCommand(3)),
     ],
 )
 def test_subcommands(text: str, expected: object) -> None:
@@ -444,6 +508,22 @@ def test_subcommands(text: str, expected: object) -> None:
         "/image status now",
         "/image cancel 1 2",
         "/image cancel #",
+        "/image retry",
+        "/image retry 1 2",
+        "/image history 5 6",
+        "/image history 5 images",
+        "/image again",
+        "/image again #",
+        "/image again 1 2",
+        "/image resend",
+        "/image resend #",
+        "/image resend ab12 now",
+        "/image stats 7 days",
+        "/image stats 1 2",
+        "/image cache clear now",
+        "/image cache purge",
+        "/image cache #",
+        "/image histories",
         "/image =flux=cat",
         "/image flux=cat",
     ],
@@ -452,6 +532,49 @@ def test_other_image_text_shows_the_usage(text: str) -> None:
     with pytest.raises(UsageError) as caught:
         parse(text)
     assert caught.value.user_message == usage_text(REGISTRY)
+
+
+def test_subcommand_defaults() -> None:
+    assert HistoryCommand() == HistoryCommand(limit=10)
+    assert StatsCommand() == StatsCommand(days=7)
+    assert CacheCommand() == CacheCommand(clear=False)
+
+
+@pytest.mark.parametrize(
+    ("verb", "maximum"), [("history", 50), ("stats", 365)], ids=["history", "stats"]
+)
+def test_count_boundaries(verb: str, maximum: int) -> None:
+    command = HistoryCommand if verb == "history" else StatsCommand
+    assert parse(f"/image {verb} 1") == command(1)
+    assert parse(f"/image {verb} {maximum}") == command(maximum)
+
+
+@pytest.mark.parametrize(
+    ("text", "verb", "shown"),
+    [
+        ("/image history 0", "history", ["'0'", "1 to 50", "e.g. /image history 20"]),
+        ("/image history 51", "history", ["'51'", "1 to 50", "number of images"]),
+        ("/image history ten", "history", ["'ten'", "whole number from 1 to 50"]),
+        ("/image history -5", "history", ["'-5'", "1 to 50"]),
+        ("/image history 2.5", "history", ["'2.5'", "1 to 50"]),
+        ("/image history #5", "history", ["'#5'", "1 to 50"]),
+        ("/image history " + "9" * 5000, "history", ["…'", "1 to 50"]),
+        ("/image stats 0", "stats", ["'0'", "1 to 365", "e.g. /image stats 30"]),
+        ("/image stats 366", "stats", ["'366'", "1 to 365", "number of days"]),
+        ("/image stats week", "stats", ["'week'", "whole number from 1 to 365"]),
+        ("/image STATS +7", "stats", ["'+7'", "1 to 365"]),
+    ],
+)
+def test_bad_counts_say_the_valid_range_and_an_example(
+    text: str, verb: str, shown: list[str]
+) -> None:
+    with pytest.raises(BadFlag) as caught:
+        parse(text)
+    assert caught.value.flag == verb
+    message = caught.value.user_message
+    for fragment in shown:
+        assert fragment in message
+    assert len(message) < 300
 
 
 # -- not ours --------------------------------------------------------------------
@@ -509,11 +632,15 @@ def test_usage_text_lists_models_flags_examples_and_subcommands() -> None:
     assert "--ar 16:9 --seed 42" in text
     for flag in ("--ar", "--seed", "--neg", "--steps", "--style", "--raw", "--file"):
         assert flag in text
-    for sub in ("/image help", "/image models", "/image status", "/image cancel [job]"):
-        assert sub in text
-    assert "flux takes --seed, --steps, --style, --raw, --file" in text
+    assert "--fresh  make a new image even if the same one was made recently" in text
+    assert (
+        "More: /image help, models, status, cancel [job], retry <job>, history [n], "
+        "again <job>, resend <job>"
+    ) in text
+    assert "Owner: /image stats [days], /image cache [clear]" in text
+    assert "flux takes --seed, --steps, --style, --raw, --file, --fresh (steps up to 8)" in text
     assert "FLUX_WORKER_URL" not in text
-    assert len(text) < 1500
+    assert len(text) < 1800
     # Plain text: nothing a Markdown parse mode would eat.
     assert "*" not in text
     assert "`" not in text
@@ -544,6 +671,7 @@ def test_usage_text_without_models_tells_the_owner_what_to_set() -> None:
     assert "FLUX_WORKER_URL" in text
     assert "SDXL_WORKER_URL" in text
     assert "Models:" not in text
+    assert "Owner: /image stats [days], /image cache [clear]" in text
 
 
 # -- properties ------------------------------------------------------------------
@@ -573,6 +701,13 @@ def check_outcome(text: str) -> None:
             assert not any(is_removed_char(ch) for ch in negative)
         if result.options.steps is not None:
             assert 1 <= result.options.steps <= SDXL.max_steps
+    elif isinstance(result, HistoryCommand):
+        assert 1 <= result.limit <= 50
+    elif isinstance(result, StatsCommand):
+        assert 1 <= result.days <= 365
+    elif isinstance(result, AgainCommand | ResendCommand | RetryCommand):
+        assert result.job_id
+        assert result.job_id == result.job_id.lower()
 
 
 @settings(deadline=None)
@@ -597,6 +732,8 @@ FLAGGY = st.lists(
             "--style",
             "--raw",
             "--file",
+            "--fresh",
+            "--FRESH",
             "--foo",
             "16:9",
             "42",
@@ -622,3 +759,23 @@ FLAGGY = st.lists(
 @given(st.sampled_from(["/image=flux=", "/image=SDXL=", "/image=sdxl=a "]), FLAGGY)
 def test_any_flag_soup_is_parsed_or_refused(prefix: str, tail: str) -> None:
     check_outcome(prefix + tail)
+
+
+SUBCOMMAND_ARGS = st.lists(
+    st.sampled_from(
+        ["0", "1", "7", "50", "51", "365", "366", "-1", "٣", "clear", "#", "#ab", "AB", "\x00"]
+    )
+    | st.text(max_size=6),
+    max_size=3,
+).map(" ".join)
+
+
+@settings(deadline=None)
+@given(
+    st.sampled_from(
+        ["help", "cancel", "retry", "history", "again", "resend", "stats", "cache", "Stats"]
+    ),
+    SUBCOMMAND_ARGS,
+)
+def test_any_subcommand_soup_is_parsed_or_refused(verb: str, args: str) -> None:
+    check_outcome(f"/image {verb} {args}")

@@ -74,7 +74,7 @@ def test_a_model_is_added_from_configuration_alone(monkeypatch: pytest.MonkeyPat
     dream = registry.get("dream")
     assert dream is not None
     assert dream.contract is Contract.POST
-    assert dream.supported_flags() == ["--seed", "--neg", "--style", "--raw", "--file"]
+    assert dream.supported_flags() == ["--seed", "--neg", "--style", "--raw", "--file", "--fresh"]
     assert dream.display_name == "DreamShaper"
 
 
