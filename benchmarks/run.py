@@ -104,8 +104,10 @@ async def run_throughput(
     from sakaibot.pipeline import JobOutcome
     from sakaibot.settings import load_settings
 
+    scratch = tempfile.TemporaryDirectory(prefix="sakaibot-bench-")
     settings = load_settings(
         env_file=None,
+        sakaibot_data_dir=Path(scratch.name) / "data",
         flux_worker_url=f"{base_url}/flux",
         sdxl_worker_url=f"{base_url}/sdxl",
         sdxl_api_key="bench-key",
@@ -115,10 +117,10 @@ async def run_throughput(
         image_user_max_pending=jobs,
     )
     outcomes: list[JobOutcome] = []
-    with tempfile.TemporaryDirectory() as out_dir, io.StringIO() as sink:
+    with scratch as out_dir, io.StringIO() as sink:
         console = ConsoleChat(sink, out_dir=Path(out_dir), jsonl=True, echo_input=False)
         app = build_app(settings, console, on_outcome=outcomes.append)
-        app.start()
+        await app.start()
         cpu_start_s = time.process_time()
         wall_start_s = time.perf_counter()
         for n in range(jobs):
@@ -159,6 +161,7 @@ async def run_throughput(
 
 async def _fill_queue(waiting: int) -> dict[str, Any]:
     """Queue ``waiting`` jobs on a held worker and report the process's peak RSS."""
+    scratch = tempfile.TemporaryDirectory(prefix="sakaibot-bench-")
     from tests.support.fakes import FakeEnhancer, FakeGenerator, RecordingChat
 
     from sakaibot.app import build_app
@@ -167,6 +170,7 @@ async def _fill_queue(waiting: int) -> dict[str, Any]:
 
     settings = load_settings(
         env_file=None,
+        sakaibot_data_dir=Path(scratch.name),
         flux_worker_url="http://127.0.0.1:9/flux",
         llm_provider="none",
         image_user_limits="off",
@@ -176,7 +180,7 @@ async def _fill_queue(waiting: int) -> dict[str, Any]:
     generator = FakeGenerator(gate=asyncio.Event())
     chat = RecordingChat()
     app = build_app(settings, chat, generator=generator, enhancer=FakeEnhancer())
-    app.start()
+    await app.start()
     baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for n in range(waiting):
         user = f"user{n % 1000}"
@@ -189,6 +193,7 @@ async def _fill_queue(waiting: int) -> dict[str, Any]:
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     queued = sum(load.waiting + load.running for load in app.queues.loads())
     await app.aclose()
+    scratch.cleanup()
     return {"waiting": queued, "peak_rss_mb": peak_kb / 1024, "before_mb": baseline_kb / 1024}
 
 

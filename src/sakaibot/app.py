@@ -24,8 +24,12 @@ from sakaibot.limits import SlidingWindowLimiter
 from sakaibot.models import ModelRegistry
 from sakaibot.pipeline import JobOutcome, JobPipeline, OutcomeListener
 from sakaibot.queues import JobQueues
+from sakaibot.recovery import Recovery
 from sakaibot.settings import Settings
 from sakaibot.status import StatusScheduler, show_place
+from sakaibot.store import Store
+from sakaibot.store.images import ImageFiles
+from sakaibot.store.sqlite import SqliteStore
 from sakaibot.undelivered import UndeliveredImages
 
 logger = logging.getLogger(__name__)
@@ -48,10 +52,20 @@ class App:
     status: StatusScheduler
     pipeline: JobPipeline
     bot: ImageBot
+    store: Store
+    recovery: Recovery
     _closers: list[Closer] = field(default_factory=list)
 
-    def start(self) -> None:
-        """Start the queue workers (needs a running event loop)."""
+    async def start(self) -> None:
+        """Open the store, bring back rate windows and unfinished jobs, start the workers."""
+        await self.store.open()
+        self._closers.append(self.store.close)
+        retention_s = self.settings.history_retention_days * 86_400
+        pruned = await self.store.prune_jobs(self.recovery.wall_clock() - retention_s)
+        if pruned:
+            logger.info("store: %d job(s) past HISTORY_RETENTION_DAYS removed", pruned)
+        await self.recovery.restore_limits()
+        await self.recovery.resume_jobs()
         self.queues.start()
 
     async def drain(self) -> None:
@@ -132,7 +146,10 @@ def build_app(
     """
     closers: list[Closer] = []
     registry = settings.model_registry()
-    limiter = SlidingWindowLimiter(settings.image_user_limits, clock)
+    # Rate windows are wall-clock time: they are kept across restarts.
+    limiter = SlidingWindowLimiter(settings.image_user_limits, wall_clock)
+    store = SqliteStore(settings.sakaibot_data_dir / "sakaibot.db")
+    images = ImageFiles(settings.sakaibot_data_dir / "images")
     if generator is None:
         generator = _build_generator(settings, closers)
     if enhancer is None:
@@ -143,7 +160,14 @@ def build_app(
         def edit_interval_s(chat_id: str) -> float:
             return interval_s
 
-    status = StatusScheduler(chat, edit_interval_s=edit_interval_s, clock=clock, sleep=sleep)
+    status = StatusScheduler(
+        chat,
+        edit_interval_s=edit_interval_s,
+        clock=clock,
+        sleep=sleep,
+        # Kept so that after a restart the same status message is edited.
+        on_message=lambda key, message_id: store.update_job_soon(key, status_message_id=message_id),
+    )
     undelivered = None
     if settings.undelivered_retention_s > 0:  # 0 turns keeping off
         undelivered = UndeliveredImages(
@@ -167,6 +191,9 @@ def build_app(
         sleep=sleep,
         max_delivery_wait_s=settings.delivery_max_wait_s,
         undelivered=undelivered,
+        store=store,
+        images=images,
+        wall_clock=wall_clock,
     )
     queues = JobQueues(
         registry,
@@ -189,6 +216,20 @@ def build_app(
         delivering=pipeline.delivering,
         undelivered=undelivered,
         send_image=pipeline.send_image,
+        store=store,
+    )
+    recovery = Recovery(
+        store=store,
+        images=images,
+        registry=registry,
+        limiter=limiter,
+        queues=queues,
+        status=status,
+        pipeline=pipeline,
+        chat=chat,
+        clock=clock,
+        wall_clock=wall_clock,
+        on_outcome=report,
     )
     return App(
         settings=settings,
@@ -198,5 +239,7 @@ def build_app(
         status=status,
         pipeline=pipeline,
         bot=bot,
+        store=store,
+        recovery=recovery,
         _closers=closers,
     )

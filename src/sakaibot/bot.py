@@ -7,6 +7,7 @@ record the rate-limit slot → queue the job → show its status.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -28,15 +29,17 @@ from sakaibot.errors import (
     NothingToRetry,
     RateLimited,
     RequestRejected,
+    StoreUnavailable,
     UnknownModel,
     format_wait,
 )
-from sakaibot.jobs import Job, JobIdFactory
+from sakaibot.jobs import Job, JobIdFactory, job_record
 from sakaibot.limits import SlidingWindowLimiter
 from sakaibot.models import ModelRegistry
 from sakaibot.pipeline import JobOutcome, OutcomeListener
 from sakaibot.queues import JobQueues
 from sakaibot.status import StatusScheduler, failed_text, show_place
+from sakaibot.store import Store
 from sakaibot.undelivered import UndeliveredImages
 
 logger = logging.getLogger(__name__)
@@ -69,6 +72,7 @@ class ImageBot:
         delivering: Callable[[], list[Job]] = list,
         undelivered: UndeliveredImages | None = None,
         send_image: Callable[..., Awaitable[int]] | None = None,
+        store: Store,
     ) -> None:
         self._registry = registry
         self._max_prompt_chars = max_prompt_chars
@@ -82,6 +86,7 @@ class ImageBot:
         self._delivering = delivering
         self._undelivered = undelivered
         self._send_image = send_image or chat.send_image
+        self._store = store
 
     async def handle(self, message: IncomingMessage) -> bool:
         """Act on ``message``; ``False`` when it was not an ``/image`` command."""
@@ -92,7 +97,7 @@ class ImageBot:
             if command is None:
                 return False
             if isinstance(command, ImageRequest):
-                self._accept(message, command)
+                await self._accept(message, command)
             elif isinstance(command, HelpCommand):
                 await self._reply(message, usage_text(self._registry))
             elif isinstance(command, ModelsCommand):
@@ -103,41 +108,60 @@ class ImageBot:
                 await self._cancel(message, command)
             elif isinstance(command, RetryCommand):
                 await self._retry(message, command)
-        except RequestRejected as rejection:
+        except (RequestRejected, StoreUnavailable) as rejection:
             await self._reject(message, rejection)
         return True
 
     # -- generation ------------------------------------------------------------
 
-    def _accept(self, message: IncomingMessage, request: ImageRequest) -> None:
+    async def _accept(self, message: IncomingMessage, request: ImageRequest) -> None:
         model = self._registry.get(request.model)
         if model is None:  # the parser only returns configured models
             raise UnknownModel(request.model, self._registry.names())
+        job_id = await self._fresh_job_id()
+        # From here to submit() nothing awaits: the checks and the counting
+        # happen as one step, so bounds and order are exact.
         denial = self._limiter.check(message.user_id)
         if denial is not None:
             raise RateLimited(denial.retry_after_s, denial.window.limit, denial.window.window_s)
         self._queues.check_admission(model.name, message.user_id)
         job = Job(
-            id=self._fresh_job_id(),
+            id=job_id,
             user_id=message.user_id,
             chat_id=message.chat_id,
             reply_to=message.message_id,
             request=request,
             model=model,
             created_at_s=self._clock(),
+            persisted=asyncio.get_running_loop().create_future(),
         )
         job.limiter_stamp = self._limiter.record(message.user_id)
-        place = self._queues.submit(job)
-        show_place(self._status, job, place)
-        logger.info("job %s queued: %s at position %d", job.id, model.name, place.position)
+        self._queues.submit(job)
+        assert job.persisted is not None
+        # The job is written down before the user is told it is queued.
+        try:
+            await self._store.add_job(job_record(job))
+        except StoreUnavailable as exc:
+            logger.error("job %s could not be stored: %s", job.id, exc)
+            job.persisted.set_result(False)
+            self._limiter.refund(job.user_id, job.limiter_stamp)
+            self._queues.withdraw(job)
+            raise
+        job.persisted.set_result(True)
+        place = self._queues.place_of(job)
+        if place is not None:
+            show_place(self._status, job, place)
+            logger.info("job %s queued: %s at position %d", job.id, model.name, place.position)
 
-    def _fresh_job_id(self) -> str:
+    async def _fresh_job_id(self) -> str:
         while True:
             job_id = self._new_job_id()
-            if self._queues.is_free_id(job_id):
+            if self._queues.is_free_id(job_id) and not await self._store.job_id_exists(job_id):
                 return job_id
 
-    async def _reject(self, message: IncomingMessage, rejection: RequestRejected) -> None:
+    async def _reject(
+        self, message: IncomingMessage, rejection: RequestRejected | StoreUnavailable
+    ) -> None:
         text = rejection.user_message
         reply = text if rejection.kind == "usage" else failed_text(text)
         await self._reply(message, reply)

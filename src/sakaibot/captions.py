@@ -49,6 +49,11 @@ def cut_to_utf16(text: str, limit: int) -> str:
     return cut.rstrip() + _ELLIPSIS
 
 
+def job_tag(job_id: str) -> str:
+    """How a caption names its job (``#ab12cd``), searchable in the chat."""
+    return f"#{job_id}"
+
+
 @dataclass(frozen=True)
 class CaptionPart:
     text: str
@@ -92,6 +97,10 @@ class CaptionFacts:
     seed: int | None = None
     #: ``--steps`` as asked, when it was above the model's maximum and lowered.
     steps_requested: int | None = None
+    #: The job's id, for /image resend, /image again and finding it after a restart.
+    job_id: str | None = None
+    #: The image is a stored result for the same request, not a new one.
+    from_cache: bool = False
 
 
 #: Room for the lines above the prompt; the prompt fills what is left.
@@ -116,6 +125,10 @@ def build_caption(facts: CaptionFacts, *, limit: int = CAPTION_LIMIT_UTF16) -> C
     if options.negative_prompt:
         extras.append(f"without: {options.negative_prompt}")
     details = f" · prompt: {facts.prompt_source} · {facts.elapsed_s:.1f} s"
+    if facts.from_cache:
+        details += " · from cache"
+    if facts.job_id:
+        details += f" · {job_tag(facts.job_id)}"
     if extras:
         details += "\n" + " · ".join(extras)
     header_budget = min(_HEADER_MAX_UTF16, limit)

@@ -175,7 +175,7 @@ async def _run_chat(args: argparse.Namespace, settings: Settings, out: TextIO) -
         out, out_dir=args.out, jsonl=args.jsonl, echo_input=not sys.stdin.isatty()
     )
     app = build_app(settings, console, on_outcome=console.outcome)
-    app.start()
+    await app.start()
     try:
         async for line in _read_lines(sys.stdin):
             message = console.incoming(line)
@@ -219,7 +219,7 @@ async def _run_generate(args: argparse.Namespace, settings: Settings, out: TextI
     )
     outcomes: list[Any] = []
     app = build_app(settings, console, on_outcome=outcomes.append, edit_interval_s=lambda _: 0.0)
-    app.start()
+    await app.start()
     try:
         message = console.incoming(f"/image={args.model}={args.prompt}")
         assert message is not None

@@ -31,6 +31,7 @@ so the wording lives here and nowhere else::
     │       ├── ImageTooLarge        bigger than the configured cap
     │       └── WorkerGaveUp         transient failures until the budget ran out
     ├── EnhancerError                the LLM did not help; never reaches a user
+    ├── StoreUnavailable             the data file could not be read or written
     ├── JobCancelled                 the job was cancelled while waiting
     ├── ServiceStopping              shut down before a waiting job started
     └── ChatError                    the chat refused an operation
@@ -390,6 +391,20 @@ class EnhancerError(SakaiBotError):
     """The LLM could not improve the prompt; the job goes on with the original."""
 
     kind = "enhancer"
+
+
+class StoreUnavailable(SakaiBotError):
+    """The data file could not be read or written."""
+
+    kind = "store"
+
+    @property
+    def user_message(self) -> str:
+        return (
+            "SakaiBot could not save your request (its data file is unavailable), so it "
+            "was not queued. Try again in a few minutes; the bot's owner should check the "
+            "disk and SAKAIBOT_DATA_DIR."
+        )
 
 
 class JobCancelled(SakaiBotError):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
-from sakaibot.commands import ImageRequest
+from sakaibot.commands import ImageOptions, ImageRequest, Style
 from sakaibot.models import ModelSpec
+from sakaibot.store import JobRecord
 
 
 class JobState(StrEnum):
@@ -55,13 +58,57 @@ class Job:
     started_at_s: float | None = None
     finished_at_s: float | None = None
     error_kind: str | None = None
-    #: Timings of each step in seconds, for the caption and (later) statistics.
+    #: Timings of each step in seconds, for the caption and statistics.
     timings_s: dict[str, float] = field(default_factory=dict)
+    #: Resolved once the job is in the store: ``True`` stored, ``False`` refused.
+    #: ``None`` for a job read back from the store on start.
+    persisted: asyncio.Future[bool] | None = None
+
+    @property
+    def stored(self) -> bool:
+        """Whether the job may be announced and run: it is safe in the store."""
+        return self.persisted is None or (
+            self.persisted.done() and not self.persisted.cancelled() and self.persisted.result()
+        )
 
     def advance(self, state: JobState) -> None:
         if state not in _NEXT_STATES[self.state]:
             raise ValueError(f"job {self.id}: {self.state} cannot become {state}")
         self.state = state
+
+
+def encode_request(request: ImageRequest) -> str:
+    """The request as JSON, to keep in the store and run again after a restart."""
+    return json.dumps(asdict(request), ensure_ascii=False)
+
+
+def decode_request(text: str) -> ImageRequest:
+    data = json.loads(text)
+    options = dict(data["options"])
+    if options.get("style") is not None:
+        options["style"] = Style(options["style"])
+    known = ImageOptions.__dataclass_fields__
+    return ImageRequest(
+        model=data["model"],
+        prompt=data["prompt"],
+        options=ImageOptions(**{k: v for k, v in options.items() if k in known}),
+        steps_requested=data.get("steps_requested"),
+    )
+
+
+def job_record(job: Job) -> JobRecord:
+    """What the store keeps of a newly accepted job."""
+    return JobRecord(
+        id=job.id,
+        user_id=job.user_id,
+        chat_id=job.chat_id,
+        reply_to=job.reply_to,
+        model=job.model.name,
+        request_json=encode_request(job.request),
+        prompt=job.request.prompt,
+        # The rate-limit stamp is wall-clock time: it is also when the job was accepted.
+        created_at_s=job.limiter_stamp if job.limiter_stamp is not None else 0.0,
+    )
 
 
 def random_job_id() -> str:

@@ -116,6 +116,11 @@ class SlidingWindowLimiter:
             bisect.insort(stamps, now)
         return now
 
+    def restore(self, key: Hashable, stamp: float) -> None:
+        """Count a request accepted before a restart (read back from the store)."""
+        if self._windows:
+            bisect.insort(self._stamps.setdefault(key, []), stamp)
+
     def refund(self, key: Hashable, stamp: float) -> bool:
         """Give back the request recorded at ``stamp``; ``False`` if it already left."""
         stamps = self._stamps.get(key)

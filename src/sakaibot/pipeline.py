@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -26,8 +27,9 @@ from sakaibot.errors import (
     DeliveryFailed,
     FloodWait,
     SakaiBotError,
+    StoreUnavailable,
 )
-from sakaibot.generation import GenerationParams, ImageGenerator
+from sakaibot.generation import GeneratedImage, GenerationParams, ImageGenerator
 from sakaibot.jobs import Job, JobState
 from sakaibot.limits import SlidingWindowLimiter
 from sakaibot.models import ASPECT_RATIOS
@@ -38,6 +40,8 @@ from sakaibot.status import (
     failed_text,
     generating_text,
 )
+from sakaibot.store import JobStates, Store
+from sakaibot.store.images import ImageFiles
 from sakaibot.undelivered import UndeliveredImages
 
 logger = logging.getLogger(__name__)
@@ -122,6 +126,9 @@ class JobPipeline:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         max_delivery_wait_s: float = 300.0,
         undelivered: UndeliveredImages | None = None,
+        store: Store,
+        images: ImageFiles | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._generator = generator
         self._enhancer = enhancer
@@ -133,6 +140,9 @@ class JobPipeline:
         self._sleep = sleep
         self._max_delivery_wait_s = max_delivery_wait_s
         self._undelivered = undelivered
+        self._store = store
+        self._images = images
+        self._wall_clock = wall_clock
         #: Uploads under way, and the job each one delivers.
         self._deliveries: dict[asyncio.Task[None], Job] = {}
 
@@ -147,6 +157,8 @@ class JobPipeline:
         return now_s
 
     async def run(self, job: Job) -> None:
+        if job.persisted is not None and not await job.persisted:
+            return  # never stored, never announced: the bot already said so
         try:
             await self._run(job)
         except Exception as exc:
@@ -174,17 +186,38 @@ class JobPipeline:
             return
         image = result.data
 
-        step_started_s = self._step(job, JobState.SENDING, step_started_s)
+        await self.hand_over(job, image, enhanced.source, prompt_used, step_started_s)
+
+    async def hand_over(
+        self,
+        job: Job,
+        image: GeneratedImage,
+        prompt_source: str,
+        prompt_used: str,
+        started_s: float,
+        *,
+        from_cache: bool = False,
+    ) -> None:
+        """The image exists: keep it, note that it is being sent, and send it.
+
+        The note is written (and waited for) before the upload starts, so that
+        after a crash the job is looked for in the chat instead of being sent twice.
+        """
+        request = job.request
+        if job.state is not JobState.SENDING:
+            started_s = self._step(job, JobState.SENDING, started_s)
         self._show(job, SENDING_TEXT)
         caption = build_caption(
             CaptionFacts(
                 model_label=job.model.display_name,
-                prompt_source=enhanced.source,
+                prompt_source=prompt_source,
                 prompt_used=prompt_used,
                 options=request.options,
-                elapsed_s=step_started_s - job.created_at_s,
+                elapsed_s=started_s - job.created_at_s,
                 seed=request.options.seed,
                 steps_requested=request.steps_requested,
+                job_id=job.id,
+                from_cache=from_cache,
             )
         )
         outgoing = OutgoingImage(
@@ -193,10 +226,29 @@ class JobPipeline:
             filename=f"sakaibot-{job.model.name}-{job.id}{image.extension}",
             as_file=request.options.as_file,
         )
+        try:
+            digest = await self._images.put(image) if self._images is not None else None
+            await self._store.update_job(
+                job.id,
+                state=JobStates.DELIVERING,
+                prompt_used=prompt_used,
+                enhancer=prompt_source,
+                image_hash=digest,
+                image_ext=image.extension,
+                image_bytes=image.size_bytes,
+                cache_hit=from_cache,
+                waited_s=job.timings_s.get("waited"),
+                enhancing_s=job.timings_s.get(JobState.ENHANCING.value),
+                generating_s=job.timings_s.get(JobState.GENERATING.value),
+            )
+        except (StoreUnavailable, OSError) as exc:
+            # Sending matters more than the note; without it a crash in the next
+            # seconds could send this image twice, which is the lesser harm.
+            logger.error("job %s: could not note the delivery: %s", job.id, exc)
         # The upload runs on its own so the model's slot is free for the next
         # job at once; drain() waits for every delivery.
         delivery = asyncio.create_task(
-            self._deliver(job, outgoing, step_started_s), name=f"deliver-{job.id}"
+            self._deliver(job, outgoing, started_s), name=f"deliver-{job.id}"
         )
         self._deliveries[delivery] = job
         delivery.add_done_callback(self._deliveries.pop)
@@ -239,6 +291,13 @@ class JobPipeline:
             return
         self._step(job, JobState.DONE, started_s)
         job.finished_at_s = self._clock()
+        self._store.update_job_soon(
+            job.id,
+            state=JobStates.DONE,
+            delivered_message_id=message_id,
+            uploading_s=job.timings_s.get(JobState.SENDING.value),
+            finished_at_s=self._wall_clock(),
+        )
         self._status.finish(job.id)
         self._on_outcome(JobOutcome.of_job(job, image_message_id=message_id))
 
@@ -263,8 +322,17 @@ class JobPipeline:
             job.state = JobState.FAILED
         job.finished_at_s = self._clock()
         job.error_kind = error.kind
-        if not isinstance(error, CHARGED_ERRORS) and job.limiter_stamp is not None:
+        refunded = not isinstance(error, CHARGED_ERRORS) and job.limiter_stamp is not None
+        if refunded and job.limiter_stamp is not None:
             self._limiter.refund(job.user_id, job.limiter_stamp)
+        self._store.update_job_soon(
+            job.id,
+            state=JobStates.CANCELLED if job.state is JobState.CANCELLED else JobStates.FAILED,
+            refunded=refunded,
+            error_kind=error.kind,
+            error=error.user_message,
+            finished_at_s=self._wall_clock(),
+        )
         logger.info("job %s (%s) failed: %s: %s", job.id, job.model.name, error.kind, error)
         message = error.user_message
         self._status.finish(job.id, final_text=failed_text(message))

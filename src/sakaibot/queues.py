@@ -145,12 +145,7 @@ class JobQueues:
     def submit(self, job: Job) -> QueuePlace:
         """Queue an admitted job (call :meth:`check_admission` first) and say where it stands."""
         self.check_admission(job.model.name, job.user_id)
-        lane = self._lanes[job.model.name]
-        lane.waiting.append(job)
-        self._jobs[job.id] = job
-        self._pending_by_user[job.user_id] = self._pending_by_user.get(job.user_id, 0) + 1
-        lane.not_empty.set()
-        return lane.place(len(lane.waiting))
+        return self._enqueue(job)
 
     # -- looking and cancelling ----------------------------------------------
 
@@ -195,6 +190,30 @@ class JobQueues:
         self._forget(job)
         self._announce_shift(lane, index)
         return job
+
+    def withdraw(self, job: Job) -> None:
+        """Take back a job that could not be stored; it was never announced."""
+        lane = self._lanes[job.model.name]
+        if job in lane.waiting:
+            index = lane.waiting.index(job)
+            del lane.waiting[index]
+            self._announce_shift(lane, index)
+        if job.state is JobState.QUEUED:
+            job.advance(JobState.CANCELLED)
+        if job not in lane.running:
+            self._forget(job)
+
+    def submit_recovered(self, job: Job) -> QueuePlace:
+        """Queue a job read back from the store on start; bounds do not apply to it."""
+        return self._enqueue(job)
+
+    def _enqueue(self, job: Job) -> QueuePlace:
+        lane = self._lanes[job.model.name]
+        lane.waiting.append(job)
+        self._jobs[job.id] = job
+        self._pending_by_user[job.user_id] = self._pending_by_user.get(job.user_id, 0) + 1
+        lane.not_empty.set()
+        return lane.place(len(lane.waiting))
 
     def close_waiting(self) -> list[Job]:
         """Take every waiting job off its queue (shutdown); running jobs go on."""

@@ -125,6 +125,9 @@ class Settings(BaseSettings):
     #: How long an image that could not be sent is kept for `/image retry`.
     undelivered_retention_s: float = Field(default=86_400.0, ge=0)
 
+    # History and the result cache.
+    history_retention_days: int = Field(default=90, ge=1)
+
     # Where state and images are kept.
     sakaibot_data_dir: Path = Path("data")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

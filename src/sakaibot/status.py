@@ -60,8 +60,12 @@ def failed_text(user_message: str) -> str:
 
 
 def show_place(status: StatusScheduler, job: Job, place: QueuePlace) -> None:
-    """The queues' position listener: a waiting job's status says where it stands."""
-    if job.state is JobState.QUEUED:
+    """The queues' position listener: a waiting job's status says where it stands.
+
+    Nothing is said before the job is safe in the store: a user is only told
+    "queued" about a job that survives a restart.
+    """
+    if job.state is JobState.QUEUED and job.stored:
         status.show(
             job.id,
             chat_id=job.chat_id,
@@ -121,8 +125,11 @@ class StatusScheduler:
         edit_interval_s: Callable[[str], float],
         clock: Callable[[], float],
         sleep: Sleep = asyncio.sleep,
+        on_message: Callable[[str, int], None] | None = None,
     ) -> None:
         self._chat = chat
+        #: Told the id of each new status message (the store keeps it for restarts).
+        self._on_message = on_message
         self._interval_s = edit_interval_s
         self._clock = clock
         self._sleep = sleep
@@ -149,6 +156,17 @@ class StatusScheduler:
         else:
             lane.paced.pop(key, None)
         self._kick(lane)
+
+    def adopt(
+        self, key: str, *, chat_id: str, reply_to: int, message_id: int | None = None
+    ) -> None:
+        """Register ``key``'s status without showing anything yet: a message sent
+        before a restart is taken over (edited, not repeated)."""
+        lane = self._lanes.get(chat_id)
+        if lane is None:
+            lane = self._lanes[chat_id] = _Lane(chat_id)
+        lane.statuses[key] = _StatusMessage(reply_to=reply_to, message_id=message_id)
+        self._index[key] = lane
 
     def finish(self, key: str, *, final_text: str | None = None) -> None:
         """End ``key``'s status: remove it (``None``) or replace it with ``final_text``.
@@ -273,6 +291,8 @@ class StatusScheduler:
                     lane.chat_id, text, reply_to=status.reply_to
                 )
                 self.counters.sends += 1
+                if self._on_message is not None:
+                    self._on_message(key, status.message_id)
             else:
                 await self._chat.edit_text(lane.chat_id, status.message_id, text)
                 self.counters.edits += 1

@@ -20,6 +20,9 @@ class FakeClock:
 
     def __init__(self, start_s: float = 1000.0) -> None:
         self.now_s = start_s
+        #: When set, sleeping waits for this event first: a test can hold
+        #: whoever sleeps (a muted status lane) while other work goes on.
+        self.gate: asyncio.Event | None = None
 
     def __call__(self) -> float:
         return self.now_s
@@ -28,6 +31,8 @@ class FakeClock:
         self.now_s += seconds
 
     async def sleep(self, seconds: float) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
         self.now_s += max(seconds, 0.0)
         await asyncio.sleep(0)
 
@@ -88,6 +93,12 @@ class RecordingChat:
             ChatEvent("image", message_id, image.caption.plain(), reply_to, self._now(), image)
         )
         return message_id
+
+    async def find_delivered(self, chat_id: str, *, reply_to: int, job_id: str) -> int | None:
+        for event in self.events:
+            if event.kind == "image" and event.image is not None and job_id in event.image.filename:
+                return event.message_id
+        return None
 
     def of_kind(self, kind: str) -> list[ChatEvent]:
         return [event for event in self.events if event.kind == kind]

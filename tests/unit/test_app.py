@@ -82,7 +82,7 @@ def make_harness(**settings: object) -> Harness:
 @pytest.fixture
 async def harness() -> AsyncIterator[Harness]:
     h = make_harness()
-    h.app.start()
+    await h.app.start()
     yield h
     await h.app.aclose()
 
@@ -156,7 +156,7 @@ async def test_unknown_model_names_the_available_ones(harness: Harness) -> None:
 async def test_rate_limit_counts_only_accepted_requests() -> None:
     """Defect 5: rejected and failed requests must not use up the allowance."""
     h = make_harness(image_user_limits="2/1m", image_user_max_pending=10)
-    h.app.start()
+    await h.app.start()
     try:
         await h.say("/image=dalle=nope")  # rejected: does not count
         await h.say("/image=flux=one")
@@ -173,7 +173,7 @@ async def test_rate_limit_counts_only_accepted_requests() -> None:
 async def test_a_failure_that_is_not_the_users_fault_is_refunded() -> None:
     h = make_harness(image_user_limits="1/1h")
     h.generator.errors.append(WorkerGaveUp("503s", model="flux", attempts=4))
-    h.app.start()
+    await h.app.start()
     try:
         first = await h.say("/image=flux=one")
         await h.finish()
@@ -189,7 +189,7 @@ async def test_a_failure_that_is_not_the_users_fault_is_refunded() -> None:
 async def test_filtered_prompt_is_not_refunded_and_says_what_to_do() -> None:
     h = make_harness(image_user_limits="1/1h")
     h.generator.errors.append(ContentFiltered("nsfw", model="flux"))
-    h.app.start()
+    await h.app.start()
     try:
         await h.say("/image=flux=something")
         await h.finish()
@@ -207,7 +207,7 @@ async def test_every_accepted_job_ends_with_exactly_one_outcome() -> None:
     h.generator.errors.extend(
         [TransientWorkerError("x", model="flux"), ContentFiltered("y", model="sdxl")]
     )
-    h.app.start()
+    await h.app.start()
     try:
         for n in range(12):
             await h.say(f"/image={'flux' if n % 2 else 'sdxl'}=p{n}", user=f"u{n % 3}")
@@ -226,7 +226,7 @@ async def test_an_unsent_image_is_kept_and_retry_sends_it() -> None:
 
     h = make_harness()
     h.chat.image_failures.append(ChatError("upload failed"))
-    h.app.start()
+    await h.app.start()
     try:
         command = await h.say("/image=flux=a fox")
         await h.finish()
@@ -251,7 +251,7 @@ async def test_an_unsent_image_is_kept_and_retry_sends_it() -> None:
 async def test_status_lists_positions_and_cancel_moves_others_up() -> None:
     h = make_harness(image_user_max_pending=5)
     h.generator.gate = asyncio.Event()
-    h.app.start()
+    await h.app.start()
     try:
         await h.say("/image=flux=first", user="bob")
         await asyncio.sleep(0)
@@ -299,11 +299,13 @@ async def test_other_messages_are_ignored(harness: Harness) -> None:
 async def test_queue_full_and_too_many_pending_are_clear() -> None:
     h = make_harness(image_queue_max=1, image_user_max_pending=1)
     h.generator.gate = asyncio.Event()
+    await h.app.start()
     try:
-        await h.say("/image=flux=one", user="a")
-        full = await h.say("/image=flux=two", user="b")
+        await h.say("/image=flux=one", user="a")  # generating (held)
+        await h.say("/image=flux=two", user="b")  # waiting: the queue is full now
+        full = await h.say("/image=flux=three", user="c")
         assert "The Flux queue is full (1 waiting)" in h.replies_to(full)[0]
-        pending = await h.say("/image=sdxl=three", user="a")
+        pending = await h.say("/image=sdxl=four", user="a")
         assert "You already have 1 image waiting or generating" in h.replies_to(pending)[0]
     finally:
         await h.app.aclose()
@@ -314,7 +316,7 @@ async def test_a_flood_wait_on_delivery_is_waited_out() -> None:
 
     h = make_harness()
     h.chat.image_failures.append(FloodWait(42))
-    h.app.start()
+    await h.app.start()
     try:
         await h.say("/image=flux=a fox")
         await h.finish()
@@ -329,7 +331,7 @@ async def test_a_flood_wait_longer_than_the_budget_fails_clearly() -> None:
 
     h = make_harness(delivery_max_wait_s=60, undelivered_retention_s=0)
     h.chat.image_failures.append(FloodWait(600))
-    h.app.start()
+    await h.app.start()
     try:
         await h.say("/image=flux=a fox")
         await h.finish()
@@ -364,7 +366,7 @@ async def test_an_upload_does_not_hold_the_models_slot() -> None:
 
     h.chat.send_image = slow_upload  # type: ignore[method-assign]
     h.generator.generate = counting_generate  # type: ignore[assignment, method-assign]
-    h.app.start()
+    await h.app.start()
     try:
         await h.say("/image=flux=first")
         await h.say("/image=flux=second", user="bob")
@@ -381,7 +383,7 @@ async def test_an_upload_does_not_hold_the_models_slot() -> None:
 async def test_shutdown_tells_waiting_jobs_and_finishes_the_running_one() -> None:
     h = make_harness(image_user_limits="5/1h")
     h.generator.gate = asyncio.Event()
-    h.app.start()
+    await h.app.start()
     await h.say("/image=flux=running")
     await h.say("/image=flux=waiting", user="bob")
     await asyncio.wait_for(h.app.status.drain(), timeout=5)
@@ -417,7 +419,7 @@ async def test_without_an_llm_the_prompt_step_is_skipped() -> None:
         sleep=clock.sleep,
         edit_interval_s=lambda _chat: 0.0,
     )
-    app.start()
+    await app.start()
     try:
         await app.bot.handle(IncomingMessage("c", 1, "ann", "/image=flux=a fox"))
         await asyncio.wait_for(app.drain(), timeout=5)
@@ -440,7 +442,7 @@ async def test_status_lists_a_job_whose_image_is_on_its_way() -> None:
         return await send_image(chat_id, image, reply_to=reply_to)  # type: ignore[arg-type]
 
     h.chat.send_image = held_upload  # type: ignore[method-assign]
-    h.app.start()
+    await h.app.start()
     try:
         await h.say("/image=flux=a fox")
         await asyncio.wait_for(uploading.wait(), timeout=5)

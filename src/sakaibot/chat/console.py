@@ -110,13 +110,23 @@ class ConsoleChat:
     async def delete_message(self, chat_id: str, message_id: int) -> None:
         self._emit({"type": "delete", "id": message_id}, f"bot #{message_id} (deleted)")
 
+    async def find_delivered(self, chat_id: str, *, reply_to: int, job_id: str) -> int | None:
+        # On the console an image is delivered once its file is in place; file
+        # names carry the job id and are written atomically.
+        if self._image_path is not None:
+            return 0 if any(self._image_path.parent.glob(f"{self._image_path.stem}.*")) else None
+        found = [p for p in self._out_dir.glob(f"*-{job_id}.*") if not p.name.endswith(".partial")]
+        return 0 if found else None
+
     async def send_image(self, chat_id: str, image: OutgoingImage, *, reply_to: int | None) -> int:
         if self._image_path is not None:
             path = self._image_path.with_suffix(image.image.extension)
         else:
             path = self._out_dir / image.filename
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(image.image.data)
+        partial = path.with_name(f"{path.name}.partial")
+        partial.write_bytes(image.image.data)
+        partial.replace(path)
         message_id = self._next_id()
         kind = "file" if image.as_file else "photo"
         size_kb = image.image.size_bytes / 1024

@@ -56,3 +56,11 @@ class ChatPort(Protocol):
     async def send_image(self, chat_id: str, image: OutgoingImage, *, reply_to: int | None) -> int:
         """Deliver an image; returns the id of the message that carries it."""
         ...
+
+    async def find_delivered(self, chat_id: str, *, reply_to: int, job_id: str) -> int | None:
+        """After a crash: the message that already carries ``job_id``'s image, if any.
+
+        This is what makes delivery exactly-once: a job that was being sent when
+        the process died is only sent again when the chat does not have it.
+        """
+        ...

@@ -28,7 +28,7 @@ from typing import IO, Any, TextIO
 from telethon import TelegramClient, errors, events
 from telethon.sessions import StringSession
 
-from sakaibot.captions import cut_to_utf16
+from sakaibot.captions import cut_to_utf16, job_tag
 from sakaibot.chat.port import IncomingMessage, OutgoingImage
 from sakaibot.errors import (
     ChatError,
@@ -47,6 +47,8 @@ PHOTO_MAX_BYTES = 10 * 1024 * 1024
 PHOTO_MAX_SIDES_PX = 10_000
 PHOTO_MAX_ASPECT = 20.0
 TEXT_LIMIT_UTF16 = 4096
+#: How many messages after a command are searched for its delivered image.
+_DELIVERY_LOOKAHEAD = 200
 
 
 def fits_as_photo(image: GeneratedImage) -> bool:
@@ -122,6 +124,27 @@ class TelegramChat:
                 reply_to=reply_to,
             )
         return int(message.id)
+
+    async def find_delivered(self, chat_id: str, *, reply_to: int, job_id: str) -> int | None:
+        """Our own message after the command that replies to it with the job's tag.
+
+        Looked up by message id, which bot accounts may do too (they cannot read
+        a chat's history).
+        """
+        tag = job_tag(job_id)
+        ids = list(range(reply_to + 1, reply_to + 1 + _DELIVERY_LOOKAHEAD))
+        with telegram_errors():
+            messages = await self._client.get_messages(int(chat_id), ids=ids)
+        for message in messages:
+            if (
+                message is not None
+                and message.out
+                and message.reply_to_msg_id == reply_to
+                and message.media is not None
+                and tag in (message.raw_text or "")
+            ):
+                return int(message.id)
+        return None
 
 
 def edit_interval_for(settings: Settings) -> Callable[[str], float]:
@@ -316,8 +339,9 @@ async def run(settings: Settings, out: TextIO) -> int:
             app = build_app(settings, chat, edit_interval_s=edit_interval_for(settings))
             front = TelegramFrontEnd(handle=app.bot.handle, policy=policy)
             new_messages = events.NewMessage()
+            # Recovered jobs are queued first, then new commands are read.
+            await app.start()
             client.add_event_handler(front.on_new_message, new_messages)
-            app.start()
             mode = "userbot" if userbot else "bot"
             logger.info(
                 "running as %s (%s); models: %s",

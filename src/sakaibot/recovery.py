@@ -1,0 +1,167 @@
+"""Start-up: bring back what the store holds, so nothing a user was told is lost.
+
+- Rate-limit windows are rebuilt from the jobs accepted (and not refunded)
+  within the longest window.
+- Unfinished jobs come back in their original order, with the chat and the
+  message they answer, and their status message is taken over, not repeated.
+- A job that was being sent when the process died is first looked for in the
+  chat: found, it is marked delivered; not found, its kept image is sent (or,
+  if the image is gone, it is generated again). So every accepted job ends
+  with exactly one delivered image.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sakaibot.chat.port import ChatPort
+from sakaibot.errors import SakaiBotError, StoreUnavailable
+from sakaibot.jobs import Job, JobState, decode_request
+from sakaibot.limits import SlidingWindowLimiter
+from sakaibot.models import ModelRegistry
+from sakaibot.pipeline import JobOutcome, JobPipeline, OutcomeListener
+from sakaibot.queues import JobQueues
+from sakaibot.status import StatusScheduler, failed_text, show_place
+from sakaibot.store import JobRecord, JobStates, Store
+from sakaibot.store.images import ImageFiles
+
+logger = logging.getLogger(__name__)
+
+
+class ModelGone(SakaiBotError):
+    """A recovered job's model is no longer configured."""
+
+    kind = "model_gone"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"model {model} is no longer configured")
+        self.model = model
+
+    @property
+    def user_message(self) -> str:
+        return (
+            f"SakaiBot restarted and the {self.model} model is no longer offered, so this "
+            "image could not be made. Your allowance was not used; see /image models."
+        )
+
+
+@dataclass
+class Recovery:
+    store: Store
+    images: ImageFiles | None
+    registry: ModelRegistry
+    limiter: SlidingWindowLimiter
+    queues: JobQueues
+    status: StatusScheduler
+    pipeline: JobPipeline
+    chat: ChatPort
+    clock: Callable[[], float]
+    wall_clock: Callable[[], float]
+    on_outcome: OutcomeListener
+
+    async def restore_limits(self) -> int:
+        longest_s = max((w.window_s for w in self.limiter.windows), default=0.0)
+        if not longest_s:
+            return 0
+        accepted = await self.store.accepted_since(self.wall_clock() - longest_s)
+        for user_id, stamp in accepted:
+            self.limiter.restore(user_id, stamp)
+        return len(accepted)
+
+    async def resume_jobs(self) -> int:
+        records = await self.store.unfinished_jobs()
+        for record in records:
+            try:
+                await self._resume(record)
+            except StoreUnavailable:
+                raise
+            except Exception:
+                # One unreadable record must not keep the others from running.
+                logger.exception("job %s could not be recovered", record.id)
+        if records:
+            logger.info("recovered %d unfinished job(s)", len(records))
+        return len(records)
+
+    def _job(self, record: JobRecord) -> Job | None:
+        model = self.registry.get(record.model)
+        if model is None:
+            return None
+        return Job(
+            id=record.id,
+            user_id=record.user_id,
+            chat_id=record.chat_id,
+            reply_to=record.reply_to,
+            request=decode_request(record.request_json),
+            model=model,
+            created_at_s=self.clock(),
+            limiter_stamp=None if record.refunded else record.created_at_s,
+        )
+
+    async def _resume(self, record: JobRecord) -> None:
+        if record.status_message_id is not None:
+            self.status.adopt(
+                record.id,
+                chat_id=record.chat_id,
+                reply_to=record.reply_to,
+                message_id=record.status_message_id,
+            )
+        job = self._job(record)
+        if job is None:
+            await self._give_up(record, ModelGone(record.model))
+            return
+        if record.state == JobStates.DELIVERING:
+            delivered = await self.chat.find_delivered(
+                record.chat_id, reply_to=record.reply_to, job_id=record.id
+            )
+            if delivered is not None:
+                await self.store.update_job(
+                    record.id,
+                    state=JobStates.DONE,
+                    delivered_message_id=delivered or None,
+                    finished_at_s=self.wall_clock(),
+                )
+                self.status.finish(record.id)
+                self.on_outcome(JobOutcome.of_job(job, image_message_id=delivered or None))
+                return
+            image = None
+            if self.images is not None and record.image_hash and record.image_ext:
+                image = await self.images.get(record.image_hash, record.image_ext)
+            if image is not None:
+                job.advance(JobState.GENERATING)
+                await self.pipeline.hand_over(
+                    job,
+                    image,
+                    record.enhancer or "original prompt",
+                    record.prompt_used or job.request.prompt,
+                    self.clock(),
+                )
+                return
+        place = self.queues.submit_recovered(job)
+        show_place(self.status, job, place)
+
+    async def _give_up(self, record: JobRecord, error: SakaiBotError) -> None:
+        await self.store.update_job(
+            record.id,
+            state=JobStates.FAILED,
+            refunded=True,
+            error_kind=error.kind,
+            error=error.user_message,
+            finished_at_s=self.wall_clock(),
+        )
+        if record.status_message_id is None:
+            self.status.adopt(record.id, chat_id=record.chat_id, reply_to=record.reply_to)
+        self.status.finish(record.id, final_text=failed_text(error.user_message))
+        self.on_outcome(
+            JobOutcome(
+                chat_id=record.chat_id,
+                reply_to=record.reply_to,
+                user_id=record.user_id,
+                ok=False,
+                job_id=record.id,
+                model=record.model,
+                error_kind=error.kind,
+                error=error.user_message,
+            )
+        )

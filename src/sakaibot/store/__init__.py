@@ -1,0 +1,124 @@
+"""What SakaiBot keeps across restarts: job records, rate windows, the result cache.
+
+This module is the interface the core uses; :mod:`sakaibot.store.sqlite` is the
+embedded default behind it. Image bytes are not kept in the database but in a
+content-addressed folder (:mod:`sakaibot.store.images`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class JobStates:
+    """The states a job record can be in (strings, as stored)."""
+
+    QUEUED = "queued"
+    #: The image exists and is being sent: on a restart, ask the chat before sending again.
+    DELIVERING = "delivering"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    UNFINISHED = (QUEUED, DELIVERING)
+
+
+@dataclass
+class JobRecord:
+    """One accepted job, as kept for recovery, history and statistics."""
+
+    id: str
+    user_id: str
+    chat_id: str
+    reply_to: int
+    model: str
+    #: The request as JSON (prompt, options), enough to run it again.
+    request_json: str
+    prompt: str
+    created_at_s: float  # wall-clock time; also the rate-limit stamp
+    state: str = JobStates.QUEUED
+    refunded: bool = False
+    status_message_id: int | None = None
+    prompt_used: str | None = None
+    enhancer: str | None = None
+    error_kind: str | None = None
+    error: str | None = None
+    waited_s: float | None = None
+    enhancing_s: float | None = None
+    generating_s: float | None = None
+    uploading_s: float | None = None
+    image_bytes: int | None = None
+    image_hash: str | None = None
+    image_ext: str | None = None
+    cache_hit: bool = False
+    delivered_message_id: int | None = None
+    finished_at_s: float | None = None
+    #: The order jobs were accepted in, assigned by the store.
+    seq: int = 0
+
+
+@dataclass
+class CacheEntry:
+    """A stored result: the same request again is answered with this image."""
+
+    key: str
+    model: str
+    image_hash: str
+    image_ext: str
+    mime_type: str
+    width: int
+    height: int
+    prompt_used: str
+    enhancer: str
+    created_at_s: float
+    last_used_at_s: float
+    hits: int = 0
+    #: An opaque reference the chat gave for the uploaded file, to reuse it.
+    upload_ref: str | None = None
+
+
+class Store(Protocol):
+    """The durable state of one bot. Every call is safe to await from the event loop."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def add_job(self, record: JobRecord) -> None: ...
+
+    async def update_job(self, job_id: str, **fields: object) -> None: ...
+
+    def update_job_soon(self, job_id: str, **fields: object) -> None:
+        """Queue an update without waiting (updates keep their order)."""
+        ...
+
+    async def get_job(self, job_id: str) -> JobRecord | None: ...
+
+    async def job_id_exists(self, job_id: str) -> bool: ...
+
+    async def unfinished_jobs(self) -> list[JobRecord]: ...
+
+    async def accepted_since(self, since_s: float) -> list[tuple[str, float]]:
+        """``(user_id, created_at_s)`` of jobs accepted since then and not refunded."""
+        ...
+
+    async def history(self, user_id: str, limit: int) -> list[JobRecord]: ...
+
+    async def jobs_since(self, since_s: float) -> list[JobRecord]: ...
+
+    async def prune_jobs(self, before_s: float) -> int: ...
+
+    async def cache_get(self, key: str) -> CacheEntry | None: ...
+
+    async def cache_put(self, entry: CacheEntry) -> None: ...
+
+    async def cache_touch(self, key: str, at_s: float, *, upload_ref: str | None) -> None: ...
+
+    async def cache_entries(self) -> list[CacheEntry]: ...
+
+    async def cache_delete(self, keys: list[str]) -> None: ...
+
+    async def image_hashes_in_use(self) -> set[str]:
+        """Images an unfinished job still needs (never evicted)."""
+        ...

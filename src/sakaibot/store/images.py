@@ -1,0 +1,96 @@
+"""Generated images on disk, named by the SHA-256 of their bytes.
+
+The result cache, ``/image resend`` and recovery after a crash all read
+images from here. Files are written atomically (a temporary name, then a
+rename) and off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from pathlib import Path
+
+from sakaibot.generation import GeneratedImage
+from sakaibot.workers.images import inspect_image
+
+_EXTENSIONS = (".jpg", ".png", ".webp", ".gif")
+_HEX_DIGITS = frozenset("0123456789abcdef")
+
+
+def image_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class ImageFiles:
+    """A folder of ``<sha256><ext>`` files."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+
+    def _path(self, digest: str, extension: str) -> Path:
+        if len(digest) != 64 or not _HEX_DIGITS.issuperset(digest) or extension not in _EXTENSIONS:
+            raise ValueError("not a stored image name")
+        return self._directory / f"{digest}{extension}"
+
+    def _put_sync(self, image: GeneratedImage) -> str:
+        digest = image_hash(image.data)
+        path = self._path(digest, image.extension)
+        if not path.exists():
+            self._directory.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(f"{path.suffix}.partial")
+            with partial.open("wb") as handle:
+                handle.write(image.data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            partial.replace(path)
+        return digest
+
+    async def put(self, image: GeneratedImage) -> str:
+        """Keep ``image``; returns its hash (the same bytes are kept once)."""
+        return await asyncio.to_thread(self._put_sync, image)
+
+    def _get_sync(self, digest: str, extension: str) -> GeneratedImage | None:
+        try:
+            data = self._path(digest, extension).read_bytes()
+        except (OSError, ValueError):
+            return None
+        mime_type, real_extension, width, height = inspect_image(data)
+        return GeneratedImage(data, mime_type, real_extension, width, height)
+
+    async def get(self, digest: str, extension: str) -> GeneratedImage | None:
+        """The stored image, or ``None`` once it has been evicted."""
+        return await asyncio.to_thread(self._get_sync, digest, extension)
+
+    def _usage_sync(self) -> list[tuple[Path, int, float]]:
+        if not self._directory.is_dir():
+            return []
+        files = []
+        for path in self._directory.iterdir():
+            if path.suffix in _EXTENSIONS:
+                stat = path.stat()
+                files.append((path, stat.st_size, stat.st_mtime))
+        return files
+
+    async def size_bytes(self) -> int:
+        files = await asyncio.to_thread(self._usage_sync)
+        return sum(size for _, size, _ in files)
+
+    def _evict_sync(self, protect: set[str], max_bytes: int) -> int:
+        files = sorted(self._usage_sync(), key=lambda item: item[2])
+        total = sum(size for _, size, _ in files)
+        removed = 0
+        for path, size, _mtime in files:
+            if total <= max_bytes:
+                break
+            if path.stem in protect:
+                continue
+            path.unlink(missing_ok=True)
+            total -= size
+            removed += 1
+        return removed
+
+    async def evict(self, *, protect: set[str], max_bytes: int) -> int:
+        """Delete the oldest images until under ``max_bytes``, never one in ``protect``."""
+        return await asyncio.to_thread(self._evict_sync, protect, max_bytes)

@@ -1,0 +1,336 @@
+"""The embedded store: one SQLite file under the data directory (the only module using sqlite3).
+
+- WAL mode and ``synchronous=NORMAL``: a committed write survives the process
+  being killed, and readers never block the writer.
+- A schema version in ``PRAGMA user_version``; the migrations below run in
+  order on open, each in its own transaction.
+- Every call runs on one dedicated thread, so a slow disk never freezes the
+  event loop, and writes keep the order they were made in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sakaibot.errors import StoreUnavailable
+from sakaibot.store import CacheEntry, JobRecord, JobStates
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Each entry takes the schema from version N to N + 1.
+MIGRATIONS: tuple[str, ...] = (
+    # 1: job records (recovery, rate windows, history, statistics).
+    """
+    CREATE TABLE jobs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        user_id TEXT NOT NULL,
+        chat_id TEXT NOT NULL,
+        reply_to INTEGER NOT NULL,
+        model TEXT NOT NULL,
+        request_json TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        created_at_s REAL NOT NULL,
+        state TEXT NOT NULL,
+        refunded INTEGER NOT NULL DEFAULT 0,
+        status_message_id INTEGER,
+        prompt_used TEXT,
+        enhancer TEXT,
+        error_kind TEXT,
+        error TEXT,
+        waited_s REAL,
+        enhancing_s REAL,
+        generating_s REAL,
+        uploading_s REAL,
+        image_bytes INTEGER,
+        delivered_message_id INTEGER,
+        finished_at_s REAL
+    );
+    CREATE INDEX jobs_by_user ON jobs (user_id, seq);
+    CREATE INDEX jobs_by_state ON jobs (state);
+    CREATE INDEX jobs_by_time ON jobs (created_at_s);
+    """,
+    # 2: the result cache, and which stored image a job delivered.
+    """
+    ALTER TABLE jobs ADD COLUMN image_hash TEXT;
+    ALTER TABLE jobs ADD COLUMN image_ext TEXT;
+    ALTER TABLE jobs ADD COLUMN cache_hit INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE cache (
+        key TEXT PRIMARY KEY,
+        model TEXT NOT NULL,
+        image_hash TEXT NOT NULL,
+        image_ext TEXT NOT NULL,
+        mime_type TEXT NOT NULL,
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        prompt_used TEXT NOT NULL,
+        enhancer TEXT NOT NULL,
+        created_at_s REAL NOT NULL,
+        last_used_at_s REAL NOT NULL,
+        hits INTEGER NOT NULL DEFAULT 0,
+        upload_ref TEXT
+    );
+    CREATE INDEX cache_by_use ON cache (last_used_at_s);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_JOB_FIELDS = tuple(field.name for field in dataclasses.fields(JobRecord))
+_CACHE_FIELDS = tuple(field.name for field in dataclasses.fields(CacheEntry))
+_BOOL_FIELDS = {"refunded", "cache_hit"}
+
+
+def migrate(connection: sqlite3.Connection, *, target: int = SCHEMA_VERSION) -> int:
+    """Bring the schema to ``target``; returns the version found before."""
+    found = int(connection.execute("PRAGMA user_version").fetchone()[0])
+    if found > SCHEMA_VERSION:
+        raise StoreUnavailable(
+            f"the data file has schema version {found}, newer than this SakaiBot "
+            f"({SCHEMA_VERSION}); upgrade SakaiBot or use another SAKAIBOT_DATA_DIR"
+        )
+    for version in range(found, target):
+        # executescript commits first; the version bump is part of the script.
+        connection.executescript(
+            f"BEGIN;\n{MIGRATIONS[version]}\nPRAGMA user_version = {version + 1};\nCOMMIT;"
+        )
+        logger.info("store: schema migrated to version %d", version + 1)
+    return found
+
+
+def _job_from_row(row: sqlite3.Row) -> JobRecord:
+    values = {name: row[name] for name in _JOB_FIELDS}
+    for name in _BOOL_FIELDS:
+        values[name] = bool(values[name])
+    return JobRecord(**values)
+
+
+class SqliteStore:
+    """The :class:`~sakaibot.store.Store` on one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sakaibot-store")
+        self._connection: sqlite3.Connection | None = None
+
+    # -- plumbing ----------------------------------------------------------------
+
+    def _submit(self, work: Callable[[sqlite3.Connection], T]) -> Future[T]:
+        def run() -> T:
+            if self._connection is None:
+                raise StoreUnavailable("the store is not open")
+            try:
+                return work(self._connection)
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+        try:
+            return self._executor.submit(run)
+        except RuntimeError as exc:  # the executor is shut down: close() was called
+            raise StoreUnavailable("the store is closed") from exc
+
+    async def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.wrap_future(self._submit(work))
+
+    def _open_sync(self) -> None:
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailable(f"cannot open {self._path}: {exc}") from exc
+        try:
+            connection.row_factory = sqlite3.Row
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute("PRAGMA synchronous = NORMAL")
+            connection.execute("PRAGMA busy_timeout = 5000")
+            migrate(connection)
+        except (sqlite3.Error, OSError) as exc:
+            connection.close()
+            raise StoreUnavailable(f"cannot open {self._path}: {exc}") from exc
+        except BaseException:
+            # A newer schema (StoreUnavailable from migrate): do not leak the connection.
+            connection.close()
+            raise
+        self._connection = connection
+
+    async def open(self) -> None:
+        await asyncio.wrap_future(self._executor.submit(self._open_sync))
+
+    async def close(self) -> None:
+        def close_sync() -> None:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+        await asyncio.wrap_future(self._executor.submit(close_sync))
+        self._executor.shutdown(wait=True)
+
+    # -- jobs --------------------------------------------------------------------
+
+    async def add_job(self, record: JobRecord) -> None:
+        values = dataclasses.asdict(record)
+        del values["seq"]
+        columns = ", ".join(values)
+        marks = ", ".join(f":{name}" for name in values)
+
+        def insert(db: sqlite3.Connection) -> int:
+            cursor = db.execute(f"INSERT INTO jobs ({columns}) VALUES ({marks})", values)
+            return int(cursor.lastrowid or 0)
+
+        record.seq = await self._call(insert)
+
+    def _update(
+        self, job_id: str, fields: dict[str, object]
+    ) -> Callable[[sqlite3.Connection], None]:
+        unknown = set(fields) - set(_JOB_FIELDS)
+        if unknown or "seq" in fields or "id" in fields:
+            raise ValueError(f"cannot update {sorted(unknown | ({'seq', 'id'} & set(fields)))}")
+        assignments = ", ".join(f"{name} = :{name}" for name in fields)
+
+        def update(db: sqlite3.Connection) -> None:
+            db.execute(
+                f"UPDATE jobs SET {assignments} WHERE id = :job_id", {**fields, "job_id": job_id}
+            )
+
+        return update
+
+    async def update_job(self, job_id: str, **fields: object) -> None:
+        if fields:
+            await self._call(self._update(job_id, fields))
+
+    def update_job_soon(self, job_id: str, **fields: object) -> None:
+        if not fields:
+            return
+        update = self._update(job_id, fields)
+        try:
+            future = self._submit(update)
+        except StoreUnavailable as exc:  # closed: logged like any failed background update
+            logger.error("store: a background update failed: %s", exc)
+            return
+        future.add_done_callback(_log_failure)
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        def get(db: sqlite3.Connection) -> JobRecord | None:
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            return None if row is None else _job_from_row(row)
+
+        return await self._call(get)
+
+    async def job_id_exists(self, job_id: str) -> bool:
+        return await self.get_job(job_id) is not None
+
+    async def unfinished_jobs(self) -> list[JobRecord]:
+        marks = ", ".join("?" for _ in JobStates.UNFINISHED)
+
+        def select(db: sqlite3.Connection) -> list[JobRecord]:
+            rows = db.execute(
+                f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY seq", JobStates.UNFINISHED
+            )
+            return [_job_from_row(row) for row in rows]
+
+        return await self._call(select)
+
+    async def accepted_since(self, since_s: float) -> list[tuple[str, float]]:
+        def select(db: sqlite3.Connection) -> list[tuple[str, float]]:
+            rows = db.execute(
+                "SELECT user_id, created_at_s FROM jobs WHERE created_at_s > ? AND refunded = 0 "
+                "ORDER BY created_at_s",
+                (since_s,),
+            )
+            return [(str(row[0]), float(row[1])) for row in rows]
+
+        return await self._call(select)
+
+    async def history(self, user_id: str, limit: int) -> list[JobRecord]:
+        def select(db: sqlite3.Connection) -> list[JobRecord]:
+            rows = db.execute(
+                "SELECT * FROM jobs WHERE user_id = ? ORDER BY seq DESC LIMIT ?", (user_id, limit)
+            )
+            return [_job_from_row(row) for row in rows]
+
+        return await self._call(select)
+
+    async def jobs_since(self, since_s: float) -> list[JobRecord]:
+        def select(db: sqlite3.Connection) -> list[JobRecord]:
+            rows = db.execute("SELECT * FROM jobs WHERE created_at_s >= ? ORDER BY seq", (since_s,))
+            return [_job_from_row(row) for row in rows]
+
+        return await self._call(select)
+
+    async def prune_jobs(self, before_s: float) -> int:
+        finished = (JobStates.DONE, JobStates.FAILED, JobStates.CANCELLED)
+
+        def delete(db: sqlite3.Connection) -> int:
+            cursor = db.execute(
+                "DELETE FROM jobs WHERE created_at_s < ? AND state IN (?, ?, ?)",
+                (before_s, *finished),
+            )
+            return int(cursor.rowcount)
+
+        return await self._call(delete)
+
+    # -- the result cache ----------------------------------------------------------
+
+    async def cache_get(self, key: str) -> CacheEntry | None:
+        def get(db: sqlite3.Connection) -> CacheEntry | None:
+            row = db.execute("SELECT * FROM cache WHERE key = ?", (key,)).fetchone()
+            return None if row is None else CacheEntry(**{n: row[n] for n in _CACHE_FIELDS})
+
+        return await self._call(get)
+
+    async def cache_put(self, entry: CacheEntry) -> None:
+        values = dataclasses.asdict(entry)
+        columns = ", ".join(values)
+        marks = ", ".join(f":{name}" for name in values)
+
+        def put(db: sqlite3.Connection) -> None:
+            db.execute(f"INSERT OR REPLACE INTO cache ({columns}) VALUES ({marks})", values)
+
+        await self._call(put)
+
+    async def cache_touch(self, key: str, at_s: float, *, upload_ref: str | None) -> None:
+        def touch(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE cache SET last_used_at_s = ?, hits = hits + 1, "
+                "upload_ref = COALESCE(?, upload_ref) WHERE key = ?",
+                (at_s, upload_ref, key),
+            )
+
+        await self._call(touch)
+
+    async def cache_entries(self) -> list[CacheEntry]:
+        def select(db: sqlite3.Connection) -> list[CacheEntry]:
+            rows = db.execute("SELECT * FROM cache ORDER BY last_used_at_s")
+            return [CacheEntry(**{n: row[n] for n in _CACHE_FIELDS}) for row in rows]
+
+        return await self._call(select)
+
+    async def cache_delete(self, keys: list[str]) -> None:
+        def delete(db: sqlite3.Connection) -> None:
+            db.executemany("DELETE FROM cache WHERE key = ?", [(key,) for key in keys])
+
+        await self._call(delete)
+
+    async def image_hashes_in_use(self) -> set[str]:
+        def select(db: sqlite3.Connection) -> set[str]:
+            rows = db.execute(
+                "SELECT image_hash FROM jobs WHERE image_hash IS NOT NULL AND state IN (?, ?)",
+                JobStates.UNFINISHED,
+            )
+            return {str(row[0]) for row in rows}
+
+        return await self._call(select)
+
+
+def _log_failure(future: Future[Any]) -> None:
+    error = future.exception()
+    if error is not None:
+        logger.error("store: a background update failed: %s", error)

@@ -1,0 +1,204 @@
+"""Restarts: unfinished jobs and rate windows come back from the store; nothing twice."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from sakaibot.app import App, build_app
+from sakaibot.chat.port import IncomingMessage
+from sakaibot.pipeline import JobOutcome
+from sakaibot.settings import load_settings
+from sakaibot.store import JobStates
+from tests.support.fakes import FakeClock, FakeEnhancer, FakeGenerator, RecordingChat
+
+SETTINGS = {
+    "flux_worker_url": "http://127.0.0.1:9/flux",
+    "sdxl_worker_url": "http://127.0.0.1:9/sdxl",
+    "sdxl_api_key": "k",
+    "status_edit_interval_s": 0.0,
+}
+
+
+def make_app(
+    data_dir: Path, chat: RecordingChat, generator: FakeGenerator, clock: FakeClock, **extra: object
+) -> tuple[App, list[JobOutcome]]:
+    outcomes: list[JobOutcome] = []
+    app = build_app(
+        load_settings(env_file=None, sakaibot_data_dir=data_dir, **{**SETTINGS, **extra}),
+        chat,
+        on_outcome=outcomes.append,
+        generator=generator,
+        enhancer=FakeEnhancer(),
+        clock=clock,
+        wall_clock=clock,
+        sleep=clock.sleep,
+    )
+    return app, outcomes
+
+
+async def say(app: App, message_id: int, text: str, user: str = "ann") -> None:
+    await app.bot.handle(IncomingMessage("chat", message_id, user, text))
+
+
+async def crash(app: App) -> None:
+    """Stop as a killed process would: nothing finishes, nothing is told."""
+    await app.aclose()
+
+
+async def test_waiting_jobs_come_back_in_order_and_are_delivered_once(tmp_path: Path) -> None:
+    clock = FakeClock()
+    chat = RecordingChat(clock=clock)
+    held = FakeGenerator(gate=asyncio.Event())
+    first, _ = make_app(tmp_path, chat, held, clock)
+    await first.start()
+    for n in range(1, 5):
+        await say(first, n, f"/image=flux=fox number {n}", user=f"u{n}")
+    await asyncio.wait_for(first.status.drain(), timeout=5)
+    statuses_before = {e.reply_to: e.message_id for e in chat.of_kind("send")}
+    assert len(statuses_before) == 4  # every user was told
+    await crash(first)
+
+    generator = FakeGenerator()
+    second, outcomes = make_app(tmp_path, chat, generator, clock)
+    await second.start()
+    await asyncio.wait_for(second.drain(), timeout=10)
+    await second.aclose()
+
+    # The one that was generating is generated again; all in their original order.
+    assert [params.prompt for _, params in generator.calls] == [
+        f"enhanced: fox number {n}" for n in range(1, 5)
+    ]
+    images = chat.of_kind("image")
+    assert sorted(e.reply_to for e in images) == [1, 2, 3, 4]
+    assert [o.ok for o in outcomes] == [True] * 4
+    # The status messages from before the restart were taken over, not repeated.
+    sends_after = [e for e in chat.of_kind("send") if e.message_id not in statuses_before.values()]
+    assert sends_after == []
+    assert chat.visible_texts() == []
+
+
+async def test_a_job_already_delivered_is_not_sent_again(tmp_path: Path) -> None:
+    clock = FakeClock()
+    chat = RecordingChat(clock=clock)
+    first, _ = make_app(tmp_path, chat, FakeGenerator(), clock)
+    await first.start()
+    await say(first, 1, "/image=flux=a fox")
+    await asyncio.wait_for(first.drain(), timeout=5)
+    [job] = await first.store.history("ann", 1)
+    await first.aclose()
+    # As if the process died between the upload and writing "done".
+    second, outcomes = make_app(tmp_path, chat, FakeGenerator(), clock)
+    await second.store.open()
+    await second.store.update_job(job.id, state=JobStates.DELIVERING)
+    await second.store.close()
+
+    third_generator = FakeGenerator()
+    third, outcomes = make_app(tmp_path, chat, third_generator, clock)
+    await third.start()
+    await asyncio.wait_for(third.drain(), timeout=5)
+    record = await third.store.get_job(job.id)
+    await third.aclose()
+    assert len(chat.of_kind("image")) == 1
+    assert third_generator.calls == []
+    assert record is not None
+    assert record.state == JobStates.DONE
+    assert [o.ok for o in outcomes] == [True]
+
+
+async def test_a_job_cut_off_while_sending_is_sent_from_its_kept_image(tmp_path: Path) -> None:
+    clock = FakeClock()
+    chat = RecordingChat(clock=clock)
+    # The upload never completes in the first life: the process "dies" during it.
+    upload_started = asyncio.Event()
+
+    async def dying_upload(*args: object, **kwargs: object) -> int:
+        upload_started.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    original_send_image = chat.send_image
+    chat.send_image = dying_upload  # type: ignore[assignment, method-assign]
+    first, _ = make_app(tmp_path, chat, FakeGenerator(), clock)
+    await first.start()
+    await say(first, 1, "/image=flux=a fox --seed 3")
+    await asyncio.wait_for(upload_started.wait(), timeout=5)
+    await crash(first)
+
+    chat.send_image = original_send_image  # type: ignore[method-assign]
+    generator = FakeGenerator()
+    second, outcomes = make_app(tmp_path, chat, generator, clock)
+    await second.start()
+    await asyncio.wait_for(second.drain(), timeout=5)
+    await second.aclose()
+    assert generator.calls == []  # not generated again: the kept image was sent
+    [image] = chat.of_kind("image")
+    assert image.reply_to == 1
+    assert "seed 3" in image.text
+    assert [o.ok for o in outcomes] == [True]
+
+
+async def test_rate_windows_survive_a_restart(tmp_path: Path) -> None:
+    clock = FakeClock()
+    chat = RecordingChat(clock=clock)
+    first, _ = make_app(tmp_path, chat, FakeGenerator(), clock, image_user_limits="2/1h")
+    await first.start()
+    await say(first, 1, "/image=flux=one")
+    await say(first, 2, "/image=flux=two")
+    await asyncio.wait_for(first.drain(), timeout=5)
+    await first.aclose()
+
+    second, _ = make_app(tmp_path, chat, FakeGenerator(), clock, image_user_limits="2/1h")
+    await second.start()
+    try:
+        await say(second, 3, "/image=flux=three")
+        [reply] = [e.text for e in chat.events if e.reply_to == 3]
+        assert reply.startswith("❌ You have reached the limit of 2 images per 1 h.")
+    finally:
+        await second.aclose()
+
+
+async def test_a_refund_is_remembered_across_a_restart(tmp_path: Path) -> None:
+    from sakaibot.errors import WorkerGaveUp
+
+    clock = FakeClock()
+    chat = RecordingChat(clock=clock)
+    failing = FakeGenerator(errors=[WorkerGaveUp("503", model="Flux", attempts=3)])
+    first, _ = make_app(tmp_path, chat, failing, clock, image_user_limits="1/1h")
+    await first.start()
+    await say(first, 1, "/image=flux=one")
+    await asyncio.wait_for(first.drain(), timeout=5)
+    await first.aclose()
+
+    second, outcomes = make_app(tmp_path, chat, FakeGenerator(), clock, image_user_limits="1/1h")
+    await second.start()
+    await say(second, 2, "/image=flux=two")
+    await asyncio.wait_for(second.drain(), timeout=5)
+    await second.aclose()
+    assert [o.ok for o in outcomes] == [True]
+
+
+async def test_a_job_whose_model_is_gone_is_told_so(tmp_path: Path) -> None:
+    clock = FakeClock()
+    chat = RecordingChat(clock=clock)
+    first, _ = make_app(tmp_path, chat, FakeGenerator(gate=asyncio.Event()), clock)
+    await first.start()
+    await say(first, 1, "/image=sdxl=a lighthouse")
+    await say(first, 2, "/image=sdxl=a second lighthouse", user="bob")
+    await asyncio.wait_for(first.status.drain(), timeout=5)
+    await crash(first)
+
+    only_flux = {"sdxl_worker_url": None, "sdxl_api_key": None}
+    second, outcomes = make_app(tmp_path, chat, FakeGenerator(), clock, **only_flux)
+    await second.start()
+    await asyncio.wait_for(second.drain(), timeout=5)
+    await second.aclose()
+    assert [o.error_kind for o in outcomes] == ["model_gone", "model_gone"]
+    assert (
+        chat.visible_texts()
+        == [
+            "❌ SakaiBot restarted and the sdxl model is no longer offered, so this image "
+            "could not be made. Your allowance was not used; see /image models."
+        ]
+        * 2
+    )
