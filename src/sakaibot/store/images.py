@@ -12,6 +12,7 @@ import hashlib
 import os
 from pathlib import Path
 
+from sakaibot.errors import InvalidImage
 from sakaibot.generation import GeneratedImage
 from sakaibot.workers.images import inspect_image
 
@@ -56,7 +57,10 @@ class ImageFiles:
             data = self._path(digest, extension).read_bytes()
         except (OSError, ValueError):
             return None
-        mime_type, real_extension, width, height = inspect_image(data)
+        try:
+            mime_type, real_extension, width, height = inspect_image(data)
+        except InvalidImage:
+            return None  # a damaged file is as good as gone
         return GeneratedImage(data, mime_type, real_extension, width, height)
 
     async def get(self, digest: str, extension: str) -> GeneratedImage | None:

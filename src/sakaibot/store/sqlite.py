@@ -120,6 +120,7 @@ class SqliteStore:
         self._path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sakaibot-store")
         self._connection: sqlite3.Connection | None = None
+        self._closed = False
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -165,6 +166,10 @@ class SqliteStore:
         await asyncio.wrap_future(self._executor.submit(self._open_sync))
 
     async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+
         def close_sync() -> None:
             if self._connection is not None:
                 self._connection.close()
