@@ -95,7 +95,30 @@ def _build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "verify", help="check settings, reach every worker and LLM, generate one image per model"
     )
+
+    stats = commands.add_parser("stats", help="usage statistics from the data directory")
+    stats.add_argument(
+        "--days", type=_positive_int, default=7, help="how many days back (default: 7)"
+    )
+    stats.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    history = commands.add_parser("history", help="the most recent jobs from the data directory")
+    history.add_argument("--user", default=None, help="only this user's jobs (default: everyone)")
+    history.add_argument(
+        "--limit", type=_positive_int, default=10, help="how many jobs (default: 10)"
+    )
+    history.add_argument("--json", action="store_true", help="print JSON instead of text")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def _add_local_worker_flags(parser: argparse.ArgumentParser) -> None:
@@ -231,6 +254,59 @@ async def _run_generate(args: argparse.Namespace, settings: Settings, out: TextI
     return EXIT_OK if ok else EXIT_FAILED
 
 
+async def _run_report(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """``sakaibot stats`` / ``sakaibot history``: read the store, print text or JSON."""
+    import json
+    import time
+
+    from sakaibot import reports
+    from sakaibot.store.sqlite import SqliteStore
+
+    data_dir = settings.sakaibot_data_dir
+    path = data_dir / "sakaibot.db"
+    if not path.is_file():
+        # Opening would create an empty database; there is nothing to report yet.
+        message = f"No data yet in {data_dir} (SAKAIBOT_DATA_DIR).\n"
+        if not args.json:
+            out.write(message)
+            return EXIT_OK
+        sys.stderr.write(message)
+        empty: Any = (
+            reports.stats_to_json(reports.compute_stats([], days=args.days, queue=[]))
+            if args.command == "stats"
+            else []
+        )
+        out.write(json.dumps(empty, indent=2, ensure_ascii=False) + "\n")
+        return EXIT_OK
+
+    now_s = time.time()
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        if args.command == "stats":
+            records = await store.jobs_since(now_s - args.days * 86_400)
+        elif args.user is not None:
+            records = await store.history(args.user, args.limit)
+        else:
+            records = (await store.jobs_since(0))[-args.limit :][::-1]
+    finally:
+        await store.close()
+
+    if args.command == "stats":
+        # Queue lengths live in the running bot only; the text says so.
+        stats = reports.compute_stats(records, days=args.days, queue=[])
+        data: Any = reports.stats_to_json(stats)
+        text = reports.format_stats(stats)
+    else:
+        data = reports.history_to_json(records)
+        text = reports.format_history(records, now_s=now_s, owner_view=True)
+    if args.json:
+        out.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    else:
+        out.write(text + "\n")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
     """Entry point of the ``sakaibot`` console script; returns the exit code."""
     out = out or sys.stdout
@@ -255,6 +331,9 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
             from sakaibot.verify import run_verify
 
             return asyncio.run(run_verify(settings, out))
+        if args.command in {"stats", "history"}:
+            # Read from the data directory only: no worker needs to be configured.
+            return asyncio.run(_run_report(args, settings, out))
         if args.command == "run":
             problems = settings.telegram_problems()
             if not settings.model_registry():

@@ -1,0 +1,303 @@
+"""What ``/image history``, ``/image stats`` and ``sakaibot history|stats`` show.
+
+Pure functions over :class:`~sakaibot.store.JobRecord` lists: no I/O, no event
+loop, no clock (the caller passes ``now_s``). The chat handlers and the command
+line read the records from the store and format them here, so both say the
+same thing in the same words; the ``*_to_json`` functions give the same facts
+as plain JSON types for ``--json``.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from sakaibot.enhancer import ORIGINAL_PROMPT
+from sakaibot.errors import format_wait, plural
+from sakaibot.store import JobRecord, JobStates
+
+#: How much of a prompt one history line shows.
+PROMPT_PREVIEW_CHARS = 60
+
+EMPTY_HISTORY = "You have no images yet. Start with /image=flux=a red fox in the snow"
+HISTORY_FOOTER = "Send one again: /image resend <id> · Make a new one: /image again <id>"
+#: What ``format_stats`` says when no queue lengths were passed (the command line).
+NO_QUEUES = "(only shown in chat)"
+
+_UNFINISHED_WORDS = {JobStates.QUEUED: "waiting", JobStates.DELIVERING: "sending"}
+
+
+# -- history ---------------------------------------------------------------------
+
+
+def _preview(prompt: str, limit: int = PROMPT_PREVIEW_CHARS) -> str:
+    """The prompt on one line, cut to ``limit`` characters with an ellipsis."""
+    text = " ".join(prompt.split())
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1].rstrip() + "…"
+
+
+def state_word(record: JobRecord) -> str:
+    """``delivered``, ``delivered (cache)``, ``failed: <kind>``, ``cancelled``, ``waiting``…"""
+    if record.state == JobStates.DONE:
+        return "delivered (cache)" if record.cache_hit else "delivered"
+    if record.state == JobStates.FAILED:
+        return f"failed: {record.error_kind or 'unknown'}"
+    if record.state == JobStates.CANCELLED:
+        return "cancelled"
+    return _UNFINISHED_WORDS.get(record.state, record.state)
+
+
+def format_history(records: list[JobRecord], *, now_s: float, owner_view: bool = False) -> str:
+    """The text of ``/image history``: ``records`` newest first, as the store gives them.
+
+    ``owner_view`` is for ``sakaibot history`` on the command line: the lines
+    name each job's user, and the chat-only footer is left out.
+    """
+    if not records:
+        return "No images yet." if owner_view else EMPTY_HISTORY
+    count = plural(len(records), "image")
+    lines = [f"Last {count}:" if owner_view else f"Your last {count}:"]
+    for record in records:
+        age = format_wait(now_s - record.created_at_s)
+        who = f" @{record.user_id}" if owner_view else ""
+        lines.append(
+            f"• {record.id}{who} {record.model} {age} ago: "
+            f"{state_word(record)} — {_preview(record.prompt)}"
+        )
+    if not owner_view:
+        lines.append(HISTORY_FOOTER)
+    return "\n".join(lines)
+
+
+def _duration_s(record: JobRecord) -> float | None:
+    if record.finished_at_s is None:
+        return None
+    return record.finished_at_s - record.created_at_s
+
+
+def history_to_json(records: list[JobRecord]) -> list[dict[str, Any]]:
+    """The records for ``--json``, in the order given; ``total_s`` is created → finished."""
+    return [
+        {
+            "id": r.id,
+            "user_id": r.user_id,
+            "chat_id": r.chat_id,
+            "model": r.model,
+            "state": r.state,
+            "prompt": r.prompt,
+            "prompt_used": r.prompt_used,
+            "enhancer": r.enhancer,
+            "cache_hit": r.cache_hit,
+            "refunded": r.refunded,
+            "error_kind": r.error_kind,
+            "error": r.error,
+            "created_at_s": r.created_at_s,
+            "finished_at_s": r.finished_at_s,
+            "total_s": _duration_s(r),
+            "waited_s": r.waited_s,
+            "enhancing_s": r.enhancing_s,
+            "generating_s": r.generating_s,
+            "uploading_s": r.uploading_s,
+            "image_bytes": r.image_bytes,
+        }
+        for r in records
+    ]
+
+
+# -- statistics ------------------------------------------------------------------
+
+
+def nearest_rank(sorted_values: list[float], percent: float) -> float:
+    """The nearest-rank percentile: the smallest value with ``percent`` % of values ≤ it.
+
+    ``sorted_values`` must be sorted and not empty. For 20 values the 95th
+    percentile is the 19th smallest; for fewer than 20 it is the largest.
+    """
+    rank = max(1, math.ceil(percent / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+@dataclass(frozen=True)
+class ModelTimes:
+    """How long one model's delivered jobs took, from accepted to finished."""
+
+    model: str
+    count: int
+    #: The usual median (the mean of the two middle values for an even count).
+    median_s: float
+    #: The 95th percentile by nearest rank (:func:`nearest_rank`).
+    p95_s: float
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Usage over the last ``days`` days, as :func:`compute_stats` counts it."""
+
+    days: int
+    #: Every job accepted in the period, unfinished ones included.
+    jobs: int
+    done: int
+    failed: int
+    cancelled: int
+    #: ``done / (done + failed)``; cancelled and unfinished jobs do not count. None if 0/0.
+    success_rate: float | None
+    #: One entry per model with a timed delivered job, by model name.
+    per_model: list[ModelTimes]
+    #: Delivered jobs answered from the result cache.
+    cache_hits: int
+    #: ``cache_hits / done``; None when nothing was delivered.
+    cache_hit_rate: float | None
+    #: Delivered jobs whose prompt an LLM rewrote.
+    enhanced: int
+    #: The fraction of delivered jobs whose enhancer is ``"original prompt"``,
+    #: whatever the reason (no LLM configured, the LLM failed, ``--raw``, a
+    #: cache hit of such a result); None when nothing was delivered.
+    enhancer_fallback_rate: float | None
+    #: Failed jobs by ``error_kind`` ("unknown" when missing), most frequent first.
+    errors_by_kind: dict[str, int]
+    #: ``(model, waiting, running)`` now, as the caller passed it; empty if unknown.
+    queue: list[tuple[str, int, int]] = field(default_factory=list)
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def compute_stats(
+    records: list[JobRecord], *, days: int, queue: list[tuple[str, int, int]]
+) -> Stats:
+    """Count ``records`` (the jobs of the last ``days`` days, e.g. ``store.jobs_since``).
+
+    Times are ``finished_at_s - created_at_s`` of delivered jobs (queue wait,
+    enhancing, generating and uploading together; cache hits included).
+    """
+    done = [r for r in records if r.state == JobStates.DONE]
+    failed = [r for r in records if r.state == JobStates.FAILED]
+    cancelled = sum(1 for r in records if r.state == JobStates.CANCELLED)
+
+    times: dict[str, list[float]] = {}
+    for record in done:
+        duration = _duration_s(record)
+        if duration is not None:
+            times.setdefault(record.model, []).append(duration)
+    per_model = []
+    for model in sorted(times):
+        values = sorted(times[model])
+        per_model.append(
+            ModelTimes(
+                model=model,
+                count=len(values),
+                median_s=statistics.median(values),
+                p95_s=nearest_rank(values, 95),
+            )
+        )
+
+    cache_hits = sum(1 for r in done if r.cache_hit)
+    enhanced = sum(1 for r in done if r.enhancer is not None and r.enhancer != ORIGINAL_PROMPT)
+    fallbacks = sum(1 for r in done if r.enhancer == ORIGINAL_PROMPT)
+    kinds = Counter(r.error_kind or "unknown" for r in failed)
+    errors_by_kind = dict(sorted(kinds.items(), key=lambda item: (-item[1], item[0])))
+
+    return Stats(
+        days=days,
+        jobs=len(records),
+        done=len(done),
+        failed=len(failed),
+        cancelled=cancelled,
+        success_rate=_rate(len(done), len(done) + len(failed)),
+        per_model=per_model,
+        cache_hits=cache_hits,
+        cache_hit_rate=_rate(cache_hits, len(done)),
+        enhanced=enhanced,
+        enhancer_fallback_rate=_rate(fallbacks, len(done)),
+        errors_by_kind=errors_by_kind,
+        queue=list(queue),
+    )
+
+
+def _percent(rate: float | None) -> str:
+    return "–" if rate is None else f"{rate * 100:.0f}%"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f} s"
+
+
+def format_stats(stats: Stats) -> str:
+    """The text of ``/image stats``: a short block, one fact per line."""
+    unfinished = stats.jobs - stats.done - stats.failed - stats.cancelled
+    period = "the last day" if stats.days == 1 else f"the last {stats.days} days"
+    jobs = (
+        f"Jobs in {period}: {stats.jobs} ({stats.done} delivered, {stats.failed} failed, "
+        f"{stats.cancelled} cancelled"
+    )
+    jobs += f", {unfinished} unfinished)" if unfinished else ")"
+    lines = [jobs]
+    if stats.success_rate is None:
+        lines.append("Success rate: – (nothing finished)")
+    else:
+        finished = stats.done + stats.failed
+        lines.append(f"Success rate: {_percent(stats.success_rate)} ({stats.done} of {finished})")
+    if stats.per_model:
+        lines.append("Time to image (median / p95):")
+        lines.extend(
+            f"  {t.model}: {_seconds(t.median_s)} / {_seconds(t.p95_s)} "
+            f"({plural(t.count, 'image')})"
+            for t in stats.per_model
+        )
+    else:
+        lines.append("Time to image: – (nothing delivered)")
+    if stats.queue:
+        queues = "; ".join(
+            f"{model} {waiting} waiting, {running} running"
+            for model, waiting, running in stats.queue
+        )
+        lines.append(f"Queues now: {queues}")
+    else:
+        lines.append(f"Queues now: {NO_QUEUES}")
+    if stats.cache_hit_rate is None:
+        lines.append("Cache hits: –")
+    else:
+        lines.append(
+            f"Cache hits: {_percent(stats.cache_hit_rate)} ({stats.cache_hits} of {stats.done})"
+        )
+    lines.append(
+        f"Prompts enhanced: {stats.enhanced}; original prompt used: "
+        f"{_percent(stats.enhancer_fallback_rate)} of delivered"
+    )
+    if stats.errors_by_kind:
+        errors = ", ".join(f"{kind} {count}" for kind, count in stats.errors_by_kind.items())
+        lines.append(f"Errors: {errors}")
+    else:
+        lines.append("Errors: none")
+    return "\n".join(lines)
+
+
+def stats_to_json(stats: Stats) -> dict[str, Any]:
+    """The statistics for ``--json`` (rates as fractions 0–1, or null)."""
+    return {
+        "days": stats.days,
+        "jobs": stats.jobs,
+        "done": stats.done,
+        "failed": stats.failed,
+        "cancelled": stats.cancelled,
+        "success_rate": stats.success_rate,
+        "per_model": [
+            {"model": t.model, "count": t.count, "median_s": t.median_s, "p95_s": t.p95_s}
+            for t in stats.per_model
+        ],
+        "cache_hits": stats.cache_hits,
+        "cache_hit_rate": stats.cache_hit_rate,
+        "enhanced": stats.enhanced,
+        "enhancer_fallback_rate": stats.enhancer_fallback_rate,
+        "errors_by_kind": dict(stats.errors_by_kind),
+        "queue": [
+            {"model": model, "waiting": waiting, "running": running}
+            for model, waiting, running in stats.queue
+        ],
+    }
