@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from sakaibot.bot import ImageBot
+from sakaibot.cache import ResultCache
 from sakaibot.chat.port import ChatPort
 from sakaibot.enhancer import PromptEnhancer
 from sakaibot.errors import ServiceStopping
@@ -150,6 +151,13 @@ def build_app(
     limiter = SlidingWindowLimiter(settings.image_user_limits, wall_clock)
     store = SqliteStore(settings.sakaibot_data_dir / "sakaibot.db")
     images = ImageFiles(settings.sakaibot_data_dir / "images")
+    cache = ResultCache(
+        store,
+        images,
+        ttl_s=settings.cache_ttl_s,
+        max_bytes=settings.cache_max_bytes,
+        clock=wall_clock,
+    )
     if generator is None:
         generator = _build_generator(settings, closers)
     if enhancer is None:
@@ -194,6 +202,7 @@ def build_app(
         store=store,
         images=images,
         wall_clock=wall_clock,
+        cache=cache,
     )
     queues = JobQueues(
         registry,
@@ -213,10 +222,12 @@ def build_app(
         clock=clock,
         new_job_id=new_job_id,
         on_outcome=report,
-        delivering=pipeline.delivering,
-        undelivered=undelivered,
-        send_image=pipeline.send_image,
+        pipeline=pipeline,
         store=store,
+        undelivered=undelivered,
+        cache=cache,
+        images=images,
+        wall_clock=wall_clock,
     )
     recovery = Recovery(
         store=store,

@@ -9,15 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import replace
 
-from sakaibot.chat.port import ChatPort, IncomingMessage
+from sakaibot.cache import ResultCache
+from sakaibot.captions import CaptionFacts, build_caption
+from sakaibot.chat.port import ChatPort, IncomingMessage, OutgoingImage
 from sakaibot.commands import (
+    AgainCommand,
+    CacheCommand,
     CancelCommand,
     HelpCommand,
+    HistoryCommand,
     ImageRequest,
     ModelsCommand,
+    ResendCommand,
     RetryCommand,
+    StatsCommand,
     StatusCommand,
     is_generation_command,
     parse_command,
@@ -25,21 +35,27 @@ from sakaibot.commands import (
 )
 from sakaibot.errors import (
     ChatError,
+    ImageGone,
     JobCancelled,
     NothingToRetry,
+    OwnerOnly,
     RateLimited,
     RequestRejected,
     StoreUnavailable,
+    UnknownJob,
     UnknownModel,
     format_wait,
+    plural,
 )
-from sakaibot.jobs import Job, JobIdFactory, job_record
+from sakaibot.jobs import Job, JobIdFactory, decode_request, job_record
 from sakaibot.limits import SlidingWindowLimiter
 from sakaibot.models import ModelRegistry
-from sakaibot.pipeline import JobOutcome, OutcomeListener
+from sakaibot.pipeline import JobOutcome, JobPipeline, OutcomeListener
 from sakaibot.queues import JobQueues
+from sakaibot.reports import compute_stats, format_history, format_stats
 from sakaibot.status import StatusScheduler, failed_text, show_place
-from sakaibot.store import Store
+from sakaibot.store import JobRecord, JobStates, Store
+from sakaibot.store.images import ImageFiles
 from sakaibot.undelivered import UndeliveredImages
 
 logger = logging.getLogger(__name__)
@@ -69,10 +85,13 @@ class ImageBot:
         clock: Callable[[], float],
         new_job_id: JobIdFactory,
         on_outcome: OutcomeListener,
-        delivering: Callable[[], list[Job]] = list,
-        undelivered: UndeliveredImages | None = None,
-        send_image: Callable[..., Awaitable[int]] | None = None,
+        pipeline: JobPipeline,
         store: Store,
+        undelivered: UndeliveredImages | None = None,
+        cache: ResultCache | None = None,
+        images: ImageFiles | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        stats_days_default: int = 7,
     ) -> None:
         self._registry = registry
         self._max_prompt_chars = max_prompt_chars
@@ -83,10 +102,13 @@ class ImageBot:
         self._clock = clock
         self._new_job_id = new_job_id
         self._on_outcome = on_outcome
-        self._delivering = delivering
-        self._undelivered = undelivered
-        self._send_image = send_image or chat.send_image
+        self._pipeline = pipeline
         self._store = store
+        self._undelivered = undelivered
+        self._cache = cache
+        self._images = images
+        self._wall_clock = wall_clock
+        self._stats_days_default = stats_days_default
 
     async def handle(self, message: IncomingMessage) -> bool:
         """Act on ``message``; ``False`` when it was not an ``/image`` command."""
@@ -108,6 +130,16 @@ class ImageBot:
                 await self._cancel(message, command)
             elif isinstance(command, RetryCommand):
                 await self._retry(message, command)
+            elif isinstance(command, HistoryCommand):
+                await self._history(message, command)
+            elif isinstance(command, AgainCommand):
+                await self._again(message, command)
+            elif isinstance(command, ResendCommand):
+                await self._resend(message, command)
+            elif isinstance(command, StatsCommand):
+                await self._stats(message, command)
+            elif isinstance(command, CacheCommand):
+                await self._cache_command(message, command)
         except (RequestRejected, StoreUnavailable) as rejection:
             await self._reject(message, rejection)
         return True
@@ -119,12 +151,15 @@ class ImageBot:
         if model is None:  # the parser only returns configured models
             raise UnknownModel(request.model, self._registry.names())
         job_id = await self._fresh_job_id()
+        # A stored result skips the queue altogether: no worker is needed.
+        hit = await self._cache.lookup(model.name, request) if self._cache is not None else None
         # From here to submit() nothing awaits: the checks and the counting
         # happen as one step, so bounds and order are exact.
         denial = self._limiter.check(message.user_id)
         if denial is not None:
             raise RateLimited(denial.retry_after_s, denial.window.limit, denial.window.window_s)
-        self._queues.check_admission(model.name, message.user_id)
+        if hit is None:
+            self._queues.check_admission(model.name, message.user_id)
         job = Job(
             id=job_id,
             user_id=message.user_id,
@@ -136,7 +171,8 @@ class ImageBot:
             persisted=asyncio.get_running_loop().create_future(),
         )
         job.limiter_stamp = self._limiter.record(message.user_id)
-        self._queues.submit(job)
+        if hit is None:
+            self._queues.submit(job)
         assert job.persisted is not None
         # The job is written down before the user is told it is queued.
         try:
@@ -145,9 +181,15 @@ class ImageBot:
             logger.error("job %s could not be stored: %s", job.id, exc)
             job.persisted.set_result(False)
             self._limiter.refund(job.user_id, job.limiter_stamp)
-            self._queues.withdraw(job)
+            if hit is None:
+                self._queues.withdraw(job)
             raise
         job.persisted.set_result(True)
+        self._queues.stored(job)
+        if hit is not None:
+            logger.info("job %s: answered from the cache", job.id)
+            await self._pipeline.deliver_cached(job, hit)
+            return
         place = self._queues.place_of(job)
         if place is not None:
             show_place(self._status, job, place)
@@ -201,7 +243,7 @@ class ImageBot:
         if store is None or kept is None:
             raise NothingToRetry(command.job_id)
         try:
-            await self._send_image(kept.chat_id, kept.image, reply_to=kept.reply_to)
+            await self._pipeline.send_image(kept.chat_id, kept.image, reply_to=kept.reply_to)
         except ChatError as exc:
             logger.warning("job %s: retry failed: %s", kept.job_id, exc)
             await self._reply(
@@ -213,6 +255,95 @@ class ImageBot:
             )
             return
         store.forget(kept.job_id)
+
+    async def _history(self, message: IncomingMessage, command: HistoryCommand) -> None:
+        records = await self._store.history(message.user_id, command.limit)
+        await self._reply(message, format_history(records, now_s=self._wall_clock()))
+
+    async def _own_job(self, message: IncomingMessage, job_id: str) -> JobRecord:
+        record = await self._store.get_job(job_id)
+        if record is None or record.user_id != message.user_id:
+            raise UnknownJob(job_id)
+        return record
+
+    async def _again(self, message: IncomingMessage, command: AgainCommand) -> None:
+        record = await self._own_job(message, command.job_id)
+        request = decode_request(record.request_json)
+        model = self._registry.get(record.model)
+        if model is None:
+            raise UnknownModel(record.model, self._registry.names())
+        # The same prompt with a new seed, so the result is a new picture.
+        options = replace(
+            request.options,
+            seed=secrets.randbelow(2**32) if model.supports("seed") else None,
+            fresh=True,
+        )
+        await self._accept(message, replace(request, options=options))
+
+    async def _resend(self, message: IncomingMessage, command: ResendCommand) -> None:
+        record = await self._own_job(message, command.job_id)
+        image = None
+        if self._images is not None and record.image_hash and record.image_ext:
+            image = await self._images.get(record.image_hash, record.image_ext)
+        if image is None:
+            raise ImageGone(command.job_id)
+        model = self._registry.get(record.model)
+        request = decode_request(record.request_json)
+        caption = build_caption(
+            CaptionFacts(
+                model_label=model.display_name if model is not None else record.model,
+                prompt_source=record.enhancer or "original prompt",
+                prompt_used=record.prompt_used or record.prompt,
+                options=request.options,
+                elapsed_s=(record.finished_at_s or record.created_at_s) - record.created_at_s,
+                seed=request.options.seed,
+                job_id=record.id,
+            )
+        )
+        outgoing = OutgoingImage(
+            image=image,
+            caption=caption,
+            filename=f"sakaibot-{record.model}-{record.id}{image.extension}",
+            as_file=request.options.as_file,
+        )
+        try:
+            await self._pipeline.send_image(message.chat_id, outgoing, reply_to=message.message_id)
+        except ChatError as exc:
+            logger.warning("job %s: resend failed: %s", record.id, exc)
+            await self._reply(message, failed_text(exc.user_message))
+
+    async def _stats(self, message: IncomingMessage, command: StatsCommand) -> None:
+        if not message.from_owner:
+            raise OwnerOnly("/image stats")
+        since_s = self._wall_clock() - command.days * 86_400
+        records = await self._store.jobs_since(since_s)
+        queue = [(load.model.name, load.waiting, load.running) for load in self._queues.loads()]
+        stats = compute_stats(records, days=command.days, queue=queue)
+        await self._reply(message, format_stats(stats))
+
+    async def _cache_command(self, message: IncomingMessage, command: CacheCommand) -> None:
+        if not message.from_owner:
+            raise OwnerOnly("/image cache")
+        if self._cache is None or not self._cache.enabled:
+            await self._reply(message, "The result cache is turned off (CACHE_TTL_S=0).")
+            return
+        if command.clear:
+            removed = await self._cache.clear()
+            await self._reply(message, f"🧹 Cache cleared: {plural(removed, 'entry')} removed.")
+            return
+        summary = await self._cache.summary()
+        since_s = self._wall_clock() - self._stats_days_default * 86_400
+        done = [r for r in await self._store.jobs_since(since_s) if r.state == JobStates.DONE]
+        hits = sum(1 for r in done if r.cache_hit)
+        rate = f"{100 * hits / len(done):.0f}%" if done else "no images yet"
+        await self._reply(
+            message,
+            f"Result cache: {plural(summary.entries, 'entry')}, "
+            f"{summary.size_bytes / 1_000_000:.1f} MB of {summary.max_bytes / 1_000_000:.0f} MB, "
+            f"each kept {format_wait(summary.ttl_s)}.\n"
+            f"Hit rate over {self._stats_days_default} days: {rate} ({hits} of {len(done)}).\n"
+            "Clear it with /image cache clear.",
+        )
 
     def _models_text(self) -> str:
         loads = self._queues.loads()
@@ -236,7 +367,7 @@ class ImageBot:
 
     def _status_text(self, user_id: str) -> str:
         jobs = self._queues.jobs_of(user_id)
-        jobs += [(job, None) for job in self._delivering() if job.user_id == user_id]
+        jobs += [(job, None) for job in self._pipeline.delivering() if job.user_id == user_id]
         if not jobs:
             example = self._registry.names()[0] if self._registry else "flux"
             return (

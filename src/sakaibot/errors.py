@@ -18,7 +18,10 @@ so the wording lives here and nowhere else::
     │   ├── QueueFull                the model's queue is at its bound
     │   ├── TooManyPending           the user has too many jobs waiting
     │   ├── NothingToCancel          /image cancel found no waiting job
-    │   └── NothingToRetry           /image retry found no kept image
+    │   ├── NothingToRetry           /image retry found no kept image
+    │   ├── OwnerOnly                an owner command from someone else
+    │   ├── UnknownJob               again/resend named no job of this user
+    │   └── ImageGone                resend: the image is no longer kept
     ├── GenerationError              the image could not be made
     │   ├── TransientWorkerError     worth retrying (timeouts, 429/502/503/504, capacity)
     │   │   └── WorkerTimeout
@@ -455,6 +458,49 @@ class DeliveryFailed(ChatError):
         return (
             "The image was made but could not be sent. It is kept for "
             f"{format_wait(self.kept_for_s)}: send /image retry {self.job_id} to try again."
+        )
+
+
+class OwnerOnly(RequestRejected):
+    kind = "owner_only"
+
+    def __init__(self, command: str) -> None:
+        super().__init__(f"{command} is for the owner")
+        self.command = command
+
+    @property
+    def user_message(self) -> str:
+        return f"Only the bot's owner can use {self.command}."
+
+
+class UnknownJob(RequestRejected):
+    """``/image again`` or ``/image resend`` named no job of this user."""
+
+    kind = "unknown_job"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job {job_id}")
+        self.job_id = job_id
+
+    @property
+    def user_message(self) -> str:
+        return (
+            f"You have no image {self.job_id}. See your images and their ids with /image history."
+        )
+
+
+class ImageGone(RequestRejected):
+    kind = "image_gone"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"image of {job_id} no longer kept")
+        self.job_id = job_id
+
+    @property
+    def user_message(self) -> str:
+        return (
+            f"The image of {self.job_id} is no longer kept (or was never made). "
+            f"Make it again with /image again {self.job_id}."
         )
 
 

@@ -30,7 +30,10 @@ class JobState(StrEnum):
 
 #: Which state may follow which; anything else is a bug, not a user error.
 _NEXT_STATES: dict[JobState, frozenset[JobState]] = {
-    JobState.QUEUED: frozenset({JobState.ENHANCING, JobState.GENERATING, JobState.CANCELLED}),
+    # QUEUED → SENDING: a cache hit, or an image kept from before a restart.
+    JobState.QUEUED: frozenset(
+        {JobState.ENHANCING, JobState.GENERATING, JobState.SENDING, JobState.CANCELLED}
+    ),
     JobState.ENHANCING: frozenset({JobState.GENERATING, JobState.FAILED}),
     JobState.GENERATING: frozenset({JobState.SENDING, JobState.FAILED}),
     JobState.SENDING: frozenset({JobState.DONE, JobState.FAILED}),

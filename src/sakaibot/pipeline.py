@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from sakaibot.cache import CacheHit, ResultCache
 from sakaibot.captions import CaptionFacts, build_caption
 from sakaibot.chat.port import ChatPort, OutgoingImage
 from sakaibot.commands import STYLE_WORDS, ImageRequest
@@ -129,6 +130,7 @@ class JobPipeline:
         store: Store,
         images: ImageFiles | None = None,
         wall_clock: Callable[[], float] = time.time,
+        cache: ResultCache | None = None,
     ) -> None:
         self._generator = generator
         self._enhancer = enhancer
@@ -143,6 +145,7 @@ class JobPipeline:
         self._store = store
         self._images = images
         self._wall_clock = wall_clock
+        self._cache = cache
         #: Uploads under way, and the job each one delivers.
         self._deliveries: dict[asyncio.Task[None], Job] = {}
 
@@ -169,6 +172,12 @@ class JobPipeline:
         request = job.request
         step_started_s = job.started_at_s if job.started_at_s is not None else self._clock()
         job.timings_s["waited"] = step_started_s - job.created_at_s
+        # An identical request may have finished while this one waited.
+        if self._cache is not None:
+            hit = await self._cache.lookup(job.model.name, request)
+            if hit is not None:
+                await self.deliver_cached(job, hit)
+                return
         if request.options.raw or self._enhancer is None:
             enhanced = EnhancedPrompt(text=request.prompt)
         else:
@@ -197,6 +206,8 @@ class JobPipeline:
         started_s: float,
         *,
         from_cache: bool = False,
+        cache_key: str | None = None,
+        upload_ref: str | None = None,
     ) -> None:
         """The image exists: keep it, note that it is being sent, and send it.
 
@@ -220,14 +231,17 @@ class JobPipeline:
                 from_cache=from_cache,
             )
         )
-        outgoing = OutgoingImage(
-            image=image,
-            caption=caption,
-            filename=f"sakaibot-{job.model.name}-{job.id}{image.extension}",
-            as_file=request.options.as_file,
-        )
         try:
             digest = await self._images.put(image) if self._images is not None else None
+            if self._cache is not None and not from_cache and digest is not None:
+                cache_key = await self._cache.remember(
+                    job.model.name,
+                    request,
+                    image,
+                    image_hash=digest,
+                    prompt_used=prompt_used,
+                    enhancer=prompt_source,
+                )
             await self._store.update_job(
                 job.id,
                 state=JobStates.DELIVERING,
@@ -245,6 +259,18 @@ class JobPipeline:
             # Sending matters more than the note; without it a crash in the next
             # seconds could send this image twice, which is the lesser harm.
             logger.error("job %s: could not note the delivery: %s", job.id, exc)
+        outgoing = OutgoingImage(
+            image=image,
+            caption=caption,
+            filename=f"sakaibot-{job.model.name}-{job.id}{image.extension}",
+            as_file=request.options.as_file,
+            upload_ref=upload_ref,
+            remember_upload=(
+                self._cache.note_upload(cache_key)
+                if self._cache is not None and cache_key is not None
+                else None
+            ),
+        )
         # The upload runs on its own so the model's slot is free for the next
         # job at once; drain() waits for every delivery.
         delivery = asyncio.create_task(
@@ -252,6 +278,19 @@ class JobPipeline:
         )
         self._deliveries[delivery] = job
         delivery.add_done_callback(self._deliveries.pop)
+
+    async def deliver_cached(self, job: Job, hit: CacheHit) -> None:
+        """Answer ``job`` with a stored result: no LLM, no worker."""
+        await self.hand_over(
+            job,
+            hit.image,
+            hit.entry.enhancer,
+            hit.entry.prompt_used,
+            job.started_at_s if job.started_at_s is not None else self._clock(),
+            from_cache=True,
+            cache_key=hit.entry.key,
+            upload_ref=hit.entry.upload_ref,
+        )
 
     def delivering(self) -> list[Job]:
         """Jobs whose image is on its way to the chat."""

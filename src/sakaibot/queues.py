@@ -97,9 +97,10 @@ class _ModelLane:
 
     async def next_job(self) -> Job | None:
         while True:
-            if self.waiting:
+            # A job starts only once it is safe in the store; the ones behind it wait.
+            if self.waiting and self.waiting[0].stored:
                 return self.waiting.pop(0)
-            if self.closing:
+            if self.closing and not self.waiting:
                 return None
             self.not_empty.clear()
             await self.not_empty.wait()
@@ -191,9 +192,14 @@ class JobQueues:
         self._announce_shift(lane, index)
         return job
 
+    def stored(self, job: Job) -> None:
+        """``job`` is now in the store: it may start."""
+        self._lanes[job.model.name].not_empty.set()
+
     def withdraw(self, job: Job) -> None:
         """Take back a job that could not be stored; it was never announced."""
         lane = self._lanes[job.model.name]
+        lane.not_empty.set()
         if job in lane.waiting:
             index = lane.waiting.index(job)
             del lane.waiting[index]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from sakaibot.chat.port import ChatPort
 from sakaibot.errors import SakaiBotError, StoreUnavailable
-from sakaibot.jobs import Job, JobState, decode_request
+from sakaibot.jobs import Job, decode_request
 from sakaibot.limits import SlidingWindowLimiter
 from sakaibot.models import ModelRegistry
 from sakaibot.pipeline import JobOutcome, JobPipeline, OutcomeListener
@@ -129,7 +129,6 @@ class Recovery:
             if self.images is not None and record.image_hash and record.image_ext:
                 image = await self.images.get(record.image_hash, record.image_ext)
             if image is not None:
-                job.advance(JobState.GENERATING)
                 await self.pipeline.hand_over(
                     job,
                     image,

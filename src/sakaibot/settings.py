@@ -127,6 +127,10 @@ class Settings(BaseSettings):
 
     # History and the result cache.
     history_retention_days: int = Field(default=90, ge=1)
+    #: How long a result answers the same request again; 0 turns the cache off.
+    cache_ttl_s: float = Field(default=86_400.0, ge=0)
+    #: Disk kept for generated images (cache and /image resend), oldest evicted first.
+    cache_max_bytes: int = Field(default=500_000_000, ge=0)
 
     # Where state and images are kept.
     sakaibot_data_dir: Path = Path("data")

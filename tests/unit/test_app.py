@@ -183,7 +183,12 @@ async def test_a_failure_that_is_not_the_users_fault_is_refunded() -> None:
     assert h.outcomes[0].ok is False
     h2_check = h.app.limiter.check("ann")
     assert h2_check is None, "the failed job's slot should have been given back"
-    assert h.replies_to(first)[-1].startswith("❌ The flux worker is busy or unreachable")
+    # The status message that answered the command now says what went wrong.
+    assert h.replies_to(first)[0].startswith("⏳ Queued for Flux")
+    assert h.chat.visible_texts() == [
+        "❌ The flux worker is busy or unreachable right now (tried 4 times). "
+        "Your allowance was not used; please try again in a few minutes."
+    ]
 
 
 async def test_filtered_prompt_is_not_refunded_and_says_what_to_do() -> None:

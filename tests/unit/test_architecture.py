@@ -22,6 +22,10 @@ CORE_MODULES = [
     "models.py",
     "pipeline.py",
     "queues.py",
+    "recovery.py",
+    "reports.py",
+    "cache.py",
+    "store/__init__.py",
     "settings.py",
     "status.py",
     "undelivered.py",
@@ -35,6 +39,7 @@ ADAPTERS = {
     "telethon": {"chat/telegram.py"},
     "openai": {"enhancer/llm.py"},
     "httpx": {"workers/client.py"},
+    "sqlite3": {"store/sqlite.py"},
 }
 
 

@@ -71,7 +71,12 @@ class ConsoleChat:
         elif self._echo_input:
             self._emit({}, f"{user} #{message_id}: {text}")
         return IncomingMessage(
-            chat_id=CONSOLE_CHAT_ID, message_id=message_id, user_id=user, text=text
+            chat_id=CONSOLE_CHAT_ID,
+            message_id=message_id,
+            user_id=user,
+            text=text,
+            # The person at the terminal runs the bot; `@name` plays someone else.
+            from_owner=user == DEFAULT_USER,
         )
 
     def outcome(self, outcome: JobOutcome) -> None:

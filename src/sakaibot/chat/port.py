@@ -9,6 +9,7 @@ or :class:`~sakaibot.errors.ChatError`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,6 +27,8 @@ class IncomingMessage:
     text: str
     #: The message this one replies to, if any (``/image cancel`` as a reply).
     reply_to_message_id: int | None = None
+    #: From the bot's owner: owner-only commands (stats, cache) check this.
+    from_owner: bool = False
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,11 @@ class OutgoingImage:
     filename: str
     #: Send as a document (original bytes) rather than a photo.
     as_file: bool
+    #: A chat's reference to the same file uploaded before (a cache hit): the
+    #: front end may send that instead of the bytes, and falls back to the bytes.
+    upload_ref: str | None = None
+    #: Told the chat's reference after a fresh upload, so a later cache hit can reuse it.
+    remember_upload: Callable[[str], None] | None = None
 
 
 class ChatPort(Protocol):

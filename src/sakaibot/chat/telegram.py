@@ -27,6 +27,7 @@ from typing import IO, Any, TextIO
 
 from telethon import TelegramClient, errors, events
 from telethon.sessions import StringSession
+from telethon.tl import types
 
 from sakaibot.captions import cut_to_utf16, job_tag
 from sakaibot.chat.port import IncomingMessage, OutgoingImage
@@ -112,18 +113,37 @@ class TelegramChat:
 
     async def send_image(self, chat_id: str, image: OutgoingImage, *, reply_to: int | None) -> int:
         as_document = image.as_file or not fits_as_photo(image.image)
+        reused = input_file_of(image.upload_ref, as_document=as_document)
+        if reused is not None:
+            try:
+                with telegram_errors():
+                    message = await self._send(chat_id, reused, image, as_document, reply_to)
+                return int(message.id)
+            except (FloodWait, MessageNotModified):
+                raise
+            except ChatError:
+                # An old reference may have expired: the bytes always work.
+                logger.info("chat %s: stored upload not reusable; sending the bytes", chat_id)
         upload = io.BytesIO(image.image.data)
         upload.name = image.filename  # Telethon takes the file name and type from here
         with telegram_errors():
-            message = await self._client.send_file(
-                int(chat_id),
-                upload,
-                caption=image.caption.html(),
-                parse_mode="html",
-                force_document=as_document,
-                reply_to=reply_to,
-            )
+            message = await self._send(chat_id, upload, image, as_document, reply_to)
+        ref = upload_ref_of(message)
+        if ref is not None and image.remember_upload is not None:
+            image.remember_upload(ref)
         return int(message.id)
+
+    async def _send(
+        self, chat_id: str, file: Any, image: OutgoingImage, as_document: bool, reply_to: int | None
+    ) -> Any:
+        return await self._client.send_file(
+            int(chat_id),
+            file,
+            caption=image.caption.html(),
+            parse_mode="html",
+            force_document=as_document,
+            reply_to=reply_to,
+        )
 
     async def find_delivered(self, chat_id: str, *, reply_to: int, job_id: str) -> int | None:
         """Our own message after the command that replies to it with the job's tag.
@@ -147,6 +167,37 @@ class TelegramChat:
         return None
 
 
+def upload_ref_of(message: Any) -> str | None:
+    """A reference to the file a sent message carries, to send it again without uploading."""
+    photo = getattr(message, "photo", None)
+    if photo is not None and getattr(photo, "access_hash", None) is not None:
+        return f"photo:{photo.id}:{photo.access_hash}:{bytes(photo.file_reference).hex()}"
+    document = getattr(message, "document", None)
+    if document is not None and getattr(document, "access_hash", None) is not None:
+        return (
+            f"document:{document.id}:{document.access_hash}:{bytes(document.file_reference).hex()}"
+        )
+    return None
+
+
+def input_file_of(ref: str | None, *, as_document: bool) -> Any:
+    """The Telethon input file for a stored reference of the wanted kind, else ``None``."""
+    if not ref:
+        return None
+    try:
+        kind, file_id, access_hash, file_reference = ref.split(":")
+        if (kind == "document") != as_document:
+            return None  # a photo was asked for as a file, or the other way round
+        cls = types.InputDocument if kind == "document" else types.InputPhoto
+        return cls(
+            id=int(file_id),
+            access_hash=int(access_hash),
+            file_reference=bytes.fromhex(file_reference),
+        )
+    except (ValueError, TypeError):
+        return None
+
+
 def edit_interval_for(settings: Settings) -> Callable[[str], float]:
     """Private chats get the base interval; groups and channels (negative ids) a longer one."""
     private_s = settings.status_edit_interval_s
@@ -167,6 +218,12 @@ class AccessPolicy:
     userbot: bool
     allowed_user_ids: frozenset[int] = field(default_factory=frozenset)
     allowed_chat_ids: frozenset[int] = field(default_factory=frozenset)
+
+    def is_owner(self, *, outgoing: bool, sender_id: int | None) -> bool:
+        """Owner-only commands check the sender, never the chat."""
+        if self.userbot:
+            return outgoing
+        return sender_id is not None and sender_id == self.owner_id
 
     def allows(self, *, outgoing: bool, sender_id: int | None, chat_id: int) -> bool:
         if self.userbot and outgoing:
@@ -203,6 +260,7 @@ def incoming_from(message: Any, policy: AccessPolicy) -> IncomingMessage | None:
         user_id=str(sender_id if sender_id is not None else chat_id),
         text=text,
         reply_to_message_id=message.reply_to_msg_id,
+        from_owner=policy.is_owner(outgoing=bool(message.out), sender_id=sender_id),
     )
 
 

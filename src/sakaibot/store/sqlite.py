@@ -301,12 +301,14 @@ class SqliteStore:
 
         await self._call(put)
 
-    async def cache_touch(self, key: str, at_s: float, *, upload_ref: str | None) -> None:
+    async def cache_touch(
+        self, key: str, at_s: float, *, upload_ref: str | None, hit: bool = True
+    ) -> None:
         def touch(db: sqlite3.Connection) -> None:
             db.execute(
-                "UPDATE cache SET last_used_at_s = ?, hits = hits + 1, "
+                "UPDATE cache SET last_used_at_s = ?, hits = hits + ?, "
                 "upload_ref = COALESCE(?, upload_ref) WHERE key = ?",
-                (at_s, upload_ref, key),
+                (at_s, 1 if hit else 0, upload_ref, key),
             )
 
         await self._call(touch)

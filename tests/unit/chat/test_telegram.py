@@ -82,6 +82,7 @@ def test_the_owners_own_message_is_a_command_in_a_userbot() -> None:
         user_id=str(OWNER_ID),
         text="/image=flux=a fox",
         reply_to_message_id=None,
+        from_owner=True,
     )
 
 
@@ -291,6 +292,28 @@ def test_incoming_message_fields_use_marked_ids() -> None:
         text="/image status",
         reply_to_message_id=None,
     )
+
+
+def test_owner_commands_check_the_sender_not_the_chat() -> None:
+    client = RecordingTelegramClient()
+    allowed_chat = AccessPolicy(owner_id=OWNER_ID, userbot=True, allowed_chat_ids=frozenset({-555}))
+    friend = make_message(client, text="/image stats", chat=types.PeerChat(555), sender_id=FRIEND)
+    owner = make_message(
+        client, text="/image stats", chat=types.PeerChat(555), sender_id=OWNER_ID, out=True
+    )
+    friend_in = incoming_from(friend, allowed_chat)
+    owner_in = incoming_from(owner, allowed_chat)
+    assert friend_in is not None
+    assert owner_in is not None
+    assert friend_in.from_owner is False
+    assert owner_in.from_owner is True
+    bot_mode = AccessPolicy(owner_id=OWNER_ID, userbot=False)
+    from_owner_to_bot = make_message(
+        client, text="/image stats", chat=types.PeerUser(OWNER_ID), sender_id=OWNER_ID
+    )
+    owner_to_bot = incoming_from(from_owner_to_bot, bot_mode)
+    assert owner_to_bot is not None
+    assert owner_to_bot.from_owner is True
 
 
 async def test_a_failing_handler_does_not_take_the_front_end_down(
