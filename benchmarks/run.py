@@ -209,6 +209,46 @@ def run_memory(waiting: int) -> dict[str, Any]:
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
+async def run_cache_hit(base_url: str, *, repeats: int) -> dict[str, float]:
+    """Request → delivered for a result already in the cache (worker latency excluded)."""
+    from sakaibot.app import build_app
+    from sakaibot.chat.console import ConsoleChat
+    from sakaibot.chat.port import IncomingMessage
+    from sakaibot.pipeline import JobOutcome
+    from sakaibot.settings import load_settings
+
+    scratch = tempfile.TemporaryDirectory(prefix="sakaibot-bench-")
+    settings = load_settings(
+        env_file=None,
+        sakaibot_data_dir=Path(scratch.name) / "data",
+        flux_worker_url=f"{base_url}/flux",
+        llm_provider="none",
+        image_user_limits="off",
+    )
+    delivered = asyncio.Event()
+
+    def on_outcome(outcome: JobOutcome) -> None:
+        delivered.set()
+
+    times_ms: list[float] = []
+    with scratch as out_dir, io.StringIO() as sink:
+        console = ConsoleChat(sink, out_dir=Path(out_dir), jsonl=True, echo_input=False)
+        app = build_app(settings, console, on_outcome=on_outcome)
+        await app.start()
+        for n in range(repeats + 1):
+            delivered.clear()
+            started = time.perf_counter()
+            await app.bot.handle(
+                IncomingMessage("bench", n + 1, "user", "/image=flux=a cached red fox --raw")
+            )
+            await delivered.wait()
+            if n:  # the first one fills the cache
+                times_ms.append((time.perf_counter() - started) * 1000)
+        await app.drain()
+        await app.aclose()
+    return {"median_ms": statistics.median(times_ms), "max_ms": max(times_ms)}
+
+
 def run_startup(repeats: int) -> dict[str, float]:
     times_s: list[float] = []
     for _ in range(repeats):
@@ -256,11 +296,26 @@ def write_report(path: Path, results: dict[str, Any]) -> None:
         f"**{m['peak_rss_mb']:.0f} MB** RSS | ≤ 150 MB |",
         f"| start-up: `sakaibot --help` | wall time, median of {results['startup_repeats']} | "
         f"**{s['median_s']:.2f} s** | ≤ 0.4 s |",
+        f"| cache hit: request to delivered image | worker latency 1 s, the same request again "
+        f"| **{results['cache_hit']['median_ms']:.1f} ms** median, "
+        f"{results['cache_hit']['max_ms']:.1f} ms max | ≤ 50 ms |",
         "",
         f"Outcomes in the throughput run: {t['delivered']} delivered, {t['failed']} failed.",
         "",
         "For comparison, the original design measured 98 s for 100 requests at 20 ms per image",
         "(each model could start at most one job per 2 s poll) and 26.5 status edits per request.",
+        "",
+        "## Reading the figures",
+        "",
+        "- Every job here is durable: it is written to SQLite before it is announced, its image",
+        "  is kept on disk (fsync'd) before it is sent, and its end is written down. That is",
+        "  four store writes and one file per job, all off the event loop.",
+        "- Two issue-5 targets are not met yet (efficiency and CPU per job). The overhead sits",
+        "  between one image's response and the next request on each model's critical path,",
+        "  on the one event loop both models share. Finding and removing it with a profiler",
+        "  is issue 5's work; the store and file writes already run outside the model's slot.",
+        "- Status operations stay low because each status message is coalesced: at 20 ms per",
+        "  image most jobs finish before their chat's next pacing slot.",
         "",
     ]
     path.write_text("\n".join(lines), encoding="utf-8")
@@ -282,6 +337,8 @@ def main() -> int:
         throughput = asyncio.run(
             run_throughput(base_url, jobs=args.jobs, users=args.users, latency_ms=args.latency_ms)
         )
+    with dev_worker(1000) as base_url:
+        cache_hit = asyncio.run(run_cache_hit(base_url, repeats=3 if args.smoke else 20))
     results: dict[str, Any] = {
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),
@@ -289,6 +346,7 @@ def main() -> int:
         "memory": run_memory(args.waiting),
         "startup": run_startup(3 if args.smoke else 15),
         "startup_repeats": 3 if args.smoke else 15,
+        "cache_hit": cache_hit,
     }
     print(json.dumps(results, indent=2))
     if not args.smoke:

@@ -134,10 +134,11 @@ class ResultCache:
         )
         try:
             await self._store.cache_put(entry)
-            await self._images.evict(
-                protect=await self._store.image_hashes_in_use() | {image_hash},
-                max_bytes=self._max_bytes,
-            )
+            if await self._images.size_bytes() > self._max_bytes:
+                await self._images.evict(
+                    protect=await self._store.image_hashes_in_use() | {image_hash},
+                    max_bytes=self._max_bytes,
+                )
         except (StoreUnavailable, OSError) as exc:
             logger.warning("could not keep a result in the cache: %s", exc)
             return None

@@ -211,26 +211,46 @@ class JobPipeline:
     ) -> None:
         """The image exists: keep it, note that it is being sent, and send it.
 
+        All of that runs in its own task, so the model's slot is free for the
+        next job at once; ``drain()`` waits for every delivery.
+        """
+        if job.state is not JobState.SENDING:
+            started_s = self._step(job, JobState.SENDING, started_s)
+        self._show(job, SENDING_TEXT)
+        delivery = asyncio.create_task(
+            self._keep_and_deliver(
+                job,
+                image,
+                prompt_source,
+                prompt_used,
+                started_s,
+                from_cache=from_cache,
+                cache_key=cache_key,
+                upload_ref=upload_ref,
+            ),
+            name=f"deliver-{job.id}",
+        )
+        self._deliveries[delivery] = job
+        delivery.add_done_callback(self._deliveries.pop)
+
+    async def _keep_and_deliver(
+        self,
+        job: Job,
+        image: GeneratedImage,
+        prompt_source: str,
+        prompt_used: str,
+        started_s: float,
+        *,
+        from_cache: bool,
+        cache_key: str | None,
+        upload_ref: str | None,
+    ) -> None:
+        """Keep the image, write down that it is being sent, then send it.
+
         The note is written (and waited for) before the upload starts, so that
         after a crash the job is looked for in the chat instead of being sent twice.
         """
         request = job.request
-        if job.state is not JobState.SENDING:
-            started_s = self._step(job, JobState.SENDING, started_s)
-        self._show(job, SENDING_TEXT)
-        caption = build_caption(
-            CaptionFacts(
-                model_label=job.model.display_name,
-                prompt_source=prompt_source,
-                prompt_used=prompt_used,
-                options=request.options,
-                elapsed_s=started_s - job.created_at_s,
-                seed=request.options.seed,
-                steps_requested=request.steps_requested,
-                job_id=job.id,
-                from_cache=from_cache,
-            )
-        )
         try:
             digest = await self._images.put(image) if self._images is not None else None
             if self._cache is not None and not from_cache and digest is not None:
@@ -259,6 +279,19 @@ class JobPipeline:
             # Sending matters more than the note; without it a crash in the next
             # seconds could send this image twice, which is the lesser harm.
             logger.error("job %s: could not note the delivery: %s", job.id, exc)
+        caption = build_caption(
+            CaptionFacts(
+                model_label=job.model.display_name,
+                prompt_source=prompt_source,
+                prompt_used=prompt_used,
+                options=request.options,
+                elapsed_s=started_s - job.created_at_s,
+                seed=request.options.seed,
+                steps_requested=request.steps_requested,
+                job_id=job.id,
+                from_cache=from_cache,
+            )
+        )
         outgoing = OutgoingImage(
             image=image,
             caption=caption,
@@ -271,13 +304,7 @@ class JobPipeline:
                 else None
             ),
         )
-        # The upload runs on its own so the model's slot is free for the next
-        # job at once; drain() waits for every delivery.
-        delivery = asyncio.create_task(
-            self._deliver(job, outgoing, started_s), name=f"deliver-{job.id}"
-        )
-        self._deliveries[delivery] = job
-        delivery.add_done_callback(self._deliveries.pop)
+        await self._deliver(job, outgoing, started_s)
 
     async def deliver_cached(self, job: Job, hit: CacheHit) -> None:
         """Answer ``job`` with a stored result: no LLM, no worker."""

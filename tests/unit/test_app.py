@@ -101,16 +101,18 @@ async def test_an_image_is_delivered_and_the_status_removed(harness: Harness) ->
     harness.generator.gate.set()
     await harness.finish()
     images = harness.chat.of_kind("image")
-    assert len(images) == 2
-    image = images[0]
-    assert image.reply_to == command
+    assert sorted(e.reply_to for e in images) == [command, second]
+    [image] = [e for e in images if e.reply_to == command]
     assert image.image is not None
     assert image.image.filename.endswith(".jpg")  # the bytes are JPEG (defect 6)
     assert image.text.startswith("🎨 Flux · prompt: TestLLM (model-x) · ")
     assert image.text.endswith("\n\nenhanced: a red fox in the snow")
     # Both status messages are gone now that the images are out.
     assert harness.chat.visible_texts() == []
-    assert [(o.ok, o.model) for o in harness.outcomes] == [(True, "flux"), (True, "flux")]
+    assert sorted((o.reply_to, o.ok, o.model) for o in harness.outcomes) == [
+        (command, True, "flux"),
+        (second, True, "flux"),
+    ]
 
 
 async def test_raw_skips_the_enhancer_and_style_adds_words(harness: Harness) -> None:

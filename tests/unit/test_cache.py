@@ -154,9 +154,10 @@ async def test_history_lists_the_users_jobs_with_ids(bot: Bot) -> None:
     await bot.settle()
     asked = await bot.say("/image history 5")
     [text] = bot.replies(asked)
-    ids = [o.job_id for o in bot.outcomes]
+    ids = {o.reply_to: o.job_id for o in bot.outcomes}
+    fox, whale = ids[1], ids[2]
     assert text.startswith("Your last 2 images:")
-    assert text.index(ids[1]) < text.index(ids[0])  # newest first
+    assert text.index(f"{whale} flux") < text.index(f"{fox} flux")  # newest first
     assert "a blue whale" in text
 
 

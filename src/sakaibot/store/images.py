@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import secrets
 from pathlib import Path
 
 from sakaibot.errors import InvalidImage
@@ -29,6 +30,9 @@ class ImageFiles:
 
     def __init__(self, directory: Path) -> None:
         self._directory = directory
+        #: Bytes on disk, counted once and then kept up to date, so that
+        #: checking the cap does not list the folder for every new image.
+        self._size_bytes: int | None = None
 
     def _path(self, digest: str, extension: str) -> Path:
         if len(digest) != 64 or not _HEX_DIGITS.issuperset(digest) or extension not in _EXTENSIONS:
@@ -39,8 +43,11 @@ class ImageFiles:
         digest = image_hash(image.data)
         path = self._path(digest, image.extension)
         if not path.exists():
+            if self._size_bytes is not None:
+                self._size_bytes += len(image.data)
             self._directory.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(f"{path.suffix}.partial")
+            # A name of its own: the same image may be kept twice at once.
+            partial = path.with_name(f"{path.name}.{secrets.token_hex(4)}.partial")
             with partial.open("wb") as handle:
                 handle.write(image.data)
                 handle.flush()
@@ -77,11 +84,17 @@ class ImageFiles:
                 files.append((path, stat.st_size, stat.st_mtime))
         return files
 
+    def _size_sync(self) -> int:
+        if self._size_bytes is None:
+            self._size_bytes = sum(size for _, size, _ in self._usage_sync())
+        return self._size_bytes
+
     async def size_bytes(self) -> int:
-        files = await asyncio.to_thread(self._usage_sync)
-        return sum(size for _, size, _ in files)
+        return await asyncio.to_thread(self._size_sync)
 
     def _evict_sync(self, protect: set[str], max_bytes: int) -> int:
+        if self._size_sync() <= max_bytes:
+            return 0
         files = sorted(self._usage_sync(), key=lambda item: item[2])
         total = sum(size for _, size, _ in files)
         removed = 0
@@ -93,6 +106,7 @@ class ImageFiles:
             path.unlink(missing_ok=True)
             total -= size
             removed += 1
+        self._size_bytes = total
         return removed
 
     async def evict(self, *, protect: set[str], max_bytes: int) -> int:
