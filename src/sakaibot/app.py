@@ -18,7 +18,6 @@ from sakaibot.bot import ImageBot
 from sakaibot.cache import ResultCache
 from sakaibot.chat.port import ChatPort
 from sakaibot.enhancer import PromptEnhancer
-from sakaibot.errors import ServiceStopping
 from sakaibot.generation import ImageGenerator
 from sakaibot.jobs import JobIdFactory, random_job_id
 from sakaibot.limits import SlidingWindowLimiter
@@ -27,7 +26,7 @@ from sakaibot.pipeline import JobOutcome, JobPipeline, OutcomeListener
 from sakaibot.queues import JobQueues
 from sakaibot.recovery import Recovery
 from sakaibot.settings import Settings
-from sakaibot.status import StatusScheduler, show_place
+from sakaibot.status import RESTARTING_TEXT, StatusScheduler, show_place
 from sakaibot.store import Store
 from sakaibot.store.images import ImageFiles
 from sakaibot.store.sqlite import SqliteStore
@@ -76,10 +75,13 @@ class App:
         await self.status.drain()
 
     async def shutdown(self, grace_s: float) -> None:
-        """A clean stop: waiting jobs are told they were not started, running ones
-        get ``grace_s`` to finish and be delivered, then everything is closed."""
+        """A clean stop: running jobs get ``grace_s`` to finish and be delivered;
+        waiting ones stay in the store (their users are told) and run after the
+        next start. A job cut off by the grace period is generated again then."""
         for job in self.queues.close_waiting():
-            self.pipeline.fail(job, ServiceStopping())
+            self.status.show(
+                job.id, chat_id=job.chat_id, reply_to=job.reply_to, text=RESTARTING_TEXT
+            )
         try:
             await asyncio.wait_for(self.drain(), timeout=grace_s)
         except TimeoutError:

@@ -36,7 +36,6 @@ so the wording lives here and nowhere else::
     ├── EnhancerError                the LLM did not help; never reaches a user
     ├── StoreUnavailable             the data file could not be read or written
     ├── JobCancelled                 the job was cancelled while waiting
-    ├── ServiceStopping              shut down before a waiting job started
     └── ChatError                    the chat refused an operation
         ├── DeliveryFailed           the image was made but not sent (kept for a retry)
         ├── TelegramUnreachable      connecting to Telegram failed
@@ -416,19 +415,6 @@ class JobCancelled(SakaiBotError):
     @property
     def user_message(self) -> str:
         return "Cancelled."
-
-
-class ServiceStopping(SakaiBotError):
-    """The bot is shutting down before this waiting job could start."""
-
-    kind = "stopping"
-
-    @property
-    def user_message(self) -> str:
-        return (
-            "SakaiBot is restarting, so this image was not started and your allowance "
-            "was not used. Send the command again in a minute."
-        )
 
 
 class ChatError(SakaiBotError):

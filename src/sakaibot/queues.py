@@ -222,14 +222,15 @@ class JobQueues:
         return lane.place(len(lane.waiting))
 
     def close_waiting(self) -> list[Job]:
-        """Take every waiting job off its queue (shutdown); running jobs go on."""
+        """Take every waiting job off its queue (shutdown); running jobs go on.
+
+        The jobs stay as they are in the store, so the next start runs them.
+        """
         removed: list[Job] = []
         for lane in self._lanes.values():
             lane.closing = True
             lane.not_empty.set()
             for job in lane.waiting:
-                job.advance(JobState.CANCELLED)
-                job.finished_at_s = self._clock()
                 self._forget(job)
                 removed.append(job)
             lane.waiting.clear()

@@ -54,6 +54,10 @@ def generating_text(model_label: str) -> str:
 
 SENDING_TEXT = "📤 Sending…"
 
+RESTARTING_TEXT = (
+    "⏸ SakaiBot is restarting. Your image is kept and will be made as soon as it is back."
+)
+
 
 def failed_text(user_message: str) -> str:
     return f"❌ {user_message}"

@@ -387,30 +387,39 @@ async def test_an_upload_does_not_hold_the_models_slot() -> None:
     assert [o.ok for o in h.outcomes] == [True, True]
 
 
-async def test_shutdown_tells_waiting_jobs_and_finishes_the_running_one() -> None:
+async def test_shutdown_finishes_the_running_job_and_keeps_the_waiting_one() -> None:
     h = make_harness(image_user_limits="5/1h")
     h.generator.gate = asyncio.Event()
     await h.app.start()
     await h.say("/image=flux=running")
-    await h.say("/image=flux=waiting", user="bob")
+    waiting = await h.say("/image=flux=waiting", user="bob")
     await asyncio.wait_for(h.app.status.drain(), timeout=5)
     stopping = asyncio.create_task(h.app.shutdown(grace_s=10))
     await asyncio.sleep(0)  # let shutdown take the waiting job off the queue first
     h.generator.gate.set()
     await asyncio.wait_for(stopping, timeout=10)
-    assert [(o.user_id, o.ok, o.error_kind) for o in h.outcomes] == [
-        ("bob", False, "stopping"),
-        ("ann", True, None),
-    ]
+    assert [(o.user_id, o.ok) for o in h.outcomes] == [("ann", True)]
     assert h.chat.visible_texts() == [
-        "❌ SakaiBot is restarting, so this image was not started and your allowance "
-        "was not used. Send the command again in a minute."
+        "⏸ SakaiBot is restarting. Your image is kept and will be made as soon as it is back."
     ]
-    assert len(h.chat.of_kind("image")) == 1
-    # bob's slot was refunded: 5 more fit in his window.
-    for _ in range(5):
-        assert h.app.limiter.check("bob") is None
-        h.app.limiter.record("bob")
+
+    # The next start makes bob's image, in the same status message.
+    outcomes: list[JobOutcome] = []
+    restarted = build_app(
+        h.app.settings,
+        h.chat,
+        on_outcome=outcomes.append,
+        generator=FakeGenerator(),
+        enhancer=FakeEnhancer(),
+        clock=h.clock,
+        sleep=h.clock.sleep,
+    )
+    await restarted.start()
+    await asyncio.wait_for(restarted.drain(), timeout=5)
+    await restarted.aclose()
+    assert [(o.user_id, o.ok) for o in outcomes] == [("bob", True)]
+    assert [e.reply_to for e in h.chat.of_kind("image")][-1] == waiting
+    assert h.chat.visible_texts() == []
 
 
 async def test_without_an_llm_the_prompt_step_is_skipped() -> None:
