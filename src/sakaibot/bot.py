@@ -239,7 +239,9 @@ class ImageBot:
 
     async def _retry(self, message: IncomingMessage, command: RetryCommand) -> None:
         store = self._undelivered
-        kept = store.take(command.job_id, message.user_id) if store is not None else None
+        kept = None
+        if store is not None:
+            kept = await asyncio.to_thread(store.take, command.job_id, message.user_id)
         if store is None or kept is None:
             raise NothingToRetry(command.job_id)
         try:
@@ -254,7 +256,7 @@ class ImageBot:
                 ),
             )
             return
-        store.forget(kept.job_id)
+        await asyncio.to_thread(store.forget, kept.job_id)
 
     async def _history(self, message: IncomingMessage, command: HistoryCommand) -> None:
         records = await self._store.history(message.user_id, command.limit)

@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 from sakaibot.cache import CacheHit, ResultCache
 from sakaibot.captions import CaptionFacts, build_caption
@@ -339,14 +340,18 @@ class JobPipeline:
             message_id = await self.send_image(job.chat_id, outgoing, reply_to=job.reply_to)
         except ChatError as exc:
             logger.warning("job %s: delivery failed: %s", job.id, exc)
-            kept = self._undelivered is not None and self._undelivered.keep(
-                job_id=job.id,
-                user_id=job.user_id,
-                chat_id=job.chat_id,
-                reply_to=job.reply_to,
-                image=outgoing,
+            undelivered = self._undelivered
+            kept = undelivered is not None and await asyncio.to_thread(
+                partial(
+                    undelivered.keep,
+                    job_id=job.id,
+                    user_id=job.user_id,
+                    chat_id=job.chat_id,
+                    reply_to=job.reply_to,
+                    image=outgoing,
+                )
             )
-            kept_for_s = self._undelivered.retention_s if kept and self._undelivered else None
+            kept_for_s = undelivered.retention_s if kept and undelivered is not None else None
             failure = DeliveryFailed(str(exc), job_id=job.id, kept_for_s=kept_for_s)
             failure.__cause__ = exc
             self.fail(job, failure)

@@ -2,8 +2,8 @@
 
 A generated image is never silently lost: when the chat refuses the upload,
 the bytes and what is needed to send them again are written under the data
-directory and kept for ``UNDELIVERED_RETENTION_S``. The store is small and
-only touched on failures, so plain file I/O is fine here.
+directory and kept for ``UNDELIVERED_RETENTION_S``. The methods do plain
+file I/O; callers run them off the event loop (``asyncio.to_thread``).
 """
 
 from __future__ import annotations

@@ -76,6 +76,7 @@ class RecordingTelegramClient:
         #: The text each message shows now (status messages, replies); gone when deleted.
         self.texts: dict[int, str] = {}
         self.files: list[SentFile] = []
+        self.sent: dict[int, types.Message] = {}
         self._failures: dict[str, list[BaseException]] = {}
 
     # -- scripting ------------------------------------------------------------
@@ -164,7 +165,8 @@ class RecordingTelegramClient:
         force_document: bool = False,
         reply_to: int | None = None,
     ) -> types.Message:
-        data = file.read()
+        reused = isinstance(file, types.InputPhoto | types.InputDocument)
+        data = None if reused else file.read()
         name = getattr(file, "name", None)
         call = self._record(
             "send_file",
@@ -176,10 +178,32 @@ class RecordingTelegramClient:
         )
         call.file_bytes = data
         call.file_name = name
+        call.kwargs["reused"] = file if reused else None
         self._raise_if_scripted(call)
         sent = self._new_message(call, entity, caption or "", reply_to, keep_text=False)
-        self.files.append(SentFile(sent.id, entity, data, name, caption))
+        # Like Telegram: the message carries the uploaded photo or document.
+        file_id = 7000 + sent.id
+        if force_document:
+            sent.media = types.MessageMediaDocument(
+                document=types.Document(
+                    id=file_id, access_hash=file_id * 3, file_reference=b"ref", date=_DATE,
+                    mime_type="image/png", size=len(data or b""), dc_id=2, attributes=[],
+                )
+            )  # fmt: skip
+        else:
+            sent.media = types.MessageMediaPhoto(
+                photo=types.Photo(
+                    id=file_id, access_hash=file_id * 3, file_reference=b"ref", date=_DATE,
+                    sizes=[], dc_id=2,
+                )
+            )  # fmt: skip
+        self.files.append(SentFile(sent.id, entity, data or b"", name, caption))
+        self.sent[sent.id] = sent
         return sent
+
+    async def get_messages(self, entity: Any, *, ids: list[int]) -> list[Any]:
+        self._record("get_messages", entity, ids=ids)
+        return [self.sent.get(message_id) for message_id in ids]
 
     # -- helpers ----------------------------------------------------------------
 

@@ -36,8 +36,10 @@ from sakaibot.chat.telegram import (
     export_string_session,
     fits_as_photo,
     incoming_from,
+    input_file_of,
     session_lock,
     telegram_errors,
+    upload_ref_of,
 )
 from sakaibot.errors import ChatError, ConfigError, FloodWait, MessageNotModified
 from sakaibot.generation import GeneratedImage
@@ -366,6 +368,12 @@ class TelegramHarness:
 
     async def finish(self) -> None:
         await asyncio.wait_for(self.app.drain(), timeout=5)
+
+    async def finish_jobs(self) -> None:
+        """Let the jobs so far finish, without stopping the bot."""
+        while self.app.queues.live_job_count() or self.app.pipeline.delivering():
+            await asyncio.wait_for(self.app.pipeline.drain(), timeout=5)
+            await asyncio.sleep(0)
 
     def status_messages_for(self, command_id: int) -> list[int]:
         """Ids of the text messages sent in reply to ``command_id``."""
@@ -872,3 +880,54 @@ def test_a_string_session_takes_no_file_lock(tmp_path: Path) -> None:
     with session_lock(settings), session_lock(settings):
         pass
     assert not (tmp_path / "d").exists()
+
+
+# -- reusing uploads and finding deliveries after a restart --------------------------
+
+
+def test_upload_refs_round_trip_and_respect_the_kind() -> None:
+    photo = types.Photo(
+        id=11, access_hash=22, file_reference=b"\x01\x02", date=None, sizes=[], dc_id=2
+    )
+    message = types.Message(id=1, peer_id=types.PeerUser(5), message="")
+    message.media = types.MessageMediaPhoto(photo=photo)
+    ref = upload_ref_of(message)
+    assert ref == "photo:11:22:0102"
+    restored = input_file_of(ref, as_document=False)
+    assert restored == types.InputPhoto(id=11, access_hash=22, file_reference=b"\x01\x02")
+    assert input_file_of(ref, as_document=True) is None  # a photo is not a file
+    assert input_file_of("garbage", as_document=False) is None
+    assert input_file_of(None, as_document=False) is None
+
+
+async def test_a_cache_hit_reuses_the_upload_and_falls_back_to_bytes() -> None:
+    async with telegram_app() as h:
+        await h.say("/image=flux=a red fox")
+        await h.finish_jobs()
+        await h.say("/image=flux=a red fox")
+        await h.finish_jobs()
+        h.client.fail_next("send_file", errors.FileReferenceExpiredError(request=None))
+        await h.say("/image=flux=a red fox")
+        await h.finish()
+        first, reused, expired, fallback = h.client.of("send_file")
+        assert first.kwargs["reused"] is None
+        assert first.file_bytes
+        assert isinstance(reused.kwargs["reused"], types.InputPhoto)
+        assert reused.file_bytes is None  # no bytes uploaded again
+        assert isinstance(expired.kwargs["reused"], types.InputPhoto)
+        assert expired.ok is False
+        assert fallback.file_bytes == first.file_bytes
+        assert [o.ok for o in h.outcomes] == [True, True, True]
+        assert len(h.generator.calls) == 1
+
+
+async def test_find_delivered_looks_for_the_job_tag_after_the_command() -> None:
+    client = RecordingTelegramClient()
+    chat = TelegramChat(client)
+    caption = Caption((CaptionPart("🎨 Flux · #ab12cd"),))
+    image = OutgoingImage(tiny_image(), caption, "x.jpg", as_file=False)
+    command_id = 100  # the fake client numbers its own messages from 101
+    sent = await chat.send_image(str(FRIEND), image, reply_to=command_id)
+    assert await chat.find_delivered(str(FRIEND), reply_to=command_id, job_id="ab12cd") == sent
+    assert await chat.find_delivered(str(FRIEND), reply_to=command_id, job_id="ffffff") is None
+    assert await chat.find_delivered(str(FRIEND), reply_to=sent, job_id="ab12cd") is None
