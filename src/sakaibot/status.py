@@ -104,6 +104,8 @@ class _Lane:
     urgent: dict[str, None] = field(default_factory=dict)
     next_send_at_s: float = 0.0
     next_edit_at_s: float = 0.0
+    #: Until when the lane's task sleeps (0 when it is not sleeping).
+    paused_until_s: float = 0.0
     muted_until_s: float = 0.0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
@@ -159,7 +161,13 @@ class StatusScheduler:
             lane.paced.setdefault(key, None)
         else:
             lane.paced.pop(key, None)
-        self._kick(lane)
+        # A paused lane is woken only when this change may go before the time it
+        # sleeps until: a new message whose send slot comes sooner. Another edit
+        # waits for the same slot anyway, and waking for nothing costs CPU.
+        self._kick(
+            lane,
+            wake=status.message_id is None and lane.next_send_at_s < lane.paused_until_s,
+        )
 
     def adopt(
         self, key: str, *, chat_id: str, reply_to: int, message_id: int | None = None
@@ -225,8 +233,9 @@ class StatusScheduler:
 
     # -- the lanes -------------------------------------------------------------
 
-    def _kick(self, lane: _Lane) -> None:
-        lane.wake.set()
+    def _kick(self, lane: _Lane, *, wake: bool = True) -> None:
+        if wake:
+            lane.wake.set()
         if lane.task is None or lane.task.done():
             lane.task = asyncio.create_task(self._run_lane(lane), name=f"status-{lane.chat_id}")
 
@@ -273,9 +282,11 @@ class StatusScheduler:
             return
         sleeper = asyncio.ensure_future(self._sleep(delay_s))
         waker = asyncio.ensure_future(lane.wake.wait())
+        lane.paused_until_s = self._clock() + delay_s
         try:
             await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            lane.paused_until_s = 0.0
             for pending in (sleeper, waker):
                 if not pending.done():
                     pending.cancel()

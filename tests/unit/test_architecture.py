@@ -24,6 +24,7 @@ CORE_MODULES = [
     "queues.py",
     "recovery.py",
     "reports.py",
+    "breaker.py",
     "cache.py",
     "store/__init__.py",
     "settings.py",
