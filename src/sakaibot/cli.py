@@ -66,6 +66,29 @@ def _build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--fast", action="store_true", help="serve a small pre-rendered image (load tests)"
     )
+    worker.add_argument(
+        "--fault",
+        default="ok",
+        metavar="NAME[*N]",
+        help=(
+            "answer every image request with this fault (default: ok), e.g. 503, 429-quota, "
+            "500-nsfw, retry-after, timeout, reset, truncated, text, json, oversized, trickle; "
+            "NAME*N: only the first N requests per prompt. A request picks its own with the "
+            "X-SakaiBot-Fault header, ?fault=NAME or [fault:NAME] in the prompt"
+        ),
+    )
+    worker.add_argument(
+        "--oversized-bytes",
+        type=int,
+        default=30_000_000,
+        help="body size of the 'oversized' fault (default: 30000000)",
+    )
+    worker.add_argument(
+        "--trickle-delay-ms",
+        type=int,
+        default=200,
+        help="pause between the pieces of the 'trickle' fault (default: 200)",
+    )
 
     generate = commands.add_parser("generate", help="generate one image into a file, no chat")
     generate.add_argument("model")
@@ -160,6 +183,8 @@ def _start_local_worker(args: argparse.Namespace) -> tuple[DevWorker, dict[str, 
         "flux_worker_url": f"{base_url}/flux",
         "sdxl_worker_url": f"{base_url}/sdxl",
         "sdxl_api_key": api_key,
+        # Used only when no real LLM is configured: the demo enhances offline too.
+        "llm_dev_url": f"{base_url}/v1",
     }
     return worker, overrides
 
@@ -372,21 +397,29 @@ def _run_dev_worker(args: argparse.Namespace) -> int:
     from sakaibot.workers.devserver import DevWorker, DevWorkerConfig
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
-    worker = DevWorker(
-        DevWorkerConfig(
+    try:
+        config = DevWorkerConfig(
             port=args.port,
             latency_ms=args.latency_ms,
             fail_rate=args.fail_rate,
             fail_status=args.fail_status,
             api_key=args.api_key,
             fast=args.fast,
+            fault=args.fault,
+            oversized_bytes=args.oversized_bytes,
+            trickle_delay_ms=args.trickle_delay_ms,
         )
-    )
+    except ValueError as exc:
+        sys.stderr.write(f"sakaibot dev-worker: {exc}\n")
+        return EXIT_CONFIG
+    worker = DevWorker(config)
 
     def announce(url: str) -> None:
+        fault = "" if config.fault == "ok" else f" Every image request gets fault {config.fault}."
         sys.stderr.write(
             f"Development worker on {url}: GET /flux?prompt=…  POST /sdxl "
-            "(labelled previews, not real generation). Ctrl-C stops it.\n"
+            "(labelled previews, not real generation); development LLM at "
+            f"{url}/v1 (POST /v1/chat/completions).{fault} Ctrl-C stops it.\n"
         )
 
     worker.serve_forever(on_ready=announce)
