@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	@LLM_PROVIDER=none $(BIN)/sakaibot --env-file none chat --local --out out/demo \
+	@OPENROUTER_API_KEY= GEMINI_API_KEY= $(BIN)/sakaibot --env-file none chat --local --out out/demo \
 		--worker-latency-ms 2500 < scripts/demo_conversation.txt
 	@echo
 	@echo "The images are in out/demo/. To go live, see README.md ('Going live')."

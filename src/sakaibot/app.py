@@ -116,7 +116,9 @@ def _build_generator(settings: Settings, closers: list[Closer]) -> ImageGenerato
 
 def _build_enhancer(settings: Settings, closers: list[Closer]) -> PromptEnhancer | None:
     if settings.llm_provider == "none" or (
-        settings.openrouter_api_key is None and settings.gemini_api_key is None
+        settings.openrouter_api_key is None
+        and settings.gemini_api_key is None
+        and settings.llm_dev_url is None
     ):
         return None  # and the OpenAI SDK is never imported
     from sakaibot.enhancer.llm import LlmEnhancer, providers_from_settings

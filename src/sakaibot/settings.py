@@ -96,6 +96,9 @@ class Settings(BaseSettings):
         default="https://generativelanguage.googleapis.com/v1beta/openai/", min_length=1
     )
     enhancer_timeout_s: float = Field(default=15.0, gt=0, le=300)
+    #: Development only: an OpenAI-compatible URL used when no LLM key is set
+    #: (`sakaibot chat --local` points it at the development worker's stand-in).
+    llm_dev_url: str | None = None
 
     # Image workers.
     flux_worker_url: HttpUrl | None = None

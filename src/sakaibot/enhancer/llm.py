@@ -69,8 +69,20 @@ def providers_from_settings(settings: Settings) -> list[LlmProvider]:
     elif settings.llm_provider == "gemini":
         ordered = [gemini, openrouter]
     else:
-        ordered = []
-    return [provider for provider in ordered if provider is not None]
+        return []
+    configured = [provider for provider in ordered if provider is not None]
+    if not configured and settings.llm_dev_url is not None:
+        # `sakaibot chat --local`: the development worker's stand-in LLM, only
+        # when no real one is configured.
+        return [
+            LlmProvider(
+                name="development LLM",
+                base_url=settings.llm_dev_url,
+                api_key=SecretStr("development"),
+                model="sakaibot-dev",
+            )
+        ]
+    return configured
 
 
 class LlmEnhancer:
