@@ -15,18 +15,19 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from sakaibot.bot import ImageBot
+from sakaibot.breaker import Breakers, BreakerSettings
 from sakaibot.cache import ResultCache
 from sakaibot.chat.port import ChatPort
 from sakaibot.enhancer import PromptEnhancer
 from sakaibot.generation import ImageGenerator
 from sakaibot.jobs import JobIdFactory, random_job_id
 from sakaibot.limits import SlidingWindowLimiter
-from sakaibot.models import ModelRegistry
+from sakaibot.models import ModelRegistry, ModelSpec
 from sakaibot.pipeline import JobOutcome, JobPipeline, OutcomeListener
 from sakaibot.queues import JobQueues
 from sakaibot.recovery import Recovery
 from sakaibot.settings import Settings
-from sakaibot.status import RESTARTING_TEXT, StatusScheduler, show_place
+from sakaibot.status import RESTARTING_TEXT, StatusScheduler, paused_text, show_place
 from sakaibot.store import Store
 from sakaibot.store.images import ImageFiles
 from sakaibot.store.sqlite import SqliteStore
@@ -176,6 +177,13 @@ def build_app(
         def edit_interval_s(chat_id: str) -> float:
             return interval_s
 
+    breakers = Breakers(
+        BreakerSettings(
+            failure_threshold=settings.breaker_failure_threshold,
+            cooldown_s=settings.breaker_cooldown_s,
+        ),
+        clock,
+    )
     status = StatusScheduler(
         chat,
         edit_interval_s=edit_interval_s,
@@ -211,6 +219,9 @@ def build_app(
         images=images,
         wall_clock=wall_clock,
         cache=cache,
+        breakers=breakers,
+        registry=registry,
+        on_model_paused=lambda model, retry_after_s: tell_paused(model, retry_after_s),
     )
     queues = JobQueues(
         registry,
@@ -220,6 +231,13 @@ def build_app(
         on_position=partial(show_place, status),
         clock=clock,
     )
+
+    def tell_paused(model: ModelSpec, retry_after_s: float) -> None:
+        # Everyone waiting for the model hears it once, with when it is tried again.
+        text = paused_text(model.display_name, retry_after_s)
+        for job in queues.waiting_jobs(model.name):
+            status.show(job.id, chat_id=job.chat_id, reply_to=job.reply_to, text=text)
+
     bot = ImageBot(
         registry=registry,
         max_prompt_chars=settings.image_prompt_max_chars,
@@ -236,6 +254,7 @@ def build_app(
         cache=cache,
         images=images,
         wall_clock=wall_clock,
+        breakers=breakers,
     )
     recovery = Recovery(
         store=store,

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
+from sakaibot.breaker import Breakers, BreakerState
 from sakaibot.cache import ResultCache
 from sakaibot.captions import CaptionFacts, build_caption
 from sakaibot.chat.port import ChatPort, IncomingMessage, OutgoingImage
@@ -37,6 +38,7 @@ from sakaibot.errors import (
     ChatError,
     ImageGone,
     JobCancelled,
+    ModelUnavailable,
     NothingToRetry,
     OwnerOnly,
     RateLimited,
@@ -49,8 +51,8 @@ from sakaibot.errors import (
 )
 from sakaibot.jobs import Job, JobIdFactory, decode_request, job_record
 from sakaibot.limits import SlidingWindowLimiter
-from sakaibot.models import ModelRegistry
-from sakaibot.pipeline import JobOutcome, JobPipeline, OutcomeListener
+from sakaibot.models import ModelRegistry, ModelSpec
+from sakaibot.pipeline import JobOutcome, JobPipeline, OutcomeListener, usable_fallback
 from sakaibot.queues import JobQueues
 from sakaibot.reports import compute_stats, format_history, format_stats
 from sakaibot.status import StatusScheduler, failed_text, show_place
@@ -92,6 +94,7 @@ class ImageBot:
         images: ImageFiles | None = None,
         wall_clock: Callable[[], float] = time.time,
         stats_days_default: int = 7,
+        breakers: Breakers | None = None,
     ) -> None:
         self._registry = registry
         self._max_prompt_chars = max_prompt_chars
@@ -109,6 +112,7 @@ class ImageBot:
         self._images = images
         self._wall_clock = wall_clock
         self._stats_days_default = stats_days_default
+        self._breakers = breakers
 
     async def handle(self, message: IncomingMessage) -> bool:
         """Act on ``message``; ``False`` when it was not an ``/image`` command."""
@@ -159,6 +163,7 @@ class ImageBot:
         if denial is not None:
             raise RateLimited(denial.retry_after_s, denial.window.limit, denial.window.window_s)
         if hit is None:
+            self._check_breaker(model, request)
             self._queues.check_admission(model.name, message.user_id)
         job = Job(
             id=job_id,
@@ -194,6 +199,18 @@ class ImageBot:
         if place is not None:
             show_place(self._status, job, place)
             logger.info("job %s queued: %s at position %d", job.id, model.name, place.position)
+
+    def _check_breaker(self, model: ModelSpec, request: ImageRequest) -> None:
+        """While a model is paused, new requests hear so at once (unless a fallback takes them)."""
+        if self._breakers is None:
+            return
+        breaker = self._breakers.get(model.name)
+        if breaker.state is not BreakerState.OPEN:
+            return
+        fallback = usable_fallback(model, request.options, self._registry)
+        if fallback is not None and self._breakers.get(fallback.name).state is BreakerState.CLOSED:
+            return  # it will be made by the fallback
+        raise ModelUnavailable(model.display_name, breaker.retry_after_s())
 
     async def _fresh_job_id(self) -> str:
         while True:

@@ -19,6 +19,7 @@ so the wording lives here and nowhere else::
     │   ├── TooManyPending           the user has too many jobs waiting
     │   ├── NothingToCancel          /image cancel found no waiting job
     │   ├── NothingToRetry           /image retry found no kept image
+    │   ├── ModelUnavailable         the model's circuit breaker is open
     │   ├── OwnerOnly                an owner command from someone else
     │   ├── UnknownJob               again/resend named no job of this user
     │   └── ImageGone                resend: the image is no longer kept
@@ -444,6 +445,31 @@ class DeliveryFailed(ChatError):
         return (
             "The image was made but could not be sent. It is kept for "
             f"{format_wait(self.kept_for_s)}: send /image retry {self.job_id} to try again."
+        )
+
+
+class ModelUnavailable(RequestRejected):
+    """The model's circuit breaker is open: new requests are refused at once."""
+
+    kind = "model_unavailable"
+
+    def __init__(self, model: str, retry_after_s: float, fallback: str | None = None) -> None:
+        super().__init__(f"{model} paused for {retry_after_s:.0f} s")
+        self.model = model
+        self.retry_after_s = retry_after_s
+        self.fallback = fallback
+
+    @property
+    def user_message(self) -> str:
+        other = f"use {self.fallback}" if self.fallback else "use another model (/image models)"
+        if self.retry_after_s <= 0:  # half-open: the test image is still being made
+            return (
+                f"The {self.model} worker has been failing; a test image is being made to "
+                f"see whether it is back. Try again in a minute, or {other}."
+            )
+        return (
+            f"The {self.model} worker is failing right now, so new {self.model} images are "
+            f"paused for about {format_wait(self.retry_after_s)}. Try again then, or {other}."
         )
 
 

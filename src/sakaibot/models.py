@@ -56,6 +56,8 @@ class ModelSpec:
     typical_duration_s: float = 10.0
     #: A model name as people write it in captions.
     label: str = ""
+    #: Another model to use while this one's circuit breaker is open.
+    fallback: str | None = None
 
     @property
     def display_name(self) -> str:

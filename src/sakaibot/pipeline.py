@@ -18,10 +18,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 
+from sakaibot.breaker import Breakers, counts_as_unavailable
 from sakaibot.cache import CacheHit, ResultCache
 from sakaibot.captions import CaptionFacts, build_caption
 from sakaibot.chat.port import ChatPort, OutgoingImage
-from sakaibot.commands import STYLE_WORDS, ImageRequest
+from sakaibot.commands import STYLE_WORDS, ImageOptions, ImageRequest
 from sakaibot.enhancer import EnhancedPrompt, PromptEnhancer
 from sakaibot.errors import (
     CHARGED_ERRORS,
@@ -34,13 +35,14 @@ from sakaibot.errors import (
 from sakaibot.generation import GeneratedImage, GenerationParams, ImageGenerator
 from sakaibot.jobs import Job, JobState
 from sakaibot.limits import SlidingWindowLimiter
-from sakaibot.models import ASPECT_RATIOS
+from sakaibot.models import ASPECT_RATIOS, ModelRegistry, ModelSpec
 from sakaibot.status import (
     ENHANCING_TEXT,
     SENDING_TEXT,
     StatusScheduler,
     failed_text,
     generating_text,
+    paused_text,
 )
 from sakaibot.store import JobStates, Store
 from sakaibot.store.images import ImageFiles
@@ -91,6 +93,37 @@ class JobOutcome:
 OutcomeListener = Callable[[JobOutcome], None]
 
 
+#: How often a job waiting for a half-open model checks whether the probe is done.
+_PROBE_POLL_S = 1.0
+
+
+def model_label(job: Job, model: ModelSpec) -> str:
+    """How the caption names the model that made the image."""
+    if model is job.model:
+        return job.model.display_name
+    return f"{model.display_name} (fallback for {job.model.display_name})"
+
+
+def usable_fallback(
+    model: ModelSpec, options: ImageOptions, registry: ModelRegistry | None
+) -> ModelSpec | None:
+    """``model``'s fallback, if it exists and takes every flag the request uses."""
+    if registry is None or model.fallback is None:
+        return None
+    fallback = registry.get(model.fallback)
+    if fallback is None or fallback is model:
+        return None
+    needed = {
+        "ar": options.aspect_ratio is not None,
+        "seed": options.seed is not None,
+        "neg": options.negative_prompt is not None,
+        "steps": options.steps is not None,
+    }
+    if any(used and not fallback.supports(flag) for flag, used in needed.items()):
+        return None
+    return fallback
+
+
 def styled_prompt(prompt: str, request: ImageRequest) -> str:
     """Append the ``--style`` words, whoever wrote the prompt."""
     style = request.options.style
@@ -132,6 +165,9 @@ class JobPipeline:
         images: ImageFiles | None = None,
         wall_clock: Callable[[], float] = time.time,
         cache: ResultCache | None = None,
+        breakers: Breakers | None = None,
+        registry: ModelRegistry | None = None,
+        on_model_paused: Callable[[ModelSpec, float], None] | None = None,
     ) -> None:
         self._generator = generator
         self._enhancer = enhancer
@@ -147,6 +183,9 @@ class JobPipeline:
         self._images = images
         self._wall_clock = wall_clock
         self._cache = cache
+        self._breakers = breakers
+        self._registry = registry
+        self._on_model_paused = on_model_paused
         #: Uploads under way, and the job each one delivers.
         self._deliveries: dict[asyncio.Task[None], Job] = {}
 
@@ -179,6 +218,7 @@ class JobPipeline:
             if hit is not None:
                 await self.deliver_cached(job, hit)
                 return
+        model = await self._model_for(job)
         if request.options.raw or self._enhancer is None:
             enhanced = EnhancedPrompt(text=request.prompt)
         else:
@@ -188,15 +228,52 @@ class JobPipeline:
         prompt_used = styled_prompt(enhanced.text, request)
 
         step_started_s = self._step(job, JobState.GENERATING, step_started_s)
-        self._show(job, generating_text(job.model.display_name))
-        result = await self._generator.generate(job.model, generation_params(prompt_used, request))
+        label = model_label(job, model)
+        self._show(job, generating_text(label))
+        result = await self._generator.generate(model, generation_params(prompt_used, request))
+        self._report_to_breaker(model, result.error if not result.success else None)
         if not result.success or result.data is None:
             error = result.error or SakaiBotError("generator returned no image")
             self.fail(job, error)
             return
         image = result.data
 
-        await self.hand_over(job, image, enhanced.source, prompt_used, step_started_s)
+        await self.hand_over(
+            job, image, enhanced.source, prompt_used, step_started_s, model_label=label
+        )
+
+    async def _model_for(self, job: Job) -> ModelSpec:
+        """The model to generate with: the job's own, or its fallback while the
+        job's model is paused by its circuit breaker; else wait for the probe."""
+        if self._breakers is None:
+            return job.model
+        told = False
+        while True:
+            breaker = self._breakers.get(job.model.name)
+            if breaker.allow():
+                return job.model
+            fallback = usable_fallback(job.model, job.request.options, self._registry)
+            if fallback is not None and self._breakers.get(fallback.name).allow():
+                return fallback
+            if not told:
+                self._show(job, paused_text(job.model.display_name, breaker.retry_after_s()))
+                told = True
+            await self._sleep(max(breaker.retry_after_s(), _PROBE_POLL_S))
+
+    def _report_to_breaker(self, model: ModelSpec, error: SakaiBotError | None) -> None:
+        if self._breakers is None:
+            return
+        breaker = self._breakers.get(model.name)
+        if error is None:
+            if breaker.record_success():
+                logger.info("%s is back: its circuit breaker closed", model.name)
+            return
+        if breaker.record_failure(counts=counts_as_unavailable(error)):
+            logger.warning(
+                "%s keeps failing: paused for %.0f s", model.name, breaker.retry_after_s()
+            )
+            if self._on_model_paused is not None:
+                self._on_model_paused(model, breaker.retry_after_s())
 
     async def hand_over(
         self,
@@ -209,6 +286,7 @@ class JobPipeline:
         from_cache: bool = False,
         cache_key: str | None = None,
         upload_ref: str | None = None,
+        model_label: str | None = None,
     ) -> None:
         """The image exists: keep it, note that it is being sent, and send it.
 
@@ -228,6 +306,7 @@ class JobPipeline:
                 from_cache=from_cache,
                 cache_key=cache_key,
                 upload_ref=upload_ref,
+                model_label=model_label or job.model.display_name,
             ),
             name=f"deliver-{job.id}",
         )
@@ -245,6 +324,7 @@ class JobPipeline:
         from_cache: bool,
         cache_key: str | None,
         upload_ref: str | None,
+        model_label: str,
     ) -> None:
         """Keep the image, write down that it is being sent, then send it.
 
@@ -282,7 +362,7 @@ class JobPipeline:
             logger.error("job %s: could not note the delivery: %s", job.id, exc)
         caption = build_caption(
             CaptionFacts(
-                model_label=job.model.display_name,
+                model_label=model_label,
                 prompt_source=prompt_source,
                 prompt_used=prompt_used,
                 options=request.options,

@@ -236,6 +236,11 @@ class JobQueues:
             lane.waiting.clear()
         return removed
 
+    def waiting_jobs(self, model_name: str) -> list[Job]:
+        """The jobs waiting for ``model_name``, in order."""
+        lane = self._lanes.get(model_name)
+        return list(lane.waiting) if lane is not None else []
+
     def loads(self) -> list[ModelLoad]:
         return [
             ModelLoad(

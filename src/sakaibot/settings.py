@@ -51,6 +51,7 @@ class ExtraModel(BaseModel):
     concurrency: int = Field(default=1, ge=1, le=32)
     typical_duration_s: float = Field(default=10.0, gt=0)
     label: str = ""
+    fallback: str | None = None
 
     @field_validator("options")
     @classmethod
@@ -106,6 +107,12 @@ class Settings(BaseSettings):
     sdxl_api_key: SecretStr | None = None
     flux_concurrency: int = Field(default=1, ge=1, le=32)
     sdxl_concurrency: int = Field(default=1, ge=1, le=32)
+    #: A model to use while flux (sdxl) is failing, e.g. FLUX_FALLBACK=sdxl.
+    flux_fallback: str | None = None
+    sdxl_fallback: str | None = None
+    #: Consecutive "worker unavailable" failures that pause a model, and for how long.
+    breaker_failure_threshold: int = Field(default=3, ge=1)
+    breaker_cooldown_s: float = Field(default=60.0, ge=0)
     image_models: Annotated[dict[str, ExtraModel], NoDecode] = Field(default_factory=dict)
     worker_connect_timeout_s: float = Field(default=30.0, gt=0)
     worker_read_timeout_s: float = Field(default=120.0, gt=0)
@@ -202,11 +209,21 @@ class Settings(BaseSettings):
         """The models whose worker is configured: built-ins first, then ``IMAGE_MODELS``."""
         specs: list[ModelSpec] = []
         if self.flux_worker_url is not None:
-            specs.append(_builtin("flux", self.flux_worker_url, None, self.flux_concurrency))
+            specs.append(
+                _builtin(
+                    "flux", self.flux_worker_url, None, self.flux_concurrency, self.flux_fallback
+                )
+            )
         # SDXL needs its key too, as in the original design.
         if self.sdxl_worker_url is not None and self.sdxl_api_key is not None:
             specs.append(
-                _builtin("sdxl", self.sdxl_worker_url, self.sdxl_api_key, self.sdxl_concurrency)
+                _builtin(
+                    "sdxl",
+                    self.sdxl_worker_url,
+                    self.sdxl_api_key,
+                    self.sdxl_concurrency,
+                    self.sdxl_fallback,
+                )
             )
         for name, extra in self.image_models.items():
             specs.append(
@@ -220,6 +237,7 @@ class Settings(BaseSettings):
                     concurrency=extra.concurrency,
                     typical_duration_s=extra.typical_duration_s,
                     label=extra.label,
+                    fallback=extra.fallback.lower() if extra.fallback else None,
                 )
             )
         return ModelRegistry(specs)
@@ -247,10 +265,21 @@ class Settings(BaseSettings):
                 "SDXL_WORKER_URL is set but SDXL_API_KEY is not: sdxl is disabled "
                 "until SDXL_API_KEY holds the worker's bearer token."
             )
+        registry = self.model_registry()
+        for model in registry:
+            if model.fallback is not None and (
+                model.fallback == model.name or registry.get(model.fallback) is None
+            ):
+                warnings.append(
+                    f"{model.name}'s fallback '{model.fallback}' is not another configured "
+                    "model, so it is not used."
+                )
         return warnings
 
 
-def _builtin(name: str, url: HttpUrl, api_key: SecretStr | None, concurrency: int) -> ModelSpec:
+def _builtin(
+    name: str, url: HttpUrl, api_key: SecretStr | None, concurrency: int, fallback: str | None
+) -> ModelSpec:
     known = BUILTIN_MODELS[name]
     return ModelSpec(
         name=name,
@@ -262,6 +291,7 @@ def _builtin(name: str, url: HttpUrl, api_key: SecretStr | None, concurrency: in
         concurrency=concurrency,
         typical_duration_s=known.typical_duration_s,
         label=known.label,
+        fallback=fallback.lower() if fallback else None,
     )
 
 

@@ -54,6 +54,15 @@ def generating_text(model_label: str) -> str:
 
 SENDING_TEXT = "📤 Sending…"
 
+
+def paused_text(model_label: str, retry_after_s: float) -> str:
+    back = f"in about {format_wait(retry_after_s)}" if retry_after_s > 0 else "soon"
+    return (
+        f"⏸ The {model_label} worker keeps failing, so {model_label} is paused; it is "
+        f"tried again {back}. Your image stays in line and will be made when it is back."
+    )
+
+
 RESTARTING_TEXT = (
     "⏸ SakaiBot is restarting. Your image is kept and will be made as soon as it is back."
 )
