@@ -247,9 +247,18 @@ class ImageBot:
         job = self._queues.cancel(message.user_id, job_id)
         if job.limiter_stamp is not None:
             self._limiter.refund(job.user_id, job.limiter_stamp)
+        cancelled = JobCancelled("cancelled by the user")
+        # Written down, so a restart does not bring the job back.
+        await self._store.update_job(
+            job.id,
+            state=JobStates.CANCELLED,
+            refunded=True,
+            error_kind=cancelled.kind,
+            error=cancelled.user_message,
+            finished_at_s=self._wall_clock(),
+        )
         self._status.finish(job.id)
         await self._reply(message, f"🚫 Cancelled job {job.id} ({job.model.display_name}).")
-        cancelled = JobCancelled("cancelled by the user")
         self._on_outcome(
             JobOutcome.of_job(job, error_kind=cancelled.kind, error=cancelled.user_message)
         )
@@ -348,7 +357,9 @@ class ImageBot:
             return
         if command.clear:
             removed = await self._cache.clear()
-            await self._reply(message, f"🧹 Cache cleared: {plural(removed, 'entry')} removed.")
+            await self._reply(
+                message, f"🧹 Cache cleared: {plural(removed, 'entry', 'entries')} removed."
+            )
             return
         summary = await self._cache.summary()
         since_s = self._wall_clock() - self._stats_days_default * 86_400
@@ -357,7 +368,7 @@ class ImageBot:
         rate = f"{100 * hits / len(done):.0f}%" if done else "no images yet"
         await self._reply(
             message,
-            f"Result cache: {plural(summary.entries, 'entry')}, "
+            f"Result cache: {plural(summary.entries, 'entry', 'entries')}, "
             f"{summary.size_bytes / 1_000_000:.1f} MB of {summary.max_bytes / 1_000_000:.0f} MB, "
             f"each kept {format_wait(summary.ttl_s)}.\n"
             f"Hit rate over {self._stats_days_default} days: {rate} ({hits} of {len(done)}).\n"

@@ -83,6 +83,20 @@ class ResultCache:
     def enabled(self) -> bool:
         return self._ttl_s > 0 and self._max_bytes > 0
 
+    async def trim(self, keep: str) -> None:
+        """Hold the kept images under the disk cap, whether or not the cache is on.
+
+        Never deletes ``keep`` or an image an unfinished job still needs.
+        """
+        try:
+            if await self._images.size_bytes() > self._max_bytes:
+                await self._images.evict(
+                    protect=await self._store.image_hashes_in_use() | {keep},
+                    max_bytes=self._max_bytes,
+                )
+        except (StoreUnavailable, OSError) as exc:
+            logger.warning("could not trim the kept images: %s", exc)
+
     async def lookup(self, model: str, request: ImageRequest) -> CacheHit | None:
         if not self.enabled or request.options.fresh:
             return None
@@ -134,11 +148,6 @@ class ResultCache:
         )
         try:
             await self._store.cache_put(entry)
-            if await self._images.size_bytes() > self._max_bytes:
-                await self._images.evict(
-                    protect=await self._store.image_hashes_in_use() | {image_hash},
-                    max_bytes=self._max_bytes,
-                )
         except (StoreUnavailable, OSError) as exc:
             logger.warning("could not keep a result in the cache: %s", exc)
             return None
@@ -166,10 +175,9 @@ class ResultCache:
         )
 
     async def clear(self) -> int:
-        """Forget every entry and delete the images no unfinished job needs."""
+        """Forget every entry. The images stay for ``/image resend`` (within the disk cap)."""
         entries = await self._store.cache_entries()
         await self._store.cache_delete([entry.key for entry in entries])
-        await self._images.evict(protect=await self._store.image_hashes_in_use(), max_bytes=0)
         return len(entries)
 
 

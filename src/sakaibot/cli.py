@@ -11,6 +11,7 @@ import asyncio
 import logging
 import secrets
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -266,15 +267,21 @@ async def _run_generate(args: argparse.Namespace, settings: Settings, out: TextI
         out, out_dir=output.parent, jsonl=False, echo_input=False, image_path=output
     )
     outcomes: list[Any] = []
-    app = build_app(settings, console, on_outcome=outcomes.append, edit_interval_s=lambda _: 0.0)
-    await app.start()
-    try:
-        message = console.incoming(f"/image={args.model}={args.prompt}")
-        assert message is not None
-        await app.bot.handle(message)
-        await app.drain()
-    finally:
-        await app.aclose()
+    # A one-off image has nothing to recover and must not pick up a running
+    # bot's jobs: it works in a scratch data folder of its own.
+    with tempfile.TemporaryDirectory(prefix="sakaibot-generate-") as scratch:
+        settings = settings.model_copy(update={"sakaibot_data_dir": Path(scratch)})
+        app = build_app(
+            settings, console, on_outcome=outcomes.append, edit_interval_s=lambda _: 0.0
+        )
+        await app.start()
+        try:
+            message = console.incoming(f"/image={args.model}={args.prompt}")
+            assert message is not None
+            await app.bot.handle(message)
+            await app.drain()
+        finally:
+            await app.aclose()
     ok = bool(outcomes) and all(outcome.ok for outcome in outcomes)
     return EXIT_OK if ok else EXIT_FAILED
 
@@ -336,7 +343,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     """Entry point of the ``sakaibot`` console script; returns the exit code."""
     out = out or sys.stdout
     args = _build_parser().parse_args(argv)
-    from sakaibot.errors import ConfigError, SakaiBotError
+    from sakaibot.errors import ConfigError, SakaiBotError, StoreUnavailable
 
     worker: DevWorker | None = None
     try:
@@ -382,6 +389,10 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         raise AssertionError(f"unhandled command {args.command}")
     except ConfigError as exc:
         sys.stderr.write(exc.user_message + "\n")
+        return EXIT_CONFIG
+    except StoreUnavailable as exc:
+        # The chat message is for users; the operator needs the reason.
+        sys.stderr.write(f"SakaiBot cannot use its data: {exc}\n")
         return EXIT_CONFIG
     except SakaiBotError as exc:
         sys.stderr.write(exc.user_message + "\n")

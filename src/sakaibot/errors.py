@@ -61,9 +61,9 @@ def format_wait(seconds: float) -> str:
     return f"{hours} h" if minutes == 0 else f"{hours} h {minutes} min"
 
 
-def plural(count: int, noun: str) -> str:
-    """``1 image``, ``2 images``."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """``1 image``, ``2 images``; ``many`` for irregular plurals (``entries``)."""
+    return f"{count} {noun}" if count == 1 else f"{count} {many or noun + 's'}"
 
 
 class SakaiBotError(Exception):

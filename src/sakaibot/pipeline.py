@@ -334,6 +334,8 @@ class JobPipeline:
         request = job.request
         try:
             digest = await self._images.put(image) if self._images is not None else None
+            if self._cache is not None and digest is not None:
+                await self._cache.trim(keep=digest)
             if self._cache is not None and not from_cache and digest is not None:
                 cache_key = await self._cache.remember(
                     job.model.name,

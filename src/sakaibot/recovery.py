@@ -141,6 +141,8 @@ class Recovery:
         show_place(self.status, job, place)
 
     async def _give_up(self, record: JobRecord, error: SakaiBotError) -> None:
+        if not record.refunded:
+            self.limiter.refund(record.user_id, record.created_at_s)
         await self.store.update_job(
             record.id,
             state=JobStates.FAILED,

@@ -220,3 +220,14 @@ async def test_stats_and_cache_are_for_the_owner(bot: Bot) -> None:
     await bot.settle()
     assert len(bot.generator.calls) == 2  # after clearing, generated anew
     assert re.search(r"#[0-9a-f]{6}", bot.chat.of_kind("image")[-1].text)
+
+
+async def test_clearing_the_cache_keeps_images_for_resend(bot: Bot) -> None:
+    await bot.say("/image=flux=a red fox")
+    await bot.say("/image=flux=a blue whale")
+    await bot.settle()
+    cleared = await bot.say("/image cache clear")
+    assert bot.replies(cleared) == ["🧹 Cache cleared: 2 entries removed."]
+    resend = await bot.say(f"/image resend {bot.outcomes[0].job_id}")
+    await bot.settle()
+    assert bot.chat.of_kind("image")[-1].reply_to == resend

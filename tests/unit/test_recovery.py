@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from sakaibot.app import App, build_app
 from sakaibot.chat.port import IncomingMessage
 from sakaibot.pipeline import JobOutcome
@@ -202,3 +204,40 @@ async def test_a_job_whose_model_is_gone_is_told_so(tmp_path: Path) -> None:
         ]
         * 2
     )
+
+
+async def test_a_cancelled_job_stays_cancelled_after_a_restart(tmp_path: Path) -> None:
+    clock = FakeClock()
+    chat = RecordingChat(clock=clock)
+    first, _ = make_app(tmp_path, chat, FakeGenerator(gate=asyncio.Event()), clock)
+    await first.start()
+    await say(first, 1, "/image=flux=running")
+    await say(first, 2, "/image=flux=cancel me", user="bob")
+    await say(first, 3, "/image cancel", user="bob")
+    await crash(first)
+
+    generator = FakeGenerator()
+    second, outcomes = make_app(tmp_path, chat, generator, clock)
+    await second.start()
+    await asyncio.wait_for(second.drain(), timeout=5)
+    await second.aclose()
+    assert [params.prompt for _, params in generator.calls] == ["enhanced: running"]
+    assert [o.reply_to for o in outcomes] == [1]
+
+
+async def test_one_data_folder_serves_one_bot(tmp_path: Path) -> None:
+    from sakaibot.errors import StoreUnavailable
+
+    clock = FakeClock()
+    first, _ = make_app(tmp_path, RecordingChat(clock=clock), FakeGenerator(), clock)
+    second, _ = make_app(tmp_path, RecordingChat(clock=clock), FakeGenerator(), clock)
+    await first.start()
+    try:
+        with pytest.raises(StoreUnavailable, match="another SakaiBot is already using"):
+            await second.start()
+    finally:
+        await first.aclose()
+        await second.aclose()
+    third, _ = make_app(tmp_path, RecordingChat(clock=clock), FakeGenerator(), clock)
+    await third.start()  # free again once the first has stopped
+    await third.aclose()

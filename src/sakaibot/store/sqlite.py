@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import fcntl
 import logging
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from sakaibot.errors import StoreUnavailable
 from sakaibot.store import CacheEntry, JobRecord, JobStates
@@ -121,6 +122,7 @@ class SqliteStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sakaibot-store")
         self._connection: sqlite3.Connection | None = None
         self._closed = False
+        self._lock: IO[str] | None = None
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -141,11 +143,27 @@ class SqliteStore:
     async def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
         return await asyncio.wrap_future(self._submit(work))
 
+    def _lock_sync(self) -> None:
+        """One process per data file: two bots on one store would both recover its jobs."""
+        lock_path = self._path.with_name(f"{self._path.name}.lock")
+        handle = lock_path.open("w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise StoreUnavailable(
+                f"another SakaiBot is already using {self._path.parent}; stop it first, "
+                "or give this one its own SAKAIBOT_DATA_DIR"
+            ) from None
+        self._lock = handle
+
     def _open_sync(self) -> None:
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_sync()
             connection = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
         except (sqlite3.Error, OSError) as exc:
+            self._unlock_sync()
             raise StoreUnavailable(f"cannot open {self._path}: {exc}") from exc
         try:
             connection.row_factory = sqlite3.Row
@@ -155,12 +173,19 @@ class SqliteStore:
             migrate(connection)
         except (sqlite3.Error, OSError) as exc:
             connection.close()
+            self._unlock_sync()
             raise StoreUnavailable(f"cannot open {self._path}: {exc}") from exc
         except BaseException:
             # A newer schema (StoreUnavailable from migrate): do not leak the connection.
             connection.close()
+            self._unlock_sync()
             raise
         self._connection = connection
+
+    def _unlock_sync(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases the lock
+            self._lock = None
 
     async def open(self) -> None:
         await asyncio.wrap_future(self._executor.submit(self._open_sync))
@@ -174,6 +199,7 @@ class SqliteStore:
             if self._connection is not None:
                 self._connection.close()
                 self._connection = None
+            self._unlock_sync()
 
         await asyncio.wrap_future(self._executor.submit(close_sync))
         self._executor.shutdown(wait=True)
