@@ -78,6 +78,18 @@ class ResultCache:
         self._ttl_s = ttl_s
         self._max_bytes = max_bytes
         self._clock = clock
+        #: The keys in the store, read once: a miss (the common case) then costs
+        #: no store call at all.
+        self._known_keys: set[str] | None = None
+
+    async def _knows(self, key: str) -> bool:
+        if self._known_keys is None:
+            self._known_keys = {entry.key for entry in await self._store.cache_entries()}
+        return key in self._known_keys
+
+    def _forget_key(self, key: str) -> None:
+        if self._known_keys is not None:
+            self._known_keys.discard(key)
 
     @property
     def enabled(self) -> bool:
@@ -102,15 +114,20 @@ class ResultCache:
             return None
         key = cache_key(model, request)
         try:
+            if not await self._knows(key):
+                return None
             entry = await self._store.cache_get(key)
             if entry is None:
+                self._forget_key(key)
                 return None
             if entry.created_at_s < self._clock() - self._ttl_s:
                 await self._store.cache_delete([key])
+                self._forget_key(key)
                 return None
             image = await self._images.get(entry.image_hash, entry.image_ext)
             if image is None:  # evicted from disk
                 await self._store.cache_delete([key])
+                self._forget_key(key)
                 return None
             await self._store.cache_touch(key, self._clock(), upload_ref=None, hit=True)
         except StoreUnavailable as exc:
@@ -148,6 +165,8 @@ class ResultCache:
         )
         try:
             await self._store.cache_put(entry)
+            if self._known_keys is not None:
+                self._known_keys.add(key)
         except (StoreUnavailable, OSError) as exc:
             logger.warning("could not keep a result in the cache: %s", exc)
             return None
@@ -178,6 +197,7 @@ class ResultCache:
         """Forget every entry. The images stay for ``/image resend`` (within the disk cap)."""
         entries = await self._store.cache_entries()
         await self._store.cache_delete([entry.key for entry in entries])
+        self._known_keys = set()
         return len(entries)
 
 

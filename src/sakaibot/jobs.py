@@ -6,7 +6,7 @@ import asyncio
 import json
 import secrets
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from sakaibot.commands import ImageOptions, ImageRequest, Style
@@ -82,7 +82,11 @@ class Job:
 
 def encode_request(request: ImageRequest) -> str:
     """The request as JSON, to keep in the store and run again after a restart."""
-    return json.dumps(asdict(request), ensure_ascii=False)
+    # vars() rather than dataclasses.asdict(): the fields are plain values, and
+    # asdict's deep copy is measurable on the path every job takes.
+    data = dict(vars(request))
+    data["options"] = dict(vars(request.options))
+    return json.dumps(data, ensure_ascii=False)
 
 
 def decode_request(text: str) -> ImageRequest:

@@ -35,6 +35,8 @@ Sleep = Callable[[float], Awaitable[None]]
 #: Spacing of new status messages in one chat, about Telegram's one message per
 #: second per chat; edits of existing ones follow the (longer) edit interval.
 SEND_GAP_S = 1.0
+#: A sleeping lane is only woken for a change that may go this much sooner.
+_WAKE_MARGIN_S = 0.05
 
 
 # -- the texts of the status flow ----------------------------------------------
@@ -175,7 +177,8 @@ class StatusScheduler:
         # waits for the same slot anyway, and waking for nothing costs CPU.
         self._kick(
             lane,
-            wake=status.message_id is None and lane.next_send_at_s < lane.paused_until_s,
+            wake=status.message_id is None
+            and lane.next_send_at_s < lane.paused_until_s - _WAKE_MARGIN_S,
         )
 
     def adopt(
@@ -200,9 +203,14 @@ class StatusScheduler:
                 return
             raise KeyError(f"no status for {key}; call show() first")
         status = lane.statuses[key]
+        lane.paced.pop(key, None)
+        if final_text is None and status.message_id is None:
+            # Never shown, nothing to remove: the chat needs no operation at all.
+            del lane.statuses[key]
+            del self._index[key]
+            return
         status.finishing = True
         status.final_text = final_text
-        lane.paced.pop(key, None)
         lane.urgent.setdefault(key, None)
         self._kick(lane)
 

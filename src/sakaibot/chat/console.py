@@ -8,6 +8,7 @@ shapes are documented in ``docs/image-generation/commands.md``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
@@ -19,6 +20,14 @@ from sakaibot.pipeline import JobOutcome
 CONSOLE_CHAT_ID = "console"
 DEFAULT_USER = "you"
 _SENDER_RE = re.compile(r"^@(?P<name>[\w.-]{1,32})\s+(?P<text>.*)$", re.DOTALL)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` so that ``path`` is either absent or whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.partial")
+    partial.write_bytes(data)
+    partial.replace(path)
 
 
 class ConsoleChat:
@@ -128,10 +137,8 @@ class ConsoleChat:
             path = self._image_path.with_suffix(image.image.extension)
         else:
             path = self._out_dir / image.filename
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.name}.partial")
-        partial.write_bytes(image.image.data)
-        partial.replace(path)
+        # Disk writes leave the event loop: a slow disk must not hold up the queues.
+        await asyncio.to_thread(_write_atomically, path, image.image.data)
         message_id = self._next_id()
         kind = "file" if image.as_file else "photo"
         size_kb = image.image.size_bytes / 1024

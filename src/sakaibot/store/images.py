@@ -90,6 +90,8 @@ class ImageFiles:
         return self._size_bytes
 
     async def size_bytes(self) -> int:
+        if self._size_bytes is not None:  # known: no need to leave the event loop
+            return self._size_bytes
         return await asyncio.to_thread(self._size_sync)
 
     def _evict_sync(self, protect: set[str], max_bytes: int) -> int:

@@ -207,8 +207,7 @@ class SqliteStore:
     # -- jobs --------------------------------------------------------------------
 
     async def add_job(self, record: JobRecord) -> None:
-        values = dataclasses.asdict(record)
-        del values["seq"]
+        values = {name: getattr(record, name) for name in _JOB_FIELDS if name != "seq"}
         columns = ", ".join(values)
         marks = ", ".join(f":{name}" for name in values)
 
@@ -318,7 +317,7 @@ class SqliteStore:
         return await self._call(get)
 
     async def cache_put(self, entry: CacheEntry) -> None:
-        values = dataclasses.asdict(entry)
+        values = {name: getattr(entry, name) for name in _CACHE_FIELDS}
         columns = ", ".join(values)
         marks = ", ".join(f":{name}" for name in values)
 
