@@ -15,6 +15,8 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_MAX_COUNT = 1_000_000
+_MAX_WINDOW_S = 365 * 86400
 _WINDOW_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([smhd])\s*$", re.IGNORECASE)
 
 
@@ -46,7 +48,13 @@ def parse_limit_spec(spec: str) -> list[RateWindow]:
         multiple = int(match.group(2) or "1")
         if count < 1 or multiple < 1:
             raise ValueError(f"{part.strip()!r}: count and window must be at least 1")
-        windows.append(RateWindow(limit=count, window_s=float(multiple * _UNIT_S[match.group(3)])))
+        window_s = multiple * _UNIT_S[match.group(3)]
+        if count > _MAX_COUNT or window_s > _MAX_WINDOW_S:
+            raise ValueError(
+                f"{part.strip()!r} is out of range: at most {_MAX_COUNT} requests "
+                "in a window of at most 365d"
+            )
+        windows.append(RateWindow(limit=count, window_s=float(window_s)))
     return windows
 
 

@@ -72,6 +72,8 @@ class Settings(BaseSettings):
         extra="ignore",
         case_sensitive=False,
         hide_input_in_errors=True,
+        # `inf` as a timeout would mean "never"; say so instead of accepting it.
+        allow_inf_nan=False,
     )
 
     # Telegram (used by `sakaibot login` / `sakaibot run`).
@@ -182,7 +184,10 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_models(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return json.loads(value) if value.strip() else {}
+            try:
+                return json.loads(value) if value.strip() else {}
+            except RecursionError:
+                raise ValueError("nested too deeply; it is a JSON object of models") from None
         return value
 
     @field_validator(
