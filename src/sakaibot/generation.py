@@ -24,6 +24,9 @@ class GenerationParams:
     height: int | None = None
     seed: int | None = None
     steps: int | None = None
+    #: The job this request belongs to; lets a shared queue see a repeated request
+    #: (a front end restarted mid-generation) as the same one. Workers ignore it.
+    request_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 from sakaibot.breaker import Breakers, counts_as_unavailable
@@ -230,7 +230,8 @@ class JobPipeline:
         step_started_s = self._step(job, JobState.GENERATING, step_started_s)
         label = model_label(job, model)
         self._show(job, generating_text(label))
-        result = await self._generator.generate(model, generation_params(prompt_used, request))
+        params = replace(generation_params(prompt_used, request), request_id=job.id)
+        result = await self._generator.generate(model, params)
         self._report_to_breaker(model, result.error if not result.success else None)
         if not result.success or result.data is None:
             error = result.error or SakaiBotError("generator returned no image")
