@@ -56,7 +56,7 @@ from sakaibot.pipeline import JobOutcome, JobPipeline, OutcomeListener, usable_f
 from sakaibot.queues import JobQueues
 from sakaibot.reports import compute_stats, format_history, format_stats
 from sakaibot.status import StatusScheduler, failed_text, show_place
-from sakaibot.store import JobRecord, JobStates, Store
+from sakaibot.store import JobRecord, JobStates, Store, ended
 from sakaibot.store.images import ImageFiles
 from sakaibot.undelivered import UndeliveredImages
 
@@ -251,11 +251,13 @@ class ImageBot:
         # Written down, so a restart does not bring the job back.
         await self._store.update_job(
             job.id,
-            state=JobStates.CANCELLED,
-            refunded=True,
-            error_kind=cancelled.kind,
-            error=cancelled.user_message,
-            finished_at_s=self._wall_clock(),
+            **ended(
+                JobStates.CANCELLED,
+                at_s=self._wall_clock(),
+                refunded=True,
+                kind=cancelled.kind,
+                message=cancelled.user_message,
+            ),
         )
         self._status.finish(job.id)
         await self._reply(message, f"🚫 Cancelled job {job.id} ({job.model.display_name}).")

@@ -44,7 +44,7 @@ from sakaibot.status import (
     generating_text,
     paused_text,
 )
-from sakaibot.store import JobStates, Store
+from sakaibot.store import JobStates, Store, ended
 from sakaibot.store.images import ImageFiles
 from sakaibot.undelivered import UndeliveredImages
 
@@ -481,11 +481,13 @@ class JobPipeline:
             self._limiter.refund(job.user_id, job.limiter_stamp)
         self._store.update_job_soon(
             job.id,
-            state=JobStates.CANCELLED if job.state is JobState.CANCELLED else JobStates.FAILED,
-            refunded=refunded,
-            error_kind=error.kind,
-            error=error.user_message,
-            finished_at_s=self._wall_clock(),
+            **ended(
+                JobStates.CANCELLED if job.state is JobState.CANCELLED else JobStates.FAILED,
+                at_s=self._wall_clock(),
+                refunded=refunded,
+                kind=error.kind,
+                message=error.user_message,
+            ),
         )
         logger.info("job %s (%s) failed: %s: %s", job.id, job.model.name, error.kind, error)
         message = error.user_message

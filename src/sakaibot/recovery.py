@@ -24,7 +24,7 @@ from sakaibot.models import ModelRegistry
 from sakaibot.pipeline import JobOutcome, JobPipeline, OutcomeListener
 from sakaibot.queues import JobQueues
 from sakaibot.status import StatusScheduler, failed_text, show_place
-from sakaibot.store import JobRecord, JobStates, Store
+from sakaibot.store import JobRecord, JobStates, Store, ended
 from sakaibot.store.images import ImageFiles
 
 logger = logging.getLogger(__name__)
@@ -145,11 +145,13 @@ class Recovery:
             self.limiter.refund(record.user_id, record.created_at_s)
         await self.store.update_job(
             record.id,
-            state=JobStates.FAILED,
-            refunded=True,
-            error_kind=error.kind,
-            error=error.user_message,
-            finished_at_s=self.wall_clock(),
+            **ended(
+                JobStates.FAILED,
+                at_s=self.wall_clock(),
+                refunded=True,
+                kind=error.kind,
+                message=error.user_message,
+            ),
         )
         if record.status_message_id is None:
             self.status.adopt(record.id, chat_id=record.chat_id, reply_to=record.reply_to)

@@ -58,6 +58,17 @@ class JobRecord:
     seq: int = 0
 
 
+def ended(state: str, *, at_s: float, refunded: bool, kind: str, message: str) -> dict[str, object]:
+    """The fields that record how a job ended without an image (for ``update_job``)."""
+    return {
+        "state": state,
+        "refunded": refunded,
+        "error_kind": kind,
+        "error": message,
+        "finished_at_s": at_s,
+    }
+
+
 @dataclass
 class CacheEntry:
     """A stored result: the same request again is answered with this image."""

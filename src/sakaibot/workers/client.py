@@ -96,6 +96,15 @@ def build_http_client(*, connect_timeout_s: float, read_timeout_s: float) -> htt
     )
 
 
+def _transient(detail: str, model_name: str, response: httpx.Response) -> TransientWorkerError:
+    """A retryable failure that carries the worker's Retry-After, if it sent one."""
+    return TransientWorkerError(
+        detail,
+        model=model_name,
+        retry_after_s=parse_retry_after(response.headers.get("retry-after")),
+    )
+
+
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
     if value is None or not value.strip():
@@ -486,17 +495,9 @@ class WorkerClient:
             if _QUOTA.search(described):
                 raise QuotaExhausted(detail, model=name)
             # 3040 "out of capacity" and plain rate limits: wait and retry.
-            raise TransientWorkerError(
-                detail,
-                model=name,
-                retry_after_s=parse_retry_after(response.headers.get("retry-after")),
-            )
+            raise _transient(detail, name, response)
         if status in _TRANSIENT_STATUSES:
-            raise TransientWorkerError(
-                detail,
-                model=name,
-                retry_after_s=parse_retry_after(response.headers.get("retry-after")),
-            )
+            raise _transient(detail, name, response)
         if 300 <= status < 400:
             raise WorkerBadRequest(
                 f"HTTP {status} redirect: check the worker URL (redirects are not followed)",
@@ -517,20 +518,12 @@ class WorkerClient:
             # what the common worker answers for any Workers AI internal error, and
             # those usually clear on the next try. A 500 that is really permanent
             # costs a few bounded retries, then WorkerGaveUp.
-            raise TransientWorkerError(
-                detail,
-                model=name,
-                retry_after_s=parse_retry_after(response.headers.get("retry-after")),
-            )
+            raise _transient(detail, name, response)
         if status in (501, 505):
             raise WorkerBadRequest(detail, model=name)
         if 500 <= status < 600:
             # Other 5xx, e.g. Cloudflare's 520-527 "origin unreachable/timed out".
-            raise TransientWorkerError(
-                detail,
-                model=name,
-                retry_after_s=parse_retry_after(response.headers.get("retry-after")),
-            )
+            raise _transient(detail, name, response)
         # 1xx/2xx other than 200 (e.g. 204 No Content): no image came back.
         raise InvalidImage(f"{detail} instead of an image", model=model.display_name)
 
