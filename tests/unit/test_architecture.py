@@ -25,6 +25,7 @@ CORE_MODULES = [
     "recovery.py",
     "reports.py",
     "breaker.py",
+    "distributed.py",
     "cache.py",
     "store/__init__.py",
     "settings.py",

@@ -1,0 +1,287 @@
+"""Generation shared through Redis: one FIFO per model for every front end and worker.
+
+With ``REDIS_URL`` set, a front end (``sakaibot run`` or ``sakaibot chat``) still
+accepts commands, keeps its jobs durable and delivers the images itself (only it
+holds the chat), but the generation step goes through a shared queue:
+
+- :class:`RemoteGenerator` is the front end's generator boundary. It puts the
+  request on the model's shared FIFO and waits for the result that comes back
+  to this front end, returning the same ``(success, data, error)`` tuple.
+- :class:`GenerationWorker` (``sakaibot worker``, on any machine) claims
+  requests in FIFO order under a lease, generates, and sends the result back
+  to the front end that asked. A worker that dies loses nothing: its lease
+  runs out and another worker takes the request again.
+
+This module knows nothing of Redis itself; :mod:`sakaibot.redis_backend` is the
+adapter behind the :class:`SharedQueue` protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sakaibot.errors import GenerationError, StoreUnavailable, TransientWorkerError
+from sakaibot.generation import (
+    GeneratedImage,
+    GenerationParams,
+    GenerationResult,
+    ImageGenerator,
+)
+from sakaibot.models import ModelRegistry, ModelSpec
+
+logger = logging.getLogger(__name__)
+
+#: How long a claimed request is a worker's before another may take it.
+DEFAULT_LEASE_S = 120.0
+#: How often an idle worker looks for new requests (and reaps expired leases).
+_IDLE_POLL_S = 0.2
+
+
+class SharedQueue(Protocol):
+    """What the shared queue offers (implemented on Redis)."""
+
+    async def enqueue(
+        self,
+        model: str,
+        job_id: str,
+        payload: str,
+        *,
+        user_id: str,
+        max_waiting: int,
+        max_pending: int,
+    ) -> int: ...
+
+    async def position(self, model: str, job_id: str) -> int | None: ...
+
+    async def claim(
+        self, model: str, worker_id: str, lease_s: float, now_s: float
+    ) -> tuple[str, str] | None: ...
+
+    async def renew(
+        self, model: str, job_id: str, worker_id: str, lease_s: float, now_s: float
+    ) -> bool: ...
+
+    async def complete(self, model: str, job_id: str, worker_id: str, user_id: str) -> bool: ...
+
+    async def reap(self, model: str, now_s: float) -> list[str]: ...
+
+    async def publish_result(
+        self, frontend_id: str, job_id: str, result_json: str, image: bytes | None, ttl_s: float
+    ) -> None: ...
+
+    async def next_result(
+        self, frontend_id: str, timeout_s: float
+    ) -> tuple[str, str, bytes | None] | None: ...
+
+    async def ack_result(self, frontend_id: str, job_id: str) -> None: ...
+
+    async def unacked_results(self, frontend_id: str) -> list[tuple[str, str, bytes | None]]: ...
+
+
+def _encode_params(params: GenerationParams) -> dict[str, object]:
+    return dict(vars(params))
+
+
+def _decode_params(data: dict[str, object]) -> GenerationParams:
+    return GenerationParams(**data)  # type: ignore[arg-type]
+
+
+def _error_from(data: dict[str, object], model: str) -> GenerationError:
+    """A worker's error, rebuilt with the same user message it had there."""
+    kind = str(data.get("error_kind") or "generation")
+    message = str(data.get("error") or "The image worker failed.")
+    return RemoteGenerationError(message, kind=kind, model=model)
+
+
+class RemoteGenerationError(GenerationError):
+    """An error that happened in a worker process, carried back as text and kind."""
+
+    def __init__(self, user_text: str, *, kind: str, model: str) -> None:
+        super().__init__(f"remote: {kind}", model=model)
+        self._user_text = user_text
+        self.kind = kind
+
+    @property
+    def user_message(self) -> str:
+        return self._user_text
+
+
+@dataclass
+class RemoteGenerator:
+    """The generator boundary of a front end whose workers are elsewhere."""
+
+    shared: SharedQueue
+    frontend_id: str
+    max_waiting: int
+    max_pending: int
+    result_ttl_s: float = 3600.0
+    #: Told the request's place in the shared queue while it waits (for status).
+    on_position: Callable[[str, int], None] | None = None
+    _waiting: dict[str, asyncio.Future[tuple[str, bytes | None]]] = field(default_factory=dict)
+    _listener: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._listener = asyncio.create_task(self._listen(), name="remote-results")
+
+    async def aclose(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+
+    async def generate(self, model: ModelSpec, params: GenerationParams) -> GenerationResult:
+        job_id = params.request_id or secrets.token_hex(8)
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[tuple[str, bytes | None]] = loop.create_future()
+        self._waiting[job_id] = answer
+        payload = json.dumps(
+            {"job": job_id, "frontend": self.frontend_id, "params": _encode_params(params)}
+        )
+        try:
+            place = await self.shared.enqueue(
+                model.name,
+                job_id,
+                payload,
+                user_id=self.frontend_id,
+                max_waiting=self.max_waiting,
+                max_pending=self.max_pending,
+            )
+            if self.on_position is not None:
+                self.on_position(job_id, place)
+            result_json, image_bytes = await answer
+        except StoreUnavailable as exc:
+            return GenerationResult(
+                False, None, TransientWorkerError(f"shared queue: {exc}", model=model.display_name)
+            )
+        finally:
+            self._waiting.pop(job_id, None)
+        data = json.loads(result_json)
+        if not data.get("ok") or image_bytes is None:
+            return GenerationResult(False, None, _error_from(data, model.display_name))
+        image = GeneratedImage(
+            data=image_bytes,
+            mime_type=str(data["mime_type"]),
+            extension=str(data["extension"]),
+            width=int(data["width"]),
+            height=int(data["height"]),
+        )
+        return GenerationResult(True, image, None)
+
+    async def _listen(self) -> None:
+        # Results received before a crash and not yet acknowledged come first.
+        for job_id, result_json, image in await self.shared.unacked_results(self.frontend_id):
+            self._settle(job_id, result_json, image)
+        while True:
+            try:
+                received = await self.shared.next_result(self.frontend_id, timeout_s=1.0)
+            except StoreUnavailable as exc:
+                logger.warning("shared queue unreachable; retrying: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            if received is not None:
+                self._settle(*received)
+
+    def _settle(self, job_id: str, result_json: str, image: bytes | None) -> None:
+        waiter = self._waiting.get(job_id)
+        if waiter is not None and not waiter.done():
+            waiter.set_result((result_json, image))
+        # Acknowledged once handed over; a duplicate (a reaped job finished
+        # twice) finds no waiter and is simply dropped.
+        task = asyncio.get_running_loop().create_task(
+            self.shared.ack_result(self.frontend_id, job_id)
+        )
+        task.add_done_callback(_log_failure)
+
+
+@dataclass
+class GenerationWorker:
+    """Claims requests from the shared FIFOs and generates them."""
+
+    shared: SharedQueue
+    registry: ModelRegistry
+    generator: ImageGenerator
+    worker_id: str = field(default_factory=lambda: f"worker-{secrets.token_hex(4)}")
+    lease_s: float = DEFAULT_LEASE_S
+    result_ttl_s: float = 3600.0
+    clock: Callable[[], float] = time.time
+    done: int = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work every configured model until ``stop`` is set (then finish the current job)."""
+        lanes = [
+            asyncio.create_task(self._lane(model, stop), name=f"worker-{model.name}-{n}")
+            for model in self.registry
+            for n in range(model.concurrency)
+        ]
+        await asyncio.gather(*lanes)
+
+    async def _lane(self, model: ModelSpec, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.shared.reap(model.name, self.clock())
+                claimed = await self.shared.claim(
+                    model.name, self.worker_id, self.lease_s, self.clock()
+                )
+            except StoreUnavailable as exc:
+                logger.warning("shared queue unreachable; retrying: %s", exc)
+                claimed = None
+            if claimed is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=_IDLE_POLL_S)
+                continue
+            await self._work(model, *claimed)
+
+    async def _work(self, model: ModelSpec, job_id: str, payload: str) -> None:
+        request = json.loads(payload)
+        params = _decode_params(dict(request["params"]))
+        renewing = asyncio.create_task(self._keep_lease(model, job_id))
+        try:
+            result = await self.generator.generate(model, params)
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+        if result.success and result.data is not None:
+            image = result.data
+            answer: dict[str, object] = {
+                "ok": True,
+                "mime_type": image.mime_type,
+                "extension": image.extension,
+                "width": image.width,
+                "height": image.height,
+            }
+            data: bytes | None = image.data
+        else:
+            error = result.error
+            answer = {
+                "ok": False,
+                "error_kind": error.kind if error else "generation",
+                "error": error.user_message if error else "The image worker failed.",
+            }
+            data = None
+        # Publish first, then complete: a crash in between means the request
+        # runs again and the front end drops the second answer; the other
+        # order could lose the answer.
+        await self.shared.publish_result(
+            str(request["frontend"]), job_id, json.dumps(answer), data, self.result_ttl_s
+        )
+        await self.shared.complete(model.name, job_id, self.worker_id, str(request["frontend"]))
+        self.done += 1
+
+    async def _keep_lease(self, model: ModelSpec, job_id: str) -> None:
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            await self.shared.renew(model.name, job_id, self.worker_id, self.lease_s, self.clock())
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("could not acknowledge a result: %s", task.exception())
