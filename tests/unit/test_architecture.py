@@ -42,6 +42,7 @@ ADAPTERS = {
     "openai": {"enhancer/llm.py"},
     "httpx": {"workers/client.py"},
     "sqlite3": {"store/sqlite.py"},
+    "redis": {"redis_backend.py"},
 }
 
 
