@@ -8,7 +8,10 @@ reads ``os.environ``.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -19,6 +22,7 @@ from pydantic import (
     HttpUrl,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -35,6 +39,146 @@ from sakaibot.models import (
 
 #: The original design's limit: 10 requests per 60 s sliding window.
 DEFAULT_USER_LIMITS = "10/1m"
+
+#: ``TELEGRAM_SERVER``: ``DC_ID@HOST:PORT``, an IPv6 host in brackets.
+_SERVER_FORMAT = re.compile(r"(?P<dc>[0-9]+)@(?P<host>\[[^\[\]]*\]|[^\[\]@:]+):(?P<port>[0-9]+)")
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+#: A PEM public key is well under a kilobyte; anything this large is not one.
+MAX_PUBLIC_KEY_FILE_BYTES = 64 * 1024
+#: MTProto encrypts with 2048-bit RSA keys; a shorter one fails at the first connection.
+MIN_PUBLIC_KEY_BITS = 2048
+_PUBLIC_KEY_HINT = (
+    "give the path of the server's RSA public key, a PEM file that starts with "
+    "-----BEGIN RSA PUBLIC KEY----- or -----BEGIN PUBLIC KEY-----"
+)
+
+
+@dataclass(frozen=True)
+class TelegramServer:
+    """A data centre other than Telegram's production ones (``TELEGRAM_SERVER``).
+
+    ``host`` is bare: an IPv6 address without brackets (as Telethon takes it),
+    an IP address in its compressed form, a host name in lower case.
+    """
+
+    dc_id: int
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> TelegramServer:
+        """``DC_ID@HOST:PORT``, or :class:`ValueError` with one line saying what is wrong."""
+        value = text.strip()
+        problem = (
+            f"{value!r} is not DC_ID@HOST:PORT, e.g. 2@149.154.167.40:443 for "
+            "Telegram's test environment"
+        )
+        match = _SERVER_FORMAT.fullmatch(value)
+        if match is None:
+            raise ValueError(problem)
+        dc_text, host, port_text = match.group("dc", "host", "port")
+        if len(dc_text) > 4 or not 1 <= int(dc_text) <= 1000:
+            raise ValueError(f"{problem} (the DC id is a number from 1 to 1000)")
+        if len(port_text) > 5 or not 1 <= int(port_text) <= 65535:
+            raise ValueError(f"{problem} (the port is a number from 1 to 65535)")
+        bare = _server_host(host)
+        if bare is None:
+            raise ValueError(
+                f"{problem} (the host is an IPv4 address, a host name, or an IPv6 address "
+                "in brackets like [::1])"
+            )
+        return cls(dc_id=int(dc_text), host=bare, port=int(port_text))
+
+    @property
+    def is_ipv6(self) -> bool:
+        return ":" in self.host
+
+    @property
+    def is_ip(self) -> bool:
+        """Whether the host is an IP address (a string session can hold nothing else)."""
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return False
+        return True
+
+    @property
+    def address(self) -> str:
+        """``HOST:PORT``, an IPv6 host in brackets."""
+        host = f"[{self.host}]" if self.is_ipv6 else self.host
+        return f"{host}:{self.port}"
+
+    def __str__(self) -> str:
+        return f"{self.dc_id}@{self.address}"
+
+
+def _server_host(host: str) -> str | None:
+    """The bare, normalised host of ``TELEGRAM_SERVER``, or ``None`` when it is not one."""
+    if host.startswith("["):
+        try:
+            return ipaddress.IPv6Address(host[1:-1]).compressed
+        except ValueError:
+            return None
+    if re.fullmatch(r"[0-9.]+", host):  # looks like IPv4, so it must be a valid one
+        try:
+            return ipaddress.IPv4Address(host).compressed
+        except ValueError:
+            return None
+    name = host.removesuffix(".")
+    if len(name) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in name.split(".")):
+        return None
+    return name.lower()
+
+
+def read_server_public_key(path: Path) -> bytes:
+    """The RSA public key in ``path`` as PKCS#1 PEM, the form Telethon registers.
+
+    PKCS#1 (``BEGIN RSA PUBLIC KEY``) and SubjectPublicKeyInfo (``BEGIN PUBLIC
+    KEY``) are both read. Anything else is a :class:`ValueError` with one line
+    saying what is wrong and what to do.
+    """
+    import rsa  # Telethon's own RSA library; only needed when a key is configured
+
+    try:
+        if not path.exists():
+            raise ValueError(f"there is no file {path}; {_PUBLIC_KEY_HINT}")
+        if path.is_dir():
+            raise ValueError(f"{path} is a folder, not a file; {_PUBLIC_KEY_HINT}")
+        if not path.is_file():
+            raise ValueError(f"{path} is not a regular file; {_PUBLIC_KEY_HINT}")
+        with path.open("rb") as handle:
+            data = handle.read(MAX_PUBLIC_KEY_FILE_BYTES + 1)
+    except PermissionError:
+        raise ValueError(
+            f"{path} cannot be read (permission denied); let the user that runs SakaiBot "
+            f"read it, e.g. chmod 644 {path}"
+        ) from None
+    except OSError as exc:
+        raise ValueError(
+            f"{path} cannot be read ({exc.strerror or type(exc).__name__}); {_PUBLIC_KEY_HINT}"
+        ) from None
+    key: rsa.PublicKey | None = None
+    if len(data) <= MAX_PUBLIC_KEY_FILE_BYTES:
+        for load in (rsa.PublicKey.load_pkcs1, rsa.PublicKey.load_pkcs1_openssl_pem):
+            try:
+                key = load(data)
+                break
+            except Exception:  # rsa and pyasn1 raise many kinds on a bad file
+                continue
+    if key is None:
+        if b"PRIVATE KEY-----" in data:
+            raise ValueError(
+                f"{path} holds a private key; give the server's public key instead "
+                "(never put a private key on the bot's machine)"
+            )
+        raise ValueError(f"{path} holds no RSA public key in PEM form; {_PUBLIC_KEY_HINT}")
+    bits = key.n.bit_length()
+    if bits < MIN_PUBLIC_KEY_BITS:
+        raise ValueError(
+            f"{path} holds a {bits}-bit RSA key, but MTProto servers use "
+            f"{MIN_PUBLIC_KEY_BITS}-bit keys; check that this is the server's public key"
+        )
+    return key.save_pkcs1()
 
 
 class ExtraModel(BaseModel):
@@ -87,6 +231,10 @@ class Settings(BaseSettings):
     allowed_user_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
     allowed_chat_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
     shutdown_grace_s: float = Field(default=60.0, ge=0)
+    #: Telegram's test environment or a self-hosted MTProto server; unset is production.
+    telegram_server: Annotated[TelegramServer | None, NoDecode] = None
+    #: The RSA public key (PEM) of a server whose key Telethon does not know.
+    telegram_server_public_key: Path | None = None
 
     # Prompt enhancer.
     llm_provider: Literal["openrouter", "gemini", "none"] = "openrouter"
@@ -209,6 +357,38 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator("telegram_server", mode="before")
+    @classmethod
+    def _parse_server(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return TelegramServer.parse(value) if value.strip() else None
+        return value
+
+    @field_validator("telegram_server_public_key", mode="before")
+    @classmethod
+    def _empty_key_is_unset(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("telegram_server_public_key")
+    @classmethod
+    def _check_server_key(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        # Absent from ``info.data`` when TELEGRAM_SERVER itself was invalid: said there.
+        if "telegram_server" in info.data and info.data["telegram_server"] is None:
+            raise ValueError(
+                "is set but TELEGRAM_SERVER is not; a server key is only used with "
+                "TELEGRAM_SERVER (set both, or neither for Telegram's production servers)"
+            )
+        try:
+            path = value.expanduser()
+        except RuntimeError:  # ~someone who has no home here: "no file ~someone/..." says it
+            path = value
+        read_server_public_key(path)
+        return path
 
     def model_registry(self) -> ModelRegistry:
         """The models whose worker is configured: built-ins first, then ``IMAGE_MODELS``."""

@@ -19,14 +19,22 @@ import contextlib
 import fcntl
 import getpass
 import io
+import ipaddress
 import logging
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any, TextIO
+from typing import IO, Any, Literal, TextIO
 
 from telethon import TelegramClient, errors, events
-from telethon.sessions import StringSession
+from telethon.client.telegrambaseclient import (
+    DEFAULT_DC_ID,
+    DEFAULT_IPV4_IP,
+    DEFAULT_IPV6_IP,
+    DEFAULT_PORT,
+)
+from telethon.crypto import rsa as telethon_rsa
+from telethon.sessions import SQLiteSession, StringSession
 from telethon.tl import types
 
 from sakaibot.captions import cut_to_utf16, job_tag
@@ -39,7 +47,7 @@ from sakaibot.errors import (
     TelegramUnreachable,
 )
 from sakaibot.generation import GeneratedImage
-from sakaibot.settings import Settings
+from sakaibot.settings import Settings, TelegramServer, read_server_public_key
 
 logger = logging.getLogger(__name__)
 
@@ -264,24 +272,250 @@ def incoming_from(message: Any, policy: AccessPolicy) -> IncomingMessage | None:
     )
 
 
+# -- which Telegram: production, the test environment or a server of one's own -------
+
+#: Telegram's test data centres, as Telegram's own apps and client libraries know them.
+TEST_DC_ADDRESSES = frozenset(
+    ipaddress.ip_address(address).compressed
+    for address in (
+        "149.154.175.10",
+        "149.154.167.40",
+        "149.154.175.117",
+        "2001:b28:f23d:f001::e",
+        "2001:67c:4e8:f002::e",
+        "2001:b28:f23d:f003::e",
+    )
+)
+#: Telegram's production data centres: Telethon's starting point and the usual DC 1-5.
+PRODUCTION_DC_ADDRESSES = frozenset(
+    ipaddress.ip_address(address).compressed
+    for address in (
+        DEFAULT_IPV4_IP,
+        DEFAULT_IPV6_IP,
+        "149.154.175.53",
+        "149.154.167.51",
+        "149.154.175.100",
+        "149.154.167.91",
+        "91.108.56.130",
+        "2001:b28:f23d:f001::a",
+        "2001:67c:4e8:f002::a",
+        "2001:b28:f23d:f003::a",
+        "2001:67c:4e8:f004::a",
+        "2001:b28:f23f:f005::a",
+    )
+)
+#: Telegram's own networks (https://core.telegram.org/resources/cidr.txt). A data
+#: centre a session was moved to (PHONE_MIGRATE and friends) is somewhere in here,
+#: not necessarily one of the addresses above.
+TELEGRAM_NETWORKS = tuple(
+    ipaddress.ip_network(network)
+    for network in (
+        "91.105.192.0/23",
+        "91.108.4.0/22",
+        "91.108.8.0/22",
+        "91.108.12.0/22",
+        "91.108.16.0/22",
+        "91.108.20.0/22",
+        "91.108.56.0/22",
+        "95.161.64.0/20",
+        "149.154.160.0/20",
+        "185.76.151.0/24",
+        "2001:b28:f23c::/48",
+        "2001:b28:f23d::/48",
+        "2001:b28:f23f::/48",
+        "2001:67c:4e8::/48",
+        "2a0a:f280::/32",
+    )
+)
+
+#: ``telegram``: Telegram's network, but not an address known to be test or production.
+ServerKind = Literal["production", "test", "telegram", "custom"]
+_KIND_NAMES: dict[ServerKind, str] = {
+    "production": "production server",
+    "test": "test server",
+    "telegram": "Telegram server",
+    "custom": "custom server",
+}
+
+
+def _normal_host(host: str) -> str:
+    try:
+        return ipaddress.ip_address(host).compressed
+    except ValueError:
+        return host.lower().removesuffix(".")
+
+
+def server_kind(host: str) -> ServerKind:
+    """Which Telegram an address belongs to; a host name is never one of Telegram's DCs."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return "custom"
+    if ip.compressed in TEST_DC_ADDRESSES:
+        return "test"
+    if ip.compressed in PRODUCTION_DC_ADDRESSES:
+        return "production"
+    if any(ip in network for network in TELEGRAM_NETWORKS):
+        return "telegram"
+    return "custom"
+
+
+def _endpoint_label(dc_id: int, host: str, port: int | None) -> str:
+    bare = _normal_host(host)
+    shown = f"[{bare}]" if ":" in bare else bare
+    where = f"{shown}:{port}" if port else shown
+    return f"{_KIND_NAMES[server_kind(bare)]} DC {dc_id} at {where}"
+
+
+def server_label(settings: Settings) -> str:
+    """Which server ``sakaibot login``/``run`` talk to, for the lines people read."""
+    server = settings.telegram_server
+    if server is None:
+        return "production"
+    return _endpoint_label(server.dc_id, server.host, server.port)
+
+
+def _same_telegram(host: str, port: int | None, server: TelegramServer | None) -> bool:
+    """Whether an auth key made at ``host:port`` belongs where ``server`` points.
+
+    Telegram moves an account to its home data centre at login, so a session of
+    the test environment (or production) may name another DC of the same
+    environment than the configured one; that is no mismatch. A server of one's
+    own must match exactly.
+    """
+    stored = server_kind(host)
+    configured: ServerKind = "production" if server is None else server_kind(server.host)
+    if stored == "custom" or configured == "custom":
+        return (
+            server is not None
+            and stored == configured
+            and _normal_host(host) == server.host
+            and port == server.port
+        )
+    if "telegram" in (stored, configured):
+        return True  # Telegram's network; which environment cannot be told apart
+    return stored == configured
+
+
+def _session_place(settings: Settings) -> str:
+    if settings.telegram_session is not None:
+        return "TELEGRAM_SESSION"
+    return f"{settings.session_path}.session"
+
+
+def check_session_server(session: Any, settings: Settings) -> None:
+    """Refuse a logged-in session made against another server than the configured one.
+
+    Its auth key is only known to the server that made it: used anywhere else it
+    fails obscurely (the session looks logged out, or the connection breaks). A
+    session without an auth key yet may go anywhere.
+    """
+    host = session.server_address
+    # Telethon's AuthKey is false when empty (a session file that never logged in).
+    if not session.auth_key or not host:
+        return
+    port = session.port
+    if _same_telegram(host, port, settings.telegram_server):
+        return
+    made_at = _endpoint_label(session.dc_id, host, port)
+    if settings.telegram_server is None:
+        configured = "TELEGRAM_SERVER is unset, which means production"
+    else:
+        configured = f"TELEGRAM_SERVER says {server_label(settings)}"
+    raise ConfigError(
+        [
+            f"the session in {_session_place(settings)} was made against {made_at}, but "
+            f"{configured}; log in again with `sakaibot login` using a separate "
+            "SAKAIBOT_DATA_DIR (or TELEGRAM_SESSION) for each server"
+        ]
+    )
+
+
+def _point_session_at(session: Any, server: TelegramServer | None) -> None:
+    """Send a session to the configured server where its auth key allows it.
+
+    A session that is not logged in yet goes to the configured DC. A logged-in
+    one (of the same environment: :func:`check_session_server` came first)
+    keeps its DC, whose auth key it holds: the account's home DC, where Telegram
+    moved it at login. Only the address or port of that same DC may change
+    (e.g. port 80 instead of 443): an auth key is valid throughout its DC.
+    """
+    if server is not None:
+        if session.auth_key and session.dc_id != server.dc_id:
+            return
+        if (session.dc_id, session.server_address, session.port) != (
+            server.dc_id,
+            server.host,
+            server.port,
+        ):
+            session.set_dc(server.dc_id, server.host, server.port)  # keeps the auth key
+    elif session.auth_key:
+        return
+    elif session.server_address and server_kind(session.server_address) in ("test", "custom"):
+        # Left over from an unfinished login elsewhere: production starts at Telethon's DC.
+        session.set_dc(DEFAULT_DC_ID, DEFAULT_IPV4_IP, DEFAULT_PORT)
+
+
+def _register_server_key(settings: Settings) -> None:
+    path = settings.telegram_server_public_key
+    if path is None:
+        return
+    try:
+        pem = read_server_public_key(path)
+    except ValueError as exc:  # changed since the settings were read
+        raise ConfigError([f"TELEGRAM_SERVER_PUBLIC_KEY: {exc}"]) from None
+    # Keys are looked up by the fingerprint the server names; adding one is idempotent.
+    telethon_rsa.add_key(pem.decode("ascii"), old=False)
+
+
+def _string_session_problem(settings: Settings) -> str | None:
+    server = settings.telegram_server
+    if server is None or server.is_ip:
+        return None
+    return (
+        f"TELEGRAM_SERVER: a string session stores the server as an IP address, so "
+        f"{server.host!r} cannot be used with it; give the server's IP address instead "
+        "of its host name, or use the session file"
+    )
+
+
 # -- the client, login and the run loop -------------------------------------------
 
 
 def build_client(settings: Settings) -> Any:
-    """A Telethon client on the string session or the session file in the data directory."""
+    """A Telethon client on the string session or the session file in the data directory.
+
+    With ``TELEGRAM_SERVER`` set, a session that is not logged in yet is sent to
+    that server, and ``TELEGRAM_SERVER_PUBLIC_KEY`` is registered with Telethon.
+    A session logged in against another server is refused (:func:`check_session_server`).
+    """
     api_id, api_hash = settings.telegram_api_id, settings.telegram_api_hash
     if api_id is None or api_hash is None:
         raise ConfigError(settings.telegram_problems())
     session: Any
     if settings.telegram_session is not None:
+        problem = _string_session_problem(settings)
+        if problem is not None:
+            raise ConfigError([problem])
         session = StringSession(settings.telegram_session.get_secret_value())
     else:
         settings.sakaibot_data_dir.mkdir(parents=True, exist_ok=True)
-        session = str(settings.session_path)
+        session = SQLiteSession(str(settings.session_path))
+    try:
+        check_session_server(session, settings)
+        _point_session_at(session, settings.telegram_server)
+        _register_server_key(settings)
+    except BaseException:
+        session.close()
+        raise
+    # Telethon sends a session whose address family differs from ``use_ipv6``
+    # back to its default production DC when it connects: keep them the same.
+    use_ipv6 = ":" in (session.server_address or "")
     return TelegramClient(
         session,
         api_id,
         api_hash.get_secret_value(),
+        use_ipv6=use_ipv6,
         flood_sleep_threshold=0,
         base_logger="sakaibot.telethon",
     )
@@ -316,8 +550,15 @@ async def login(
     settings: Settings, out: TextIO, *, bot_token: str | None, string_session: bool = False
 ) -> int:
     """Interactive login (phone, code, 2FA password) or a bot token; saves the session."""
+    if string_session:
+        problem = _string_session_problem(settings)
+        if problem is not None:
+            raise ConfigError([problem])
     client = build_client(settings)
+    label = server_label(settings)
     with session_lock(settings):
+        out.write(f"Logging in on {label}.\n")
+        out.flush()
         if bot_token is not None:
             await client.start(bot_token=bot_token)
         else:
@@ -329,7 +570,7 @@ async def login(
         try:
             me = await client.get_me()
             kind = "bot" if getattr(me, "bot", False) else "user"
-            out.write(f"Logged in as {_describe_account(me)} ({kind} account).\n")
+            out.write(f"Logged in as {_describe_account(me)} ({kind} account) on {label}.\n")
             if string_session:
                 out.write(
                     "Your string session (keep it secret; put it in TELEGRAM_SESSION):\n"
@@ -378,8 +619,9 @@ async def run(settings: Settings, out: TextIO) -> int:
 
     registry = settings.model_registry()
     client = build_client(settings)
+    label = server_label(settings)
     with session_lock(settings):
-        await _connect(client)
+        await _connect(client, label)
         try:
             if not await client.is_user_authorized():
                 raise ConfigError(
@@ -402,13 +644,14 @@ async def run(settings: Settings, out: TextIO) -> int:
             client.add_event_handler(front.on_new_message, new_messages)
             mode = "userbot" if userbot else "bot"
             logger.info(
-                "running as %s (%s); models: %s",
+                "running as %s (%s) on %s; models: %s",
                 _describe_account(me),
                 mode,
+                label,
                 ", ".join(registry.names()),
             )
             out.write(
-                f"SakaiBot is running as {_describe_account(me)} ({mode}); "
+                f"SakaiBot is running as {_describe_account(me)} ({mode}) on {label}; "
                 f"models: {', '.join(registry.names())}. Ctrl-C stops it.\n"
             )
             out.flush()
@@ -422,11 +665,11 @@ async def run(settings: Settings, out: TextIO) -> int:
     return 0
 
 
-async def _connect(client: Any) -> None:
+async def _connect(client: Any, label: str) -> None:
     try:
         await client.connect()
     except (OSError, ConnectionError, TimeoutError, asyncio.IncompleteReadError) as exc:
-        raise TelegramUnreachable(type(exc).__name__) from exc
+        raise TelegramUnreachable(f"{type(exc).__name__} from {label}") from exc
 
 
 async def _serve_until_stopped(client: Any) -> None:
