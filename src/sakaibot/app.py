@@ -21,7 +21,7 @@ from sakaibot.chat.port import ChatPort
 from sakaibot.enhancer import PromptEnhancer
 from sakaibot.generation import ImageGenerator
 from sakaibot.jobs import JobIdFactory, random_job_id
-from sakaibot.limits import SlidingWindowLimiter
+from sakaibot.limits import LocalAllowance, SlidingWindowLimiter
 from sakaibot.models import ModelRegistry, ModelSpec
 from sakaibot.pipeline import JobOutcome, JobPipeline, OutcomeListener
 from sakaibot.queues import JobQueues
@@ -204,12 +204,13 @@ def build_app(
         if on_outcome is not None:
             on_outcome(outcome)
 
+    allowance = LocalAllowance(limiter)
     pipeline = JobPipeline(
         generator=generator,
         enhancer=enhancer,
         chat=chat,
         status=status,
-        limiter=limiter,
+        allowance=allowance,
         clock=clock,
         on_outcome=report,
         sleep=sleep,
@@ -241,7 +242,7 @@ def build_app(
     bot = ImageBot(
         registry=registry,
         max_prompt_chars=settings.image_prompt_max_chars,
-        limiter=limiter,
+        allowance=allowance,
         queues=queues,
         status=status,
         chat=chat,

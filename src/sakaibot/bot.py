@@ -50,7 +50,7 @@ from sakaibot.errors import (
     plural,
 )
 from sakaibot.jobs import Job, JobIdFactory, decode_request, job_record
-from sakaibot.limits import SlidingWindowLimiter
+from sakaibot.limits import Allowance, Denial
 from sakaibot.models import ModelRegistry, ModelSpec
 from sakaibot.pipeline import JobOutcome, JobPipeline, OutcomeListener, usable_fallback
 from sakaibot.queues import JobQueues
@@ -80,7 +80,7 @@ class ImageBot:
         *,
         registry: ModelRegistry,
         max_prompt_chars: int,
-        limiter: SlidingWindowLimiter,
+        allowance: Allowance,
         queues: JobQueues,
         status: StatusScheduler,
         chat: ChatPort,
@@ -98,7 +98,7 @@ class ImageBot:
     ) -> None:
         self._registry = registry
         self._max_prompt_chars = max_prompt_chars
-        self._limiter = limiter
+        self._allowance = allowance
         self._queues = queues
         self._status = status
         self._chat = chat
@@ -157,14 +157,21 @@ class ImageBot:
         job_id = await self._fresh_job_id()
         # A stored result skips the queue altogether: no worker is needed.
         hit = await self._cache.lookup(model.name, request) if self._cache is not None else None
-        # From here to submit() nothing awaits: the checks and the counting
-        # happen as one step, so bounds and order are exact.
-        denial = self._limiter.check(message.user_id)
-        if denial is not None:
-            raise RateLimited(denial.retry_after_s, denial.window.limit, denial.window.window_s)
+        admitted = await self._allowance.admit(message.user_id)
+        if isinstance(admitted, Denial):
+            raise RateLimited(
+                admitted.retry_after_s, admitted.window.limit, admitted.window.window_s
+            )
+        # From here to submit() nothing awaits: the checks and the queueing
+        # happen as one step, so bounds and order are exact. A request refused
+        # here gives its counted slot straight back (only accepted ones count).
         if hit is None:
-            self._check_breaker(model, request)
-            self._queues.check_admission(model.name, message.user_id)
+            try:
+                self._check_breaker(model, request)
+                self._queues.check_admission(model.name, message.user_id)
+            except RequestRejected:
+                self._allowance.refund(message.user_id, admitted)
+                raise
         job = Job(
             id=job_id,
             user_id=message.user_id,
@@ -175,7 +182,7 @@ class ImageBot:
             created_at_s=self._clock(),
             persisted=asyncio.get_running_loop().create_future(),
         )
-        job.limiter_stamp = self._limiter.record(message.user_id)
+        job.limiter_stamp = admitted
         if hit is None:
             self._queues.submit(job)
         assert job.persisted is not None
@@ -185,7 +192,7 @@ class ImageBot:
         except StoreUnavailable as exc:
             logger.error("job %s could not be stored: %s", job.id, exc)
             job.persisted.set_result(False)
-            self._limiter.refund(job.user_id, job.limiter_stamp)
+            self._allowance.refund(job.user_id, admitted)
             if hit is None:
                 self._queues.withdraw(job)
             raise
@@ -246,7 +253,7 @@ class ImageBot:
             job_id = self._status.key_for_message(message.chat_id, message.reply_to_message_id)
         job = self._queues.cancel(message.user_id, job_id)
         if job.limiter_stamp is not None:
-            self._limiter.refund(job.user_id, job.limiter_stamp)
+            self._allowance.refund(job.user_id, job.limiter_stamp)
         cancelled = JobCancelled("cancelled by the user")
         # Written down, so a restart does not bring the job back.
         await self._store.update_job(

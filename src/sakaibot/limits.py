@@ -13,6 +13,7 @@ import bisect
 import re
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Protocol
 
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _MAX_COUNT = 1_000_000
@@ -145,3 +146,33 @@ class SlidingWindowLimiter:
     def tracked_keys(self) -> int:
         """How many keys hold stamps (for tests of bounded memory)."""
         return len(self._stamps)
+
+
+class Allowance(Protocol):
+    """Where the rate windows live: this process, or a store shared by several."""
+
+    async def admit(self, key: str) -> Denial | float:
+        """Check every window and, when the request fits, count it (one step).
+
+        Returns the :class:`Denial`, or the stamp to give back with :meth:`refund`.
+        """
+        ...
+
+    def refund(self, key: str, stamp: float) -> None:
+        """Give a counted request back (it failed, or was not queued after all)."""
+        ...
+
+
+class LocalAllowance:
+    """The windows of one process (with the store keeping them across restarts)."""
+
+    def __init__(self, limiter: SlidingWindowLimiter) -> None:
+        self.limiter = limiter
+
+    async def admit(self, key: str) -> Denial | float:
+        # No await between the check and the count: atomic within the event loop.
+        denial = self.limiter.check(key)
+        return denial if denial is not None else self.limiter.record(key)
+
+    def refund(self, key: str, stamp: float) -> None:
+        self.limiter.refund(key, stamp)

@@ -34,7 +34,7 @@ from sakaibot.errors import (
 )
 from sakaibot.generation import GeneratedImage, GenerationParams, ImageGenerator
 from sakaibot.jobs import Job, JobState
-from sakaibot.limits import SlidingWindowLimiter
+from sakaibot.limits import Allowance
 from sakaibot.models import ASPECT_RATIOS, ModelRegistry, ModelSpec
 from sakaibot.status import (
     ENHANCING_TEXT,
@@ -155,7 +155,7 @@ class JobPipeline:
         enhancer: PromptEnhancer | None,
         chat: ChatPort,
         status: StatusScheduler,
-        limiter: SlidingWindowLimiter,
+        allowance: Allowance,
         clock: Callable[[], float],
         on_outcome: OutcomeListener,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -173,7 +173,7 @@ class JobPipeline:
         self._enhancer = enhancer
         self._chat = chat
         self._status = status
-        self._limiter = limiter
+        self._allowance = allowance
         self._clock = clock
         self._on_outcome = on_outcome
         self._sleep = sleep
@@ -478,7 +478,7 @@ class JobPipeline:
         job.error_kind = error.kind
         refunded = not isinstance(error, CHARGED_ERRORS) and job.limiter_stamp is not None
         if refunded and job.limiter_stamp is not None:
-            self._limiter.refund(job.user_id, job.limiter_stamp)
+            self._allowance.refund(job.user_id, job.limiter_stamp)
         self._store.update_job_soon(
             job.id,
             **ended(
