@@ -415,7 +415,7 @@ async def test_an_enhancer_fault_never_fails_the_job(
     rig = await make_rig(
         llm_provider="openrouter",  # no key: the development LLM stands in
         llm_dev_url=f"{worker.url}/v1",
-        enhancer_timeout_s=0.5,
+        enhancer_timeout_s=1.5,
     )
     prompt = unique_prompt(f"[llm:{llm_fault}]")
     await rig.run(f"/image=flux={prompt}")
@@ -433,7 +433,7 @@ async def test_the_development_llm_enhances_the_prompt(
     rig = await make_rig(
         llm_provider="openrouter",
         llm_dev_url=f"{worker.url}/v1",
-        enhancer_timeout_s=0.5,
+        enhancer_timeout_s=1.5,
     )
     await rig.run(f"/image=flux={unique_prompt('[llm:ok]')}")
     caption = assert_one_image(rig)

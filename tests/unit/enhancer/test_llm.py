@@ -22,7 +22,8 @@ from tests.support.llm_stub import (
     Status,
 )
 
-TIMEOUT_S = 0.2
+# Long enough for a loaded CI machine to answer; the hanging stubs cost this much each.
+TIMEOUT_S = 1.0
 OPENROUTER_KEY = "sk-or-test-0123456789abcdef"
 GEMINI_KEY = "gemini-test-fedcba9876543210"
 PROMPT = "a fox in the snow"
