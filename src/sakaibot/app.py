@@ -9,25 +9,35 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
+from pathlib import Path
 
 from sakaibot.bot import ImageBot
 from sakaibot.breaker import Breakers, BreakerSettings
 from sakaibot.cache import ResultCache
 from sakaibot.chat.port import ChatPort
+from sakaibot.distributed import GenerationWorker, RemoteGenerator, SharedAllowance
 from sakaibot.enhancer import PromptEnhancer
 from sakaibot.generation import ImageGenerator
 from sakaibot.jobs import JobIdFactory, random_job_id
-from sakaibot.limits import LocalAllowance, SlidingWindowLimiter
+from sakaibot.limits import Allowance, LocalAllowance, SlidingWindowLimiter
 from sakaibot.models import ModelRegistry, ModelSpec
 from sakaibot.pipeline import JobOutcome, JobPipeline, OutcomeListener
-from sakaibot.queues import JobQueues
+from sakaibot.queues import JobQueues, QueuePlace
 from sakaibot.recovery import Recovery
 from sakaibot.settings import Settings
-from sakaibot.status import RESTARTING_TEXT, StatusScheduler, paused_text, show_place
+from sakaibot.status import (
+    RESTARTING_TEXT,
+    StatusScheduler,
+    generating_text,
+    paused_text,
+    queued_text,
+    show_place,
+)
 from sakaibot.store import Store
 from sakaibot.store.images import ImageFiles
 from sakaibot.store.sqlite import SqliteStore
@@ -56,11 +66,15 @@ class App:
     store: Store
     recovery: Recovery
     _closers: list[Closer] = field(default_factory=list)
+    #: Started before recovery: the shared queue and any local generation worker.
+    _starters: list[Closer] = field(default_factory=list)
 
     async def start(self) -> None:
         """Open the store, bring back rate windows and unfinished jobs, start the workers."""
         await self.store.open()
         self._closers.append(self.store.close)
+        for start in self._starters:
+            await start()
         retention_s = self.settings.history_retention_days * 86_400
         pruned = await self.store.prune_jobs(self.recovery.wall_clock() - retention_s)
         if pruned:
@@ -99,7 +113,83 @@ class App:
         self._closers.clear()
 
 
-def _build_generator(settings: Settings, closers: list[Closer]) -> ImageGenerator:
+def _frontend_id(data_dir: Path) -> str:
+    """This front end's name on the shared queue, kept in its data folder so that
+    answers still find it after a restart (one process per folder, by the store's lock)."""
+    path = data_dir / "frontend-id"
+    try:
+        return path.read_text("utf-8").strip()
+    except FileNotFoundError:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        name = f"frontend-{secrets.token_hex(6)}"
+        path.write_text(name, "utf-8")
+        return name
+
+
+@dataclass
+class _Shared:
+    """What a front end on Redis is made of besides the usual."""
+
+    remote: RemoteGenerator
+    allowance: SharedAllowance
+
+
+def _build_shared(
+    settings: Settings,
+    registry: ModelRegistry,
+    closers: list[Closer],
+    starters: list[Closer],
+    wall_clock: Callable[[], float],
+    worker_generator: ImageGenerator | None,
+) -> _Shared:
+    from sakaibot.redis_backend import RedisBackend
+
+    assert settings.redis_url is not None
+    backend = RedisBackend(settings.redis_url.get_secret_value(), prefix=settings.redis_prefix)
+    remote = RemoteGenerator(
+        backend,
+        frontend_id="",
+        max_waiting=settings.image_queue_max,
+        # Per-user bounds are kept by each front end; the shared queue bounds the model.
+        max_pending=1_000_000,
+    )
+    stop_worker = asyncio.Event()
+    worker_task: list[asyncio.Task[None]] = []
+    worker: GenerationWorker | None = None
+    if settings.redis_local_workers:
+        worker = GenerationWorker(
+            backend,
+            registry,
+            worker_generator or build_generator(settings, closers),
+            lease_s=settings.redis_lease_s,
+            clock=wall_clock,
+        )
+
+    async def start() -> None:
+        await backend.open()
+        remote.frontend_id = await asyncio.to_thread(_frontend_id, settings.sakaibot_data_dir)
+        remote.start()
+        if worker is not None:
+            worker_task.append(asyncio.create_task(worker.run(stop_worker), name="local-worker"))
+
+    async def close() -> None:
+        stop_worker.set()
+        for task in worker_task:
+            task.cancel()
+        await asyncio.gather(*worker_task, return_exceptions=True)
+        await remote.aclose()
+        await backend.close()
+
+    starters.append(start)
+    closers.append(close)
+    return _Shared(
+        remote=remote,
+        allowance=SharedAllowance(backend, settings.image_user_limits, wall_clock),
+    )
+
+
+def build_generator(settings: Settings, closers: list[Closer]) -> ImageGenerator:
+    """The worker client for the configured workers (its HTTP client closes with ``closers``)."""
     from sakaibot.workers.client import WorkerClient, build_http_client
 
     http = build_http_client(
@@ -155,7 +245,17 @@ def build_app(
     no LLM configured there is no enhancer and jobs skip that step.
     """
     closers: list[Closer] = []
+    starters: list[Closer] = []
     registry = settings.model_registry()
+    shared: _Shared | None = None
+    if settings.redis_url is not None:
+        shared = _build_shared(settings, registry, closers, starters, wall_clock, generator)
+        generator = shared.remote
+        # The shared queue is where jobs wait their turn; this front end lets
+        # up to REDIS_INFLIGHT_PER_MODEL of its own into it at once.
+        registry = ModelRegistry(
+            replace(model, concurrency=settings.redis_inflight_per_model) for model in registry
+        )
     # Rate windows are wall-clock time: they are kept across restarts.
     limiter = SlidingWindowLimiter(settings.image_user_limits, wall_clock)
     store = SqliteStore(settings.sakaibot_data_dir / "sakaibot.db")
@@ -168,7 +268,7 @@ def build_app(
         clock=wall_clock,
     )
     if generator is None:
-        generator = _build_generator(settings, closers)
+        generator = build_generator(settings, closers)
     if enhancer is None:
         enhancer = _build_enhancer(settings, closers)
     if edit_interval_s is None:
@@ -204,7 +304,7 @@ def build_app(
         if on_outcome is not None:
             on_outcome(outcome)
 
-    allowance = LocalAllowance(limiter)
+    allowance: Allowance = LocalAllowance(limiter) if shared is None else shared.allowance
     pipeline = JobPipeline(
         generator=generator,
         enhancer=enhancer,
@@ -232,6 +332,23 @@ def build_app(
         on_position=partial(show_place, status),
         clock=clock,
     )
+
+    if shared is not None:
+
+        def show_shared_place(job_id: str, position: int) -> None:
+            # Other front ends share the queue: its positions are looked up, not computed.
+            job = queues.find(job_id)
+            if job is None:
+                return
+            label = job.model.display_name
+            text = (
+                queued_text(label, QueuePlace(position, position * job.model.typical_duration_s))
+                if position > 0
+                else generating_text(label)
+            )
+            status.show(job.id, chat_id=job.chat_id, reply_to=job.reply_to, text=text)
+
+        shared.remote.on_position = show_shared_place
 
     def tell_paused(model: ModelSpec, retry_after_s: float) -> None:
         # Everyone waiting for the model hears it once, with when it is tried again.
@@ -281,4 +398,5 @@ def build_app(
         store=store,
         recovery=recovery,
         _closers=closers,
+        _starters=starters,
     )

@@ -98,6 +98,11 @@ def _build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--local", action="store_true", help="use the development worker")
     _add_local_worker_flags(generate)
 
+    commands.add_parser(
+        "worker",
+        help="generate images for every front end sharing REDIS_URL (no chat of its own)",
+    )
+
     login = commands.add_parser(
         "login", help="log in to Telegram once (phone, code, 2FA) or with a bot token"
     )
@@ -235,6 +240,45 @@ async def _run_chat(args: argparse.Namespace, settings: Settings, out: TextIO) -
         await app.aclose()
     if not args.jsonl:
         out.write(f"Done. Images are in {args.out.resolve()}\n")
+    return EXIT_OK
+
+
+async def _run_worker(settings: Settings, out: TextIO) -> int:
+    import signal
+
+    from sakaibot.app import build_generator
+    from sakaibot.distributed import GenerationWorker
+    from sakaibot.errors import ConfigError
+    from sakaibot.redis_backend import RedisBackend
+
+    if settings.redis_url is None:
+        raise ConfigError(
+            ["REDIS_URL is not set: `sakaibot worker` takes its work from the Redis that "
+             "the front ends share, e.g. REDIS_URL=redis://127.0.0.1:6379/0"]
+        )  # fmt: skip
+    closers: list[Any] = []
+    backend = RedisBackend(settings.redis_url.get_secret_value(), prefix=settings.redis_prefix)
+    await backend.open()
+    worker = GenerationWorker(
+        backend,
+        settings.model_registry(),
+        build_generator(settings, closers),
+        lease_s=settings.redis_lease_s,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    names = ", ".join(settings.model_registry().names())
+    out.write(f"SakaiBot worker {worker.worker_id} generating for {names}. Ctrl-C stops it.\n")
+    out.flush()
+    try:
+        await worker.run(stop)
+    finally:
+        for close in closers:
+            await close()
+        await backend.close()
+    out.write(f"Stopped after {worker.done} image(s).\n")
     return EXIT_OK
 
 
@@ -386,6 +430,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
             from sakaibot.chat import telegram
 
             return asyncio.run(telegram.run(settings, out))
+        if args.command == "worker":
+            return asyncio.run(_run_worker(settings, out))
         raise AssertionError(f"unhandled command {args.command}")
     except ConfigError as exc:
         sys.stderr.write(exc.user_message + "\n")

@@ -26,7 +26,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from sakaibot.errors import GenerationError, StoreUnavailable, TransientWorkerError
 from sakaibot.generation import (
@@ -35,14 +35,45 @@ from sakaibot.generation import (
     GenerationResult,
     ImageGenerator,
 )
+from sakaibot.limits import Denial, RateWindow
 from sakaibot.models import ModelRegistry, ModelSpec
 
 logger = logging.getLogger(__name__)
 
 #: How long a claimed request is a worker's before another may take it.
 DEFAULT_LEASE_S = 120.0
+#: How often a front end looks up where its waiting requests stand.
+POSITION_POLL_S = 2.0
 #: How often an idle worker looks for new requests (and reaps expired leases).
 _IDLE_POLL_S = 0.2
+
+
+class SharedLimits(Protocol):
+    """Rate windows kept where every front end sees them."""
+
+    async def admit(
+        self, user_id: str, windows: list[RateWindow], now_s: float
+    ) -> Denial | float: ...
+
+    async def refund(self, user_id: str, stamp: float) -> bool: ...
+
+
+class SharedAllowance:
+    """The :class:`~sakaibot.limits.Allowance` of front ends that share their limits."""
+
+    def __init__(
+        self, shared: SharedLimits, windows: list[RateWindow], clock: Callable[[], float]
+    ) -> None:
+        self._shared = shared
+        self._windows = windows
+        self._clock = clock
+
+    async def admit(self, key: str) -> Denial | float:
+        return await self._shared.admit(key, self._windows, self._clock())
+
+    def refund(self, key: str, stamp: float) -> None:
+        task = asyncio.get_running_loop().create_task(self._shared.refund(key, stamp))
+        task.add_done_callback(_log_failure)
 
 
 class SharedQueue(Protocol):
@@ -154,9 +185,7 @@ class RemoteGenerator:
                 max_waiting=self.max_waiting,
                 max_pending=self.max_pending,
             )
-            if self.on_position is not None:
-                self.on_position(job_id, place)
-            result_json, image_bytes = await answer
+            result_json, image_bytes = await self._await_answer(model, job_id, place, answer)
         except StoreUnavailable as exc:
             return GenerationResult(
                 False, None, TransientWorkerError(f"shared queue: {exc}", model=model.display_name)
@@ -174,6 +203,30 @@ class RemoteGenerator:
             height=int(data["height"]),
         )
         return GenerationResult(True, image, None)
+
+    async def _await_answer(
+        self,
+        model: ModelSpec,
+        job_id: str,
+        place: int,
+        answer: asyncio.Future[tuple[str, bytes | None]],
+    ) -> tuple[str, bytes | None]:
+        """Wait for the answer, telling the status where the request stands meanwhile.
+
+        Other front ends share the queue, so its positions are looked up
+        (every :data:`POSITION_POLL_S`), not computed here.
+        """
+        shown: int | None = None
+        while True:
+            if self.on_position is not None and place != shown:
+                self.on_position(job_id, place)  # 0: a worker has it
+                shown = place
+            with contextlib.suppress(TimeoutError):
+                return await asyncio.wait_for(asyncio.shield(answer), timeout=POSITION_POLL_S)
+            try:
+                place = await self.shared.position(model.name, job_id) or 0
+            except StoreUnavailable:
+                continue
 
     async def _listen(self) -> None:
         # Results received before a crash and not yet acknowledged come first.
@@ -282,6 +335,6 @@ class GenerationWorker:
             await self.shared.renew(model.name, job_id, self.worker_id, self.lease_s, self.clock())
 
 
-def _log_failure(task: asyncio.Task[None]) -> None:
+def _log_failure(task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.warning("could not acknowledge a result: %s", task.exception())

@@ -285,6 +285,17 @@ class Settings(BaseSettings):
     #: How long an image that could not be sent is kept for `/image retry`.
     undelivered_retention_s: float = Field(default=86_400.0, ge=0)
 
+    # Several processes: shared rate windows and generation queues on Redis.
+    #: redis://[:password@]host:port/db — unset keeps everything in this process.
+    redis_url: SecretStr | None = None
+    redis_prefix: str = Field(default="sakaibot", min_length=1)
+    #: How long a worker holds a request before another may take it over.
+    redis_lease_s: float = Field(default=120.0, gt=0)
+    #: Whether `sakaibot run`/`chat` also generate (else only `sakaibot worker` does).
+    redis_local_workers: bool = True
+    #: How many of this front end's jobs per model may wait in the shared queue at once.
+    redis_inflight_per_model: int = Field(default=20, ge=1)
+
     # History and the result cache.
     history_retention_days: int = Field(default=90, ge=1)
     #: How long a result answers the same request again; 0 turns the cache off.
@@ -346,6 +357,7 @@ class Settings(BaseSettings):
         "gemini_api_key",
         "telegram_api_hash",
         "telegram_session",
+        "redis_url",
         "telegram_bot_token",
         "telegram_api_id",
         "telegram_owner_id",

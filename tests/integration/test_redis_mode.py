@@ -1,0 +1,217 @@
+"""Several processes on one Redis: shared FIFOs, shared limits, workers that die.
+
+Each "process" here is an app of its own (its own data folder and chat), as
+separate front ends would be; they meet only in a real redis-server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+
+from sakaibot.app import App, build_app
+from sakaibot.chat.port import IncomingMessage
+from sakaibot.distributed import GenerationWorker
+from sakaibot.pipeline import JobOutcome
+from sakaibot.redis_backend import RedisBackend
+from sakaibot.settings import load_settings
+from tests.support.fakes import FakeClock, FakeEnhancer, FakeGenerator, RecordingChat, registry
+from tests.support.redis_server import RedisServer
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+def front_end(
+    server: RedisServer,
+    prefix: str,
+    data_dir: Path,
+    generator: FakeGenerator,
+    **extra: object,
+) -> tuple[App, RecordingChat, list[JobOutcome]]:
+    chat = RecordingChat()
+    outcomes: list[JobOutcome] = []
+    values: dict[str, object] = {
+        "flux_worker_url": "http://127.0.0.1:9/flux",
+        "sakaibot_data_dir": data_dir,
+        "redis_url": server.url,
+        "redis_prefix": prefix,
+        "image_user_limits": "off",
+        "status_edit_interval_s": 0,
+        "cache_ttl_s": 0,
+    }
+    values.update(extra)
+    app = build_app(
+        load_settings(env_file=None, **values),
+        chat,
+        on_outcome=outcomes.append,
+        generator=generator,  # what this front end's local worker generates with
+        enhancer=FakeEnhancer(),
+    )
+    return app, chat, outcomes
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    for _ in range(5000):
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("the condition never held")
+
+
+async def say(app: App, message_id: int, text: str, user: str) -> None:
+    await app.bot.handle(IncomingMessage("chat", message_id, user, text))
+
+
+async def test_two_front_ends_share_one_queue_and_each_delivers_its_own(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    prefix = f"t-{uuid4().hex[:8]}"
+    first, first_chat, first_outcomes = front_end(
+        redis_server, prefix, tmp_path / "a", FakeGenerator()
+    )
+    # The second front end generates nothing itself: the first one's worker does.
+    second_generator = FakeGenerator()
+    second, second_chat, second_outcomes = front_end(
+        redis_server, prefix, tmp_path / "b", second_generator, redis_local_workers=False
+    )
+    await first.start()
+    await second.start()
+    try:
+        for n in range(1, 4):
+            await say(first, n, f"/image=flux=from a {n}", user="ann")
+            await say(second, n, f"/image=flux=from b {n}", user="bob")
+        await until(lambda: len(first_outcomes) == 3 and len(second_outcomes) == 3)
+    finally:
+        await first.aclose()
+        await second.aclose()
+    assert all(o.ok for o in first_outcomes + second_outcomes)
+    assert sorted(e.reply_to for e in first_chat.of_kind("image")) == [1, 2, 3]
+    assert sorted(e.reply_to for e in second_chat.of_kind("image")) == [1, 2, 3]
+    assert second_generator.calls == []
+    # Each chat got its own images, not the other front end's.
+    assert all("from b" in e.text for e in second_chat.of_kind("image"))
+    assert all("from a" in e.text for e in first_chat.of_kind("image"))
+
+
+async def test_limits_are_shared_between_front_ends(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    prefix = f"t-{uuid4().hex[:8]}"
+    first, _, _ = front_end(
+        redis_server, prefix, tmp_path / "a", FakeGenerator(), image_user_limits="2/1h"
+    )
+    second, second_chat, _ = front_end(
+        redis_server, prefix, tmp_path / "b", FakeGenerator(), image_user_limits="2/1h"
+    )
+    await first.start()
+    await second.start()
+    try:
+        await say(first, 1, "/image=flux=one", user="ann")
+        await say(second, 1, "/image=flux=two", user="ann")
+        await say(second, 2, "/image=flux=three", user="ann")
+        [refusal] = [e.text for e in second_chat.of_kind("send") if e.reply_to == 2]
+        assert refusal.startswith("❌ You have reached the limit of 2 images per 1 h.")
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_a_worker_that_dies_mid_job_loses_nothing(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    prefix = f"t-{uuid4().hex[:8]}"
+    app, chat, outcomes = front_end(
+        redis_server, prefix, tmp_path / "a", FakeGenerator(), redis_local_workers=False
+    )
+    await app.start()
+    backend = RedisBackend(redis_server.url, prefix=prefix)
+    await backend.open()
+    clock = FakeClock(start_s=2_000_000_000.0)
+    doomed = GenerationWorker(
+        backend, registry(), FakeGenerator(gate=asyncio.Event()), lease_s=30, clock=clock
+    )
+    stop = asyncio.Event()
+    dying = asyncio.create_task(doomed.run(stop))
+    try:
+        await say(app, 1, "/image=flux=a fox", user="ann")
+        await until(lambda: doomed.generator.running == 1)  # type: ignore[attr-defined]
+        dying.cancel()  # the worker process dies with the job in hand
+        await asyncio.gather(dying, return_exceptions=True)
+        clock.advance(31)  # its lease runs out
+        healthy = GenerationWorker(backend, registry(), FakeGenerator(), lease_s=30, clock=clock)
+        working = asyncio.create_task(healthy.run(stop))
+        await until(lambda: len(outcomes) == 1)
+        stop.set()
+        await asyncio.wait_for(working, timeout=5)
+    finally:
+        await app.aclose()
+        await backend.close()
+    assert [o.ok for o in outcomes] == [True]
+    assert len(chat.of_kind("image")) == 1
+
+
+def test_a_separate_worker_process_generates_for_the_console(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from sakaibot.settings import Settings
+    from sakaibot.workers.devserver import DevWorker, DevWorkerConfig
+
+    with DevWorker(DevWorkerConfig(fast=True)) as worker_url:
+        env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+        env.update(
+            {
+                "REDIS_URL": redis_server.url,
+                "REDIS_PREFIX": f"t-{uuid4().hex[:8]}",
+                "FLUX_WORKER_URL": f"{worker_url}/flux",
+                "LLM_PROVIDER": "none",
+                "STATUS_EDIT_INTERVAL_S": "0",
+                "SAKAIBOT_DATA_DIR": str(tmp_path / "worker-data"),
+            }
+        )
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "sakaibot", "--env-file", "none", "worker"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert worker.stdout is not None
+            assert worker.stdout.readline().startswith("SakaiBot worker ")
+            chat_env = {
+                **env,
+                "REDIS_LOCAL_WORKERS": "false",
+                "SAKAIBOT_DATA_DIR": str(tmp_path / "chat-data"),
+            }
+            done = subprocess.run(
+                [sys.executable, "-m", "sakaibot", "--env-file", "none", "chat", "--jsonl",
+                 "--out", str(tmp_path / "out")],
+                input="/image=flux=a red fox\n/image=flux=a blue whale\n",
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=chat_env,
+                check=False,
+            )  # fmt: skip
+        finally:
+            worker.send_signal(signal.SIGINT)
+            worker_out, worker_err = worker.communicate(timeout=30)
+    assert done.returncode == 0, done.stderr
+    results = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["ok"] for r in results if r["type"] == "result"] == [True, True]
+    assert worker.returncode == 0, worker_err
+    assert "Stopped after 2 image(s)." in worker_out
