@@ -40,6 +40,8 @@ CANARIES: dict[str, str] = {
     "telegram_api_hash": "CANARY-telegram-hash-0d5e",
     "telegram_bot_token": "CANARY-bot-token-66a1",
     "telegram_session": "CANARY-session-c3f9",
+    # Nothing listens on port 1: the password may only ever be sent, never shown.
+    "redis_url": "redis://:CANARY-redis-password-5e1f@127.0.0.1:1/0",
 }
 #: IMAGE_MODELS keys: one POST model (refused: wrong key), one GET model (answers).
 EXTRA_POST_KEY = "CANARY-image-models-post-key-2a7d"
@@ -84,9 +86,11 @@ def image_models(worker_url: str) -> str:
 
 
 def canary_settings(worker_url: str) -> Settings:
+    # The jobs run in one process; Redis gets a test of its own below.
+    in_process = {name: value for name, value in CANARIES.items() if name != "redis_url"}
     return load_settings(
         env_file=None,
-        **CANARIES,
+        **in_process,
         telegram_api_id=12345,
         llm_provider="openrouter",
         openrouter_base_url=f"{worker_url}/v1",
@@ -219,7 +223,7 @@ async def test_no_canary_leaks_through_failing_jobs(
 
 def test_chat_local_process_prints_no_canary(worker: DevWorker, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
-    env.update({name.upper(): value for name, value in CANARIES.items()})
+    env.update({name.upper(): value for name, value in CANARIES.items() if name != "redis_url"})
     env.update(
         {
             "TELEGRAM_API_ID": "12345",
@@ -275,3 +279,25 @@ def test_chat_local_process_prints_no_canary(worker: DevWorker, tmp_path: Path) 
     assert ("/sdxl", "refused:401") in served
     assert any(path == "/v1/chat/completions" and what == "401" for path, what in served)
     assert "DEBUG" in done.stderr  # -v really logged at DEBUG
+
+
+async def test_an_unreachable_redis_never_shows_its_password(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    from sakaibot.app import build_app
+    from sakaibot.errors import StoreUnavailable
+
+    caplog.set_level(logging.DEBUG)
+    settings = load_settings(
+        env_file=None,
+        redis_url=CANARIES["redis_url"],
+        flux_worker_url="http://127.0.0.1:9/flux",
+        sakaibot_data_dir=tmp_path / "data",
+    )
+    app = build_app(settings, RecordingChat())
+    with pytest.raises(StoreUnavailable) as info:
+        await app.start()
+    await app.aclose()
+    assert "127.0.0.1:1" in str(info.value)
+    assert_no_canary("the error", f"{info.value} {info.value.user_message}")
+    assert_no_canary("the log", caplog.text)
