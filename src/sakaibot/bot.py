@@ -217,7 +217,14 @@ class ImageBot:
         fallback = usable_fallback(model, request.options, self._registry)
         if fallback is not None and self._breakers.get(fallback.name).state is BreakerState.CLOSED:
             return  # it will be made by the fallback
-        raise ModelUnavailable(model.display_name, breaker.retry_after_s())
+        # A configured fallback this request's flags keep out is still worth naming.
+        other = self._registry.get(model.fallback) if model.fallback else None
+        suggestion = (
+            other.display_name
+            if other is not None and self._breakers.get(other.name).state is BreakerState.CLOSED
+            else None
+        )
+        raise ModelUnavailable(model.display_name, breaker.retry_after_s(), suggestion)
 
     async def _fresh_job_id(self) -> str:
         while True:

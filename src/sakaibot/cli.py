@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import secrets
+import stat
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -206,14 +208,15 @@ async def _read_lines(stream: TextIO) -> Any:
     """Yield input lines without blocking the event loop."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
-    try:
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stream)
-    except (ValueError, OSError):
-        # A regular file (``< script.txt``) cannot be a pipe; reading it never blocks long.
+    mode = os.fstat(stream.fileno()).st_mode
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stream.isatty()):
+        # A regular file (``< script.txt``) or /dev/null cannot be watched by the
+        # event loop; reading it never blocks long.
         for line in stream:
             yield line
             await asyncio.sleep(0)
         return
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stream)
     while raw := await reader.readline():
         yield raw.decode("utf-8", errors="replace")
         # A pipe that already holds the whole script would otherwise be read
@@ -356,7 +359,7 @@ async def _run_report(args: argparse.Namespace, settings: Settings, out: TextIO)
         return EXIT_OK
 
     now_s = time.time()
-    store = SqliteStore(path)
+    store = SqliteStore(path, exclusive=False)  # reading beside a running bot is fine
     await store.open()
     try:
         if args.command == "stats":

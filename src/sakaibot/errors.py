@@ -462,11 +462,6 @@ class ModelUnavailable(RequestRejected):
     @property
     def user_message(self) -> str:
         other = f"use {self.fallback}" if self.fallback else "use another model (/image models)"
-        if self.retry_after_s <= 0:  # half-open: the test image is still being made
-            return (
-                f"The {self.model} worker has been failing; a test image is being made to "
-                f"see whether it is back. Try again in a minute, or {other}."
-            )
         return (
             f"The {self.model} worker is failing right now, so new {self.model} images are "
             f"paused for about {format_wait(self.retry_after_s)}. Try again then, or {other}."

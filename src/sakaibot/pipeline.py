@@ -240,7 +240,14 @@ class JobPipeline:
         image = result.data
 
         await self.hand_over(
-            job, image, enhanced.source, prompt_used, step_started_s, model_label=label
+            job,
+            image,
+            enhanced.source,
+            prompt_used,
+            step_started_s,
+            model_label=label,
+            # A fallback's image is not the asked model's result: never cache it as one.
+            cacheable=model is job.model,
         )
 
     async def _model_for(self, job: Job) -> ModelSpec:
@@ -288,6 +295,7 @@ class JobPipeline:
         cache_key: str | None = None,
         upload_ref: str | None = None,
         model_label: str | None = None,
+        cacheable: bool = True,
     ) -> None:
         """The image exists: keep it, note that it is being sent, and send it.
 
@@ -308,6 +316,7 @@ class JobPipeline:
                 cache_key=cache_key,
                 upload_ref=upload_ref,
                 model_label=model_label or job.model.display_name,
+                cacheable=cacheable and not from_cache,
             ),
             name=f"deliver-{job.id}",
         )
@@ -326,6 +335,7 @@ class JobPipeline:
         cache_key: str | None,
         upload_ref: str | None,
         model_label: str,
+        cacheable: bool,
     ) -> None:
         """Keep the image, write down that it is being sent, then send it.
 
@@ -337,7 +347,7 @@ class JobPipeline:
             digest = await self._images.put(image) if self._images is not None else None
             if self._cache is not None and digest is not None:
                 await self._cache.trim(keep=digest)
-            if self._cache is not None and not from_cache and digest is not None:
+            if self._cache is not None and cacheable and digest is not None:
                 cache_key = await self._cache.remember(
                     job.model.name,
                     request,

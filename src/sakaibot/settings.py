@@ -358,6 +358,7 @@ class Settings(BaseSettings):
         "telegram_api_hash",
         "telegram_session",
         "redis_url",
+        "llm_dev_url",
         "telegram_bot_token",
         "telegram_api_id",
         "telegram_owner_id",

@@ -127,3 +127,17 @@ def test_generate_failure_exits_non_zero(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert "refused our credentials" in done.stdout
+
+
+def test_chat_with_no_input_at_all_exits(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "sakaibot", "--env-file", "none", "chat", "--local"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr

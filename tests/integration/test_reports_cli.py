@@ -154,3 +154,15 @@ def test_bad_limit_is_a_usage_error(tmp_path: Path) -> None:
     done = run_cli(["history", "--limit", "0"], SAKAIBOT_DATA_DIR=str(tmp_path))
     assert done.returncode == 2
     assert "must be at least 1" in done.stderr
+
+
+async def test_reports_read_beside_a_running_bot(tmp_path: Path) -> None:
+    await make_store(tmp_path)
+    running = SqliteStore(tmp_path / "sakaibot.db")  # the bot holds the folder
+    await running.open()
+    try:
+        done = run_cli(["stats", "--json"], SAKAIBOT_DATA_DIR=str(tmp_path))
+    finally:
+        await running.close()
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["jobs"] == 4

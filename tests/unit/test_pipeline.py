@@ -153,3 +153,24 @@ async def test_a_fallback_model_takes_over_while_paused() -> None:
         assert generator.calls[-1][0] == "sdxl"
     finally:
         await app.aclose()
+
+
+async def test_a_fallback_image_is_not_cached_as_the_asked_models() -> None:
+    clock = FakeClock()
+    chat = RecordingChat(clock=clock)
+    generator = FakeGenerator(errors=[GAVE_UP, GAVE_UP, GAVE_UP])
+    app, outcomes = make_app(generator, clock, chat, flux_fallback="sdxl", cache_ttl_s=3600)
+    await app.start()
+    try:
+        hold_pauses(app, clock)
+        generator.gate = asyncio.Event()
+        for n in range(1, 4):
+            await say(app, n, f"/image=flux=fox {n}")
+        generator.gate.set()
+        await until(app, lambda: len(outcomes) == 3)
+        await say(app, 4, "/image=flux=a fox made by sdxl")
+        await until(app, lambda: len(outcomes) == 4)
+        assert generator.calls[-1][0] == "sdxl"
+        assert await app.store.cache_entries() == []
+    finally:
+        await app.aclose()

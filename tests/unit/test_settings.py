@@ -132,3 +132,8 @@ def test_a_misspelt_model_key_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_an_empty_limit_line_means_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IMAGE_USER_LIMITS", "")
     assert load_settings(env_file=None).image_user_limits == [RateWindow(10, 60.0)]
+
+
+def test_an_empty_development_llm_url_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLM_DEV_URL", "")
+    assert load_settings(env_file=None).llm_dev_url is None

@@ -117,8 +117,10 @@ def _job_from_row(row: sqlite3.Row) -> JobRecord:
 class SqliteStore:
     """The :class:`~sakaibot.store.Store` on one SQLite file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, exclusive: bool = True) -> None:
         self._path = path
+        #: A bot takes the folder for itself; a report (``sakaibot stats``) only reads.
+        self._exclusive = exclusive
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sakaibot-store")
         self._connection: sqlite3.Connection | None = None
         self._closed = False
@@ -160,7 +162,8 @@ class SqliteStore:
     def _open_sync(self) -> None:
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock_sync()
+            if self._exclusive:
+                self._lock_sync()
             connection = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
         except (sqlite3.Error, OSError) as exc:
             self._unlock_sync()
