@@ -92,6 +92,8 @@ class SharedQueue(Protocol):
 
     async def position(self, model: str, job_id: str) -> int | None: ...
 
+    async def known(self, job_id: str) -> bool: ...
+
     async def claim(
         self, model: str, worker_id: str, lease_s: float, now_s: float
     ) -> tuple[str, str] | None: ...
@@ -177,15 +179,10 @@ class RemoteGenerator:
             {"job": job_id, "frontend": self.frontend_id, "params": _encode_params(params)}
         )
         try:
-            place = await self.shared.enqueue(
-                model.name,
-                job_id,
-                payload,
-                user_id=self.frontend_id,
-                max_waiting=self.max_waiting,
-                max_pending=self.max_pending,
+            place = await self._enqueue(model, job_id, payload)
+            result_json, image_bytes = await self._await_answer(
+                model, job_id, payload, place, answer
             )
-            result_json, image_bytes = await self._await_answer(model, job_id, place, answer)
         except StoreUnavailable as exc:
             return GenerationResult(
                 False, None, TransientWorkerError(f"shared queue: {exc}", model=model.display_name)
@@ -204,10 +201,25 @@ class RemoteGenerator:
         )
         return GenerationResult(True, image, None)
 
+    async def _enqueue(self, model: ModelSpec, job_id: str, payload: str) -> int:
+        try:
+            return await self.shared.enqueue(
+                model.name,
+                job_id,
+                payload,
+                user_id=self.frontend_id,
+                max_waiting=self.max_waiting,
+                max_pending=self.max_pending,
+            )
+        except ValueError:
+            # Already running (asked before this front end restarted): its answer comes.
+            return 0
+
     async def _await_answer(
         self,
         model: ModelSpec,
         job_id: str,
+        payload: str,
         place: int,
         answer: asyncio.Future[tuple[str, bytes | None]],
     ) -> tuple[str, bytes | None]:
@@ -225,6 +237,11 @@ class RemoteGenerator:
                 return await asyncio.wait_for(asyncio.shield(answer), timeout=POSITION_POLL_S)
             try:
                 place = await self.shared.position(model.name, job_id) or 0
+                if place == 0 and not answer.done() and not await self.shared.known(job_id):
+                    # Neither waiting, running nor answered: the shared queue lost it
+                    # (Redis restarted without its data). Ask again; nothing is lost.
+                    logger.warning("request %s was lost by the shared queue; asking again", job_id)
+                    place = await self._enqueue(model, job_id, payload)
             except StoreUnavailable:
                 continue
 

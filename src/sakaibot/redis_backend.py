@@ -595,6 +595,11 @@ class RedisBackend:
             rank = await self._redis.zrank(self.keys.waiting(model), job_id)
         return None if rank is None else _int(rank) + 1
 
+    async def known(self, job_id: str) -> bool:
+        """Whether the job is waiting or leased (``False`` once done, or lost with Redis)."""
+        with self._translated():
+            return bool(await self._redis.exists(self.keys.job(job_id)))
+
     async def waiting_count(self, model: str) -> int:
         with self._translated():
             return await self._redis.zcard(self.keys.waiting(model))

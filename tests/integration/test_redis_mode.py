@@ -215,3 +215,29 @@ def test_a_separate_worker_process_generates_for_the_console(
     assert [r["ok"] for r in results if r["type"] == "result"] == [True, True]
     assert worker.returncode == 0, worker_err
     assert "Stopped after 2 image(s)." in worker_out
+
+
+async def test_redis_restarting_under_load_loses_nothing_acknowledged(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # A Redis of its own: restarting it must not disturb the other tests.
+    with RedisServer(tmp_path_factory.mktemp("redis-restart")) as server:
+        prefix = f"t-{uuid4().hex[:8]}"
+        generator = FakeGenerator(gate=asyncio.Event())
+        app, chat, outcomes = front_end(server, prefix, tmp_path / "a", generator)
+        await app.start()
+        try:
+            for n in range(1, 4):
+                await say(app, n, f"/image=flux=fox {n}", user=f"u{n}")
+            await until(lambda: generator.running == 1)
+            server.restart()  # without persistence: every queued request is gone
+            generator.gate.set()
+            # The requests are asked again; every accepted job still gets its image.
+            for _ in range(300):
+                if len(outcomes) == 3:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await app.aclose()
+    assert sorted((o.reply_to, o.ok) for o in outcomes) == [(1, True), (2, True), (3, True)]
+    assert sorted(e.reply_to for e in chat.of_kind("image")) == [1, 2, 3]

@@ -44,6 +44,10 @@ class MemoryQueue:
         ids = [job for job, _ in self.waiting.get(model, [])]
         return ids.index(job_id) + 1 if job_id in ids else None
 
+    async def known(self, job_id: str) -> bool:
+        waiting = any(job == job_id for line in self.waiting.values() for job, _ in line)
+        return waiting or job_id in self.leases
+
     async def claim(
         self, model: str, worker_id: str, lease_s: float, now_s: float
     ) -> tuple[str, str] | None:
