@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sakaibot.bot import ImageBot
 from sakaibot.breaker import Breakers, BreakerSettings
-from sakaibot.cache import ResultCache
+from sakaibot.cache import Cache, ResultCache, SharedCacheStore, SharedResultCache
 from sakaibot.chat.port import ChatPort
 from sakaibot.distributed import GenerationWorker, RemoteGenerator, SharedAllowance
 from sakaibot.enhancer import PromptEnhancer
@@ -132,6 +132,7 @@ class _Shared:
 
     remote: RemoteGenerator
     allowance: SharedAllowance
+    backend: SharedCacheStore
 
 
 def _build_shared(
@@ -185,6 +186,7 @@ def _build_shared(
     return _Shared(
         remote=remote,
         allowance=SharedAllowance(backend, settings.image_user_limits, wall_clock),
+        backend=backend,
     )
 
 
@@ -260,13 +262,16 @@ def build_app(
     limiter = SlidingWindowLimiter(settings.image_user_limits, wall_clock)
     store = SqliteStore(settings.sakaibot_data_dir / "sakaibot.db")
     images = ImageFiles(settings.sakaibot_data_dir / "images")
-    cache = ResultCache(
+    local_cache = ResultCache(
         store,
         images,
         ttl_s=settings.cache_ttl_s,
         max_bytes=settings.cache_max_bytes,
         clock=wall_clock,
     )
+    cache: Cache = local_cache
+    if shared is not None:
+        cache = SharedResultCache(shared.backend, local_cache, ttl_s=settings.cache_ttl_s)
     if generator is None:
         generator = build_generator(settings, closers)
     if enhancer is None:

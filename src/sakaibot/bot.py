@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from sakaibot.breaker import Breakers, BreakerState
-from sakaibot.cache import ResultCache
+from sakaibot.cache import Cache
 from sakaibot.captions import CaptionFacts, build_caption
 from sakaibot.chat.port import ChatPort, IncomingMessage, OutgoingImage
 from sakaibot.commands import (
@@ -90,7 +90,7 @@ class ImageBot:
         pipeline: JobPipeline,
         store: Store,
         undelivered: UndeliveredImages | None = None,
-        cache: ResultCache | None = None,
+        cache: Cache | None = None,
         images: ImageFiles | None = None,
         wall_clock: Callable[[], float] = time.time,
         stats_days_default: int = 7,

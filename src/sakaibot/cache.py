@@ -13,8 +13,10 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from sakaibot.commands import ImageRequest
 from sakaibot.errors import StoreUnavailable
@@ -172,7 +174,7 @@ class ResultCache:
             return None
         return key
 
-    def note_upload(self, key: str) -> Callable[[str], None]:
+    def note_upload(self, key: str) -> Callable[[str], None] | None:
         """A callback for the chat: remember the uploaded file to reuse on the next hit."""
 
         def remember(upload_ref: str) -> None:
@@ -204,3 +206,129 @@ class ResultCache:
 def _log_task_failure(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.warning("could not remember an upload: %s", task.exception())
+
+
+class Cache(Protocol):
+    """What the pipeline and the bot ask of a result cache."""
+
+    @property
+    def enabled(self) -> bool: ...
+
+    async def lookup(self, model: str, request: ImageRequest) -> CacheHit | None: ...
+
+    async def remember(
+        self,
+        model: str,
+        request: ImageRequest,
+        image: GeneratedImage,
+        *,
+        image_hash: str,
+        prompt_used: str,
+        enhancer: str,
+    ) -> str | None: ...
+
+    def note_upload(self, key: str) -> Callable[[str], None] | None: ...
+
+    async def trim(self, keep: str) -> None: ...
+
+    async def summary(self) -> CacheSummary: ...
+
+    async def clear(self) -> int: ...
+
+
+class SharedCacheStore(Protocol):
+    """A cache index every front end sees (implemented on Redis)."""
+
+    async def cache_get(self, key: str) -> tuple[str, bytes] | None: ...
+
+    async def cache_put(self, key: str, entry_json: str, image: bytes, ttl_s: float) -> None: ...
+
+    async def cache_clear(self) -> int: ...
+
+    async def cache_count(self) -> int: ...
+
+
+class SharedResultCache:
+    """One result cache for several front ends: entries and their images on Redis.
+
+    The images this front end keeps for ``/image resend`` stay on its own disk,
+    trimmed by the local cache it wraps. A chat's upload references belong to
+    one account, so they are not shared: a hit from another front end uploads.
+    """
+
+    def __init__(self, shared: SharedCacheStore, local: ResultCache, *, ttl_s: float) -> None:
+        self._shared = shared
+        self._local = local
+        self._ttl_s = ttl_s
+
+    @property
+    def enabled(self) -> bool:
+        return self._local.enabled
+
+    async def lookup(self, model: str, request: ImageRequest) -> CacheHit | None:
+        if not self.enabled or request.options.fresh:
+            return None
+        try:
+            found = await self._shared.cache_get(cache_key(model, request))
+        except StoreUnavailable as exc:
+            logger.warning("shared cache lookup failed: %s", exc)
+            return None
+        if found is None:
+            return None
+        entry_json, data = found
+        entry = CacheEntry(**json.loads(entry_json))
+        image = GeneratedImage(data, entry.mime_type, entry.image_ext, entry.width, entry.height)
+        return CacheHit(entry=entry, image=image)
+
+    async def remember(
+        self,
+        model: str,
+        request: ImageRequest,
+        image: GeneratedImage,
+        *,
+        image_hash: str,
+        prompt_used: str,
+        enhancer: str,
+    ) -> str | None:
+        if not self.enabled:
+            return None
+        key = cache_key(model, request)
+        now_s = time.time()
+        entry = CacheEntry(
+            key=key,
+            model=model,
+            image_hash=image_hash,
+            image_ext=image.extension,
+            mime_type=image.mime_type,
+            width=image.width,
+            height=image.height,
+            prompt_used=prompt_used,
+            enhancer=enhancer,
+            created_at_s=now_s,
+            last_used_at_s=now_s,
+        )
+        try:
+            await self._shared.cache_put(key, json.dumps(vars(entry)), image.data, self._ttl_s)
+        except StoreUnavailable as exc:
+            logger.warning("could not keep a result in the shared cache: %s", exc)
+            return None
+        return key
+
+    def note_upload(self, key: str) -> Callable[[str], None] | None:
+        return None  # upload references are per account; see the class docstring
+
+    async def trim(self, keep: str) -> None:
+        await self._local.trim(keep)
+
+    async def summary(self) -> CacheSummary:
+        local = await self._local.summary()
+        return CacheSummary(
+            entries=await self._shared.cache_count(),
+            size_bytes=local.size_bytes,
+            max_bytes=local.max_bytes,
+            hits=0,
+            ttl_s=self._ttl_s,
+        )
+
+    async def clear(self) -> int:
+        return await self._shared.cache_clear()

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 
 from sakaibot.breaker import Breakers, counts_as_unavailable
-from sakaibot.cache import CacheHit, ResultCache
+from sakaibot.cache import Cache, CacheHit
 from sakaibot.captions import CaptionFacts, build_caption
 from sakaibot.chat.port import ChatPort, OutgoingImage
 from sakaibot.commands import STYLE_WORDS, ImageOptions, ImageRequest
@@ -164,7 +164,7 @@ class JobPipeline:
         store: Store,
         images: ImageFiles | None = None,
         wall_clock: Callable[[], float] = time.time,
-        cache: ResultCache | None = None,
+        cache: Cache | None = None,
         breakers: Breakers | None = None,
         registry: ModelRegistry | None = None,
         on_model_paused: Callable[[ModelSpec, float], None] | None = None,

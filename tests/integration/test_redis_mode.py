@@ -241,3 +241,28 @@ async def test_redis_restarting_under_load_loses_nothing_acknowledged(
             await app.aclose()
     assert sorted((o.reply_to, o.ok) for o in outcomes) == [(1, True), (2, True), (3, True)]
     assert sorted(e.reply_to for e in chat.of_kind("image")) == [1, 2, 3]
+
+
+async def test_front_ends_share_one_result_cache(redis_server: RedisServer, tmp_path: Path) -> None:
+    prefix = f"t-{uuid4().hex[:8]}"
+    generator = FakeGenerator()
+    first, _, first_outcomes = front_end(
+        redis_server, prefix, tmp_path / "a", generator, cache_ttl_s=3600
+    )
+    second, second_chat, second_outcomes = front_end(
+        redis_server, prefix, tmp_path / "b", FakeGenerator(), cache_ttl_s=3600,
+        redis_local_workers=False,
+    )  # fmt: skip
+    await first.start()
+    await second.start()
+    try:
+        await say(first, 1, "/image=flux=a red fox", user="ann")
+        await until(lambda: len(first_outcomes) == 1)
+        await say(second, 1, "/image=flux=A red  FOX", user="bob")
+        await until(lambda: len(second_outcomes) == 1)
+    finally:
+        await first.aclose()
+        await second.aclose()
+    assert len(generator.calls) == 1  # made once, for both front ends
+    [image] = second_chat.of_kind("image")
+    assert " · from cache" in image.text.split("\n")[0]
