@@ -67,13 +67,29 @@ class SharedAllowance:
         self._shared = shared
         self._windows = windows
         self._clock = clock
+        #: Refunds on their way to Redis, per key.
+        self._refunding: dict[str, set[asyncio.Task[bool]]] = {}
 
     async def admit(self, key: str) -> Denial | float:
+        # A slot this front end gave back must be back before the next request
+        # of the same user is counted.
+        pending = self._refunding.get(key)
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
         return await self._shared.admit(key, self._windows, self._clock())
 
     def refund(self, key: str, stamp: float) -> None:
         task = asyncio.get_running_loop().create_task(self._shared.refund(key, stamp))
-        task.add_done_callback(_log_failure)
+        pending = self._refunding.setdefault(key, set())
+        pending.add(task)
+
+        def done(finished: asyncio.Task[bool]) -> None:
+            pending.discard(finished)
+            if not pending:
+                self._refunding.pop(key, None)
+            _log_failure(finished)
+
+        task.add_done_callback(done)
 
 
 class SharedQueue(Protocol):

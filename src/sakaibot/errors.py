@@ -556,7 +556,9 @@ class MessageNotModified(ChatError):
 #: back (defect 5 of the original design): the bot validates prompts and flags
 #: before queueing, so a worker that refuses, breaks or cannot be reached is
 #: not the user's fault.
-CHARGED_ERRORS: tuple[type[SakaiBotError], ...] = (ContentFiltered,)
+#: Decided by ``kind``, not by class, so an error that happened in another
+#: process (a generation worker on Redis) and came back as text counts the same.
+CHARGED_KINDS = frozenset({ContentFiltered.kind})
 
 
 class NothingToCancel(RequestRejected):

@@ -25,7 +25,7 @@ from sakaibot.chat.port import ChatPort, OutgoingImage
 from sakaibot.commands import STYLE_WORDS, ImageOptions, ImageRequest
 from sakaibot.enhancer import EnhancedPrompt, PromptEnhancer
 from sakaibot.errors import (
-    CHARGED_ERRORS,
+    CHARGED_KINDS,
     ChatError,
     DeliveryFailed,
     FloodWait,
@@ -486,7 +486,7 @@ class JobPipeline:
             job.state = JobState.FAILED
         job.finished_at_s = self._clock()
         job.error_kind = error.kind
-        refunded = not isinstance(error, CHARGED_ERRORS) and job.limiter_stamp is not None
+        refunded = error.kind not in CHARGED_KINDS and job.limiter_stamp is not None
         if refunded and job.limiter_stamp is not None:
             self._allowance.refund(job.user_id, job.limiter_stamp)
         self._store.update_job_soon(

@@ -336,3 +336,15 @@ def test_never_two_probes_and_always_a_known_state(
         assert (breaker.retry_after_s() > 0) is (state is BreakerState.OPEN)
         assert (breaker.reopens_at_s is None) is (state is not BreakerState.OPEN)
         assert 0 <= breaker.consecutive_failures < threshold
+
+
+def test_a_failure_from_another_process_counts_by_its_kind() -> None:
+    from sakaibot.distributed import RemoteGenerationError
+
+    assert counts_as_unavailable(
+        RemoteGenerationError("busy", kind="worker_unavailable", model="F")
+    )
+    assert counts_as_unavailable(RemoteGenerationError("slow", kind="worker_timeout", model="F"))
+    assert not counts_as_unavailable(
+        RemoteGenerationError("nsfw", kind="content_filtered", model="F")
+    )
