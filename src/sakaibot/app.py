@@ -150,9 +150,10 @@ def _build_shared(
     remote = RemoteGenerator(
         backend,
         frontend_id="",
-        max_waiting=settings.image_queue_max,
-        # Per-user bounds are kept by each front end; the shared queue bounds the model.
-        max_pending=1_000_000,
+        # Every bound is kept by each front end at acceptance, where a refusal can
+        # still be told; a request already accepted is never refused here.
+        max_waiting=1_000_000_000,
+        max_pending=1_000_000_000,
     )
     stop_worker = asyncio.Event()
     worker_task: list[asyncio.Task[None]] = []

@@ -317,7 +317,10 @@ async def _run_generate(args: argparse.Namespace, settings: Settings, out: TextI
     # A one-off image has nothing to recover and must not pick up a running
     # bot's jobs: it works in a scratch data folder of its own.
     with tempfile.TemporaryDirectory(prefix="sakaibot-generate-") as scratch:
-        settings = settings.model_copy(update={"sakaibot_data_dir": Path(scratch)})
+        # And it generates here: it must not join (or wait on) a shared queue.
+        settings = settings.model_copy(
+            update={"sakaibot_data_dir": Path(scratch), "redis_url": None}
+        )
         app = build_app(
             settings, console, on_outcome=outcomes.append, edit_interval_s=lambda _: 0.0
         )

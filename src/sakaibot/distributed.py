@@ -44,6 +44,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_LEASE_S = 120.0
 #: How often a front end looks up where its waiting requests stand.
 POSITION_POLL_S = 2.0
+#: How long an accepted request keeps trying to reach an unreachable shared queue.
+ENQUEUE_PATIENCE_S = 60.0
+_RETRY_S = 1.0
 #: How often an idle worker looks for new requests (and reaps expired leases).
 _IDLE_POLL_S = 0.2
 
@@ -218,18 +221,31 @@ class RemoteGenerator:
         return GenerationResult(True, image, None)
 
     async def _enqueue(self, model: ModelSpec, job_id: str, payload: str) -> int:
-        try:
-            return await self.shared.enqueue(
-                model.name,
-                job_id,
-                payload,
-                user_id=self.frontend_id,
-                max_waiting=self.max_waiting,
-                max_pending=self.max_pending,
-            )
-        except ValueError:
-            # Already running (asked before this front end restarted): its answer comes.
-            return 0
+        """Hand the request over, riding out a short Redis outage.
+
+        The job was already accepted and announced, so a passing outage must
+        not fail it: the hand-over is tried again for up to ENQUEUE_PATIENCE_S.
+        """
+        waited_s = 0.0
+        while True:
+            try:
+                return await self.shared.enqueue(
+                    model.name,
+                    job_id,
+                    payload,
+                    user_id=self.frontend_id,
+                    max_waiting=self.max_waiting,
+                    max_pending=self.max_pending,
+                )
+            except ValueError:
+                # Already running (asked before this front end restarted): its answer comes.
+                return 0
+            except StoreUnavailable:
+                if waited_s >= ENQUEUE_PATIENCE_S:
+                    raise
+                logger.warning("shared queue unreachable; handing %s over again", job_id)
+                await asyncio.sleep(_RETRY_S)
+                waited_s += _RETRY_S
 
     async def _await_answer(
         self,
@@ -323,7 +339,12 @@ class GenerationWorker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=_IDLE_POLL_S)
                 continue
-            await self._work(model, *claimed)
+            try:
+                await self._work(model, *claimed)
+            except StoreUnavailable as exc:
+                # The answer may not have gone out: the lease runs out and the
+                # request is generated again, by this worker or another.
+                logger.warning("could not hand back %s: %s", claimed[0], exc)
 
     async def _work(self, model: ModelSpec, job_id: str, payload: str) -> None:
         request = json.loads(payload)
@@ -365,7 +386,14 @@ class GenerationWorker:
     async def _keep_lease(self, model: ModelSpec, job_id: str) -> None:
         while True:
             await asyncio.sleep(self.lease_s / 3)
-            await self.shared.renew(model.name, job_id, self.worker_id, self.lease_s, self.clock())
+            try:
+                await self.shared.renew(
+                    model.name, job_id, self.worker_id, self.lease_s, self.clock()
+                )
+            except StoreUnavailable as exc:
+                # Keep generating; if the lease runs out meanwhile, a second
+                # worker may redo it and the front end keeps the first answer.
+                logger.warning("could not renew the lease of %s: %s", job_id, exc)
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

@@ -404,9 +404,9 @@ class StoreUnavailable(SakaiBotError):
     @property
     def user_message(self) -> str:
         return (
-            "SakaiBot could not save your request (its data file is unavailable), so it "
+            "SakaiBot could not save your request (its storage is unavailable), so it "
             "was not queued. Try again in a few minutes; the bot's owner should check the "
-            "disk and SAKAIBOT_DATA_DIR."
+            "disk and SAKAIBOT_DATA_DIR (and REDIS_URL, when Redis is used)."
         )
 
 

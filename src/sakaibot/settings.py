@@ -315,6 +315,23 @@ class Settings(BaseSettings):
             return parse_limit_spec(value if value.strip() else DEFAULT_USER_LIMITS)
         return value
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            # Never echo the value: it may hold a password.
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("redis_prefix")
+    @classmethod
+    def _redis_prefix_word(cls, value: str) -> str:
+        if not all(char.isalnum() or char in "-_.:" for char in value):
+            raise ValueError(f"{value!r} may only hold letters, digits and - _ . :")
+        return value
+
     @field_validator("sakaibot_data_dir", mode="before")
     @classmethod
     def _data_dir_not_empty(cls, value: Any) -> Any:

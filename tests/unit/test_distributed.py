@@ -191,3 +191,40 @@ async def test_a_dead_workers_request_is_taken_over_and_answered_once() -> None:
         await front.aclose()
     assert result.success
     assert healthy.done == 1
+
+
+async def test_a_worker_rides_out_a_failed_hand_back() -> None:
+    from sakaibot.errors import StoreUnavailable
+
+    class FlakyQueue(MemoryQueue):
+        failures = 1
+
+        async def publish_result(
+            self, frontend_id: str, job_id: str, result_json: str, image: bytes | None, ttl_s: float
+        ) -> None:
+            if self.failures:
+                self.failures -= 1
+                raise StoreUnavailable("Redis at 127.0.0.1:6379 is unreachable")
+            await super().publish_result(frontend_id, job_id, result_json, image, ttl_s)
+
+    clock = FakeClock()
+    shared = FlakyQueue(clock)
+    front = RemoteGenerator(shared, frontend_id="bot-a", max_waiting=50, max_pending=50)
+    worker = GenerationWorker(shared, registry(), FakeGenerator(), lease_s=5, clock=clock)
+    front.start()
+    stop = asyncio.Event()
+    asking = asyncio.create_task(front.generate(FLUX, GenerationParams("a fox", request_id="j9")))
+    working = asyncio.create_task(worker.run(stop))
+    try:
+        for _ in range(500):  # the first answer is lost on the way back
+            if shared.failures == 0 and not asking.done():
+                break
+            await asyncio.sleep(0.001)
+        clock.advance(6)  # its lease runs out; the same worker takes it again
+        result = await asyncio.wait_for(asking, timeout=5)
+    finally:
+        stop.set()
+        await asyncio.wait_for(working, timeout=5)
+        await front.aclose()
+    assert result.success
+    assert working.exception() is None  # the worker kept going after the failed hand-back

@@ -96,6 +96,8 @@ def test_a_model_is_added_from_configuration_alone(monkeypatch: pytest.MonkeyPat
             "unknown option(s) zoom",
         ),
         ("LLM_PROVIDER", "chatgpt", "LLM_PROVIDER:"),
+        ("REDIS_URL", "http://:secret@127.0.0.1:6379", "REDIS_URL: must start with redis://"),
+        ("REDIS_PREFIX", "my bot", "REDIS_PREFIX: 'my bot' may only hold"),
         ("OPENROUTER_MODEL", "", "OPENROUTER_MODEL:"),
         ("SAKAIBOT_DATA_DIR", " ", "SAKAIBOT_DATA_DIR: empty; leave it unset"),
     ],
@@ -137,3 +139,11 @@ def test_an_empty_limit_line_means_the_default(monkeypatch: pytest.MonkeyPatch) 
 def test_an_empty_development_llm_url_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LLM_DEV_URL", "")
     assert load_settings(env_file=None).llm_dev_url is None
+
+
+def test_a_bad_redis_url_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "http://:hunter2-canary@127.0.0.1:6379")
+    with pytest.raises(ConfigError) as info:
+        load_settings(env_file=None)
+    assert "REDIS_URL" in info.value.user_message
+    assert "hunter2-canary" not in info.value.user_message
