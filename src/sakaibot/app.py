@@ -272,7 +272,9 @@ def build_app(
     )
     cache: Cache = local_cache
     if shared is not None:
-        cache = SharedResultCache(shared.backend, local_cache, ttl_s=settings.cache_ttl_s)
+        cache = SharedResultCache(
+            shared.backend, local_cache, ttl_s=settings.cache_ttl_s, clock=wall_clock
+        )
     if generator is None:
         generator = build_generator(settings, closers)
     if enhancer is None:

@@ -13,7 +13,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -46,6 +45,31 @@ def cache_key(model: str, request: ImageRequest) -> str:
     }
     encoded = json.dumps(identity, sort_keys=True, ensure_ascii=False).encode("utf-8")
     return hashlib.sha256(encoded).hexdigest()
+
+
+def new_entry(
+    key: str,
+    model: str,
+    image: GeneratedImage,
+    image_hash: str,
+    prompt_used: str,
+    enhancer: str,
+    now_s: float,
+) -> CacheEntry:
+    """The cache entry for a result made just now."""
+    return CacheEntry(
+        key=key,
+        model=model,
+        image_hash=image_hash,
+        image_ext=image.extension,
+        mime_type=image.mime_type,
+        width=image.width,
+        height=image.height,
+        prompt_used=prompt_used,
+        enhancer=enhancer,
+        created_at_s=now_s,
+        last_used_at_s=now_s,
+    )
 
 
 @dataclass(frozen=True)
@@ -150,21 +174,8 @@ class ResultCache:
         """Keep a fresh result; returns its key (``None`` when caching is off or failed)."""
         if not self.enabled:
             return None
-        now_s = self._clock()
         key = cache_key(model, request)
-        entry = CacheEntry(
-            key=key,
-            model=model,
-            image_hash=image_hash,
-            image_ext=image.extension,
-            mime_type=image.mime_type,
-            width=image.width,
-            height=image.height,
-            prompt_used=prompt_used,
-            enhancer=enhancer,
-            created_at_s=now_s,
-            last_used_at_s=now_s,
-        )
+        entry = new_entry(key, model, image, image_hash, prompt_used, enhancer, self._clock())
         try:
             await self._store.cache_put(entry)
             if self._known_keys is not None:
@@ -256,10 +267,18 @@ class SharedResultCache:
     one account, so they are not shared: a hit from another front end uploads.
     """
 
-    def __init__(self, shared: SharedCacheStore, local: ResultCache, *, ttl_s: float) -> None:
+    def __init__(
+        self,
+        shared: SharedCacheStore,
+        local: ResultCache,
+        *,
+        ttl_s: float,
+        clock: Callable[[], float],
+    ) -> None:
         self._shared = shared
         self._local = local
         self._ttl_s = ttl_s
+        self._clock = clock
 
     @property
     def enabled(self) -> bool:
@@ -293,20 +312,7 @@ class SharedResultCache:
         if not self.enabled:
             return None
         key = cache_key(model, request)
-        now_s = time.time()
-        entry = CacheEntry(
-            key=key,
-            model=model,
-            image_hash=image_hash,
-            image_ext=image.extension,
-            mime_type=image.mime_type,
-            width=image.width,
-            height=image.height,
-            prompt_used=prompt_used,
-            enhancer=enhancer,
-            created_at_s=now_s,
-            last_used_at_s=now_s,
-        )
+        entry = new_entry(key, model, image, image_hash, prompt_used, enhancer, self._clock())
         try:
             await self._shared.cache_put(key, json.dumps(vars(entry)), image.data, self._ttl_s)
         except StoreUnavailable as exc:
