@@ -381,6 +381,7 @@ def build_app(
         images=images,
         wall_clock=wall_clock,
         breakers=breakers,
+        remote=shared.remote if shared is not None else None,
     )
     recovery = Recovery(
         store=store,

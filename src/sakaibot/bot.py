@@ -34,11 +34,13 @@ from sakaibot.commands import (
     parse_command,
     usage_text,
 )
+from sakaibot.distributed import RemoteGenerator
 from sakaibot.errors import (
     ChatError,
     ImageGone,
     JobCancelled,
     ModelUnavailable,
+    NothingToCancel,
     NothingToRetry,
     OwnerOnly,
     RateLimited,
@@ -95,6 +97,7 @@ class ImageBot:
         wall_clock: Callable[[], float] = time.time,
         stats_days_default: int = 7,
         breakers: Breakers | None = None,
+        remote: RemoteGenerator | None = None,
     ) -> None:
         self._registry = registry
         self._max_prompt_chars = max_prompt_chars
@@ -113,6 +116,8 @@ class ImageBot:
         self._wall_clock = wall_clock
         self._stats_days_default = stats_days_default
         self._breakers = breakers
+        #: The shared queue's generator, in Redis mode (for cancelling handed-over jobs).
+        self._remote = remote
 
     async def handle(self, message: IncomingMessage) -> bool:
         """Act on ``message``; ``False`` when it was not an ``/image`` command."""
@@ -258,7 +263,18 @@ class ImageBot:
         if job_id is None and message.reply_to_message_id is not None:
             # "/image cancel" sent as a reply to a status message cancels that job.
             job_id = self._status.key_for_message(message.chat_id, message.reply_to_message_id)
-        job = self._queues.cancel(message.user_id, job_id)
+        try:
+            job = self._queues.cancel(message.user_id, job_id)
+        except NothingToCancel:
+            # With a shared queue, a job this front end handed over may still be
+            # waiting there; the pipeline ends it when the queue gives it back.
+            taken_back = await self._cancel_remote(message.user_id, job_id)
+            if taken_back is None:
+                raise
+            await self._reply(
+                message, f"🚫 Cancelled job {taken_back.id} ({taken_back.model.display_name})."
+            )
+            return
         if job.limiter_stamp is not None:
             self._allowance.refund(job.user_id, job.limiter_stamp)
         cancelled = JobCancelled("cancelled by the user")
@@ -278,6 +294,17 @@ class ImageBot:
         self._on_outcome(
             JobOutcome.of_job(job, error_kind=cancelled.kind, error=cancelled.user_message)
         )
+
+    async def _cancel_remote(self, user_id: str, job_id: str | None) -> Job | None:
+        if self._remote is None:
+            return None
+        started = [job for job, place in self._queues.jobs_of(user_id) if place is None]
+        if job_id is not None:
+            started = [job for job in started if job.id == job_id]
+        for job in reversed(started):  # the newest first, as for local jobs
+            if await self._remote.cancel(job.model.name, job.id):
+                return job
+        return None
 
     async def _retry(self, message: IncomingMessage, command: RetryCommand) -> None:
         store = self._undelivered

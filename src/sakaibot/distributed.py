@@ -28,7 +28,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sakaibot.errors import GenerationError, StoreUnavailable, TransientWorkerError
+from sakaibot.errors import (
+    GenerationError,
+    JobCancelled,
+    StoreUnavailable,
+    TransientWorkerError,
+)
 from sakaibot.generation import (
     GeneratedImage,
     GenerationParams,
@@ -113,6 +118,8 @@ class SharedQueue(Protocol):
 
     async def known(self, job_id: str) -> bool: ...
 
+    async def cancel(self, model: str, job_id: str, user_id: str) -> bool: ...
+
     async def claim(
         self, model: str, worker_id: str, lease_s: float, now_s: float
     ) -> tuple[str, str] | None: ...
@@ -182,6 +189,21 @@ class RemoteGenerator:
 
     def start(self) -> None:
         self._listener = asyncio.create_task(self._listen(), name="remote-results")
+
+    async def cancel(self, model: str, job_id: str) -> bool:
+        """Take back a request still waiting in the shared queue (``/image cancel``).
+
+        The waiting ``generate`` call then returns a ``cancelled`` failure.
+        """
+        waiter = self._waiting.get(job_id)
+        if waiter is None or waiter.done():
+            return False
+        if not await self.shared.cancel(model, job_id, self.frontend_id):
+            return False  # a worker has it already
+        cancelled = JobCancelled("cancelled while waiting in the shared queue")
+        answer = {"ok": False, "error_kind": cancelled.kind, "error": cancelled.user_message}
+        waiter.set_result((json.dumps(answer), None))
+        return True
 
     async def aclose(self) -> None:
         if self._listener is not None:

@@ -29,6 +29,7 @@ from sakaibot.errors import (
     ChatError,
     DeliveryFailed,
     FloodWait,
+    JobCancelled,
     SakaiBotError,
     StoreUnavailable,
 )
@@ -232,6 +233,9 @@ class JobPipeline:
         self._show(job, generating_text(label))
         params = replace(generation_params(prompt_used, request), request_id=job.id)
         result = await self._generator.generate(model, params)
+        if result.error is not None and result.error.kind == JobCancelled.kind:
+            self._end_cancelled(job)  # taken back from a shared queue by /image cancel
+            return
         self._report_to_breaker(model, result.error if not result.success else None)
         if not result.success or result.data is None:
             error = result.error or SakaiBotError("generator returned no image")
@@ -479,6 +483,27 @@ class JobPipeline:
                 )
                 waited_s += exc.retry_after_s
                 await self._sleep(exc.retry_after_s)
+
+    def _end_cancelled(self, job: Job) -> None:
+        """The user cancelled the job; the bot has already answered them."""
+        job.finished_at_s = self._clock()
+        if job.limiter_stamp is not None:
+            self._allowance.refund(job.user_id, job.limiter_stamp)
+        cancelled = JobCancelled("cancelled by the user")
+        self._store.update_job_soon(
+            job.id,
+            **ended(
+                JobStates.CANCELLED,
+                at_s=self._wall_clock(),
+                refunded=True,
+                kind=cancelled.kind,
+                message=cancelled.user_message,
+            ),
+        )
+        self._status.finish(job.id)
+        self._on_outcome(
+            JobOutcome.of_job(job, error_kind=cancelled.kind, error=cancelled.user_message)
+        )
 
     def fail(self, job: Job, error: SakaiBotError) -> None:
         """End ``job`` with ``error``: refund when not the user's fault, tell the user."""

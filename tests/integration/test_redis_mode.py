@@ -266,3 +266,29 @@ async def test_front_ends_share_one_result_cache(redis_server: RedisServer, tmp_
     assert len(generator.calls) == 1  # made once, for both front ends
     [image] = second_chat.of_kind("image")
     assert " · from cache" in image.text.split("\n")[0]
+
+
+async def test_a_job_waiting_in_the_shared_queue_can_be_cancelled(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    prefix = f"t-{uuid4().hex[:8]}"
+    generator = FakeGenerator(gate=asyncio.Event())
+    app, chat, outcomes = front_end(redis_server, prefix, tmp_path / "a", generator)
+    await app.start()
+    try:
+        await say(app, 1, "/image=flux=first", user="bob")
+        await until(lambda: generator.running == 1)
+        await say(app, 2, "/image=flux=second", user="ann")  # waits in the shared queue
+        await until(lambda: any(e.reply_to == 2 for e in chat.of_kind("send")))
+        await say(app, 3, "/image cancel", user="ann")
+        [reply] = [e.text for e in chat.events if e.reply_to == 3]
+        assert reply.startswith("🚫 Cancelled job ")
+        generator.gate.set()
+        await until(lambda: len(outcomes) == 2)
+    finally:
+        await app.aclose()
+    assert sorted((o.reply_to, o.ok, o.error_kind) for o in outcomes) == [
+        (1, True, None),
+        (2, False, "cancelled"),
+    ]
+    assert [params.prompt for _, params in generator.calls] == ["enhanced: first"]

@@ -48,6 +48,12 @@ class MemoryQueue:
         waiting = any(job == job_id for line in self.waiting.values() for job, _ in line)
         return waiting or job_id in self.leases
 
+    async def cancel(self, model: str, job_id: str, user_id: str) -> bool:
+        line = self.waiting.get(model, [])
+        kept = [(job, payload) for job, payload in line if job != job_id]
+        self.waiting[model] = kept
+        return len(kept) != len(line)
+
     async def claim(
         self, model: str, worker_id: str, lease_s: float, now_s: float
     ) -> tuple[str, str] | None:
