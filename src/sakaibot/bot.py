@@ -38,7 +38,6 @@ from sakaibot.distributed import RemoteGenerator
 from sakaibot.errors import (
     ChatError,
     ImageGone,
-    JobCancelled,
     ModelUnavailable,
     NothingToCancel,
     NothingToRetry,
@@ -58,7 +57,7 @@ from sakaibot.pipeline import JobOutcome, JobPipeline, OutcomeListener, usable_f
 from sakaibot.queues import JobQueues
 from sakaibot.reports import compute_stats, format_history, format_stats
 from sakaibot.status import StatusScheduler, failed_text, show_place
-from sakaibot.store import JobRecord, JobStates, Store, ended
+from sakaibot.store import JobRecord, JobStates, Store
 from sakaibot.store.images import ImageFiles
 from sakaibot.undelivered import UndeliveredImages
 
@@ -275,25 +274,8 @@ class ImageBot:
                 message, f"🚫 Cancelled job {taken_back.id} ({taken_back.model.display_name})."
             )
             return
-        if job.limiter_stamp is not None:
-            self._allowance.refund(job.user_id, job.limiter_stamp)
-        cancelled = JobCancelled("cancelled by the user")
-        # Written down, so a restart does not bring the job back.
-        await self._store.update_job(
-            job.id,
-            **ended(
-                JobStates.CANCELLED,
-                at_s=self._wall_clock(),
-                refunded=True,
-                kind=cancelled.kind,
-                message=cancelled.user_message,
-            ),
-        )
-        self._status.finish(job.id)
+        await self._pipeline.end_cancelled(job)
         await self._reply(message, f"🚫 Cancelled job {job.id} ({job.model.display_name}).")
-        self._on_outcome(
-            JobOutcome.of_job(job, error_kind=cancelled.kind, error=cancelled.user_message)
-        )
 
     async def _cancel_remote(self, user_id: str, job_id: str | None) -> Job | None:
         if self._remote is None:

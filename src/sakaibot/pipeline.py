@@ -234,7 +234,7 @@ class JobPipeline:
         params = replace(generation_params(prompt_used, request), request_id=job.id)
         result = await self._generator.generate(model, params)
         if result.error is not None and result.error.kind == JobCancelled.kind:
-            self._end_cancelled(job)  # taken back from a shared queue by /image cancel
+            await self.end_cancelled(job)  # taken back from a shared queue by /image cancel
             return
         self._report_to_breaker(model, result.error if not result.success else None)
         if not result.success or result.data is None:
@@ -484,13 +484,17 @@ class JobPipeline:
                 waited_s += exc.retry_after_s
                 await self._sleep(exc.retry_after_s)
 
-    def _end_cancelled(self, job: Job) -> None:
-        """The user cancelled the job; the bot has already answered them."""
+    async def end_cancelled(self, job: Job) -> None:
+        """End a job the user cancelled: slot back, written down, status removed.
+
+        The bot answers the ``/image cancel`` itself.
+        """
         job.finished_at_s = self._clock()
         if job.limiter_stamp is not None:
             self._allowance.refund(job.user_id, job.limiter_stamp)
         cancelled = JobCancelled("cancelled by the user")
-        self._store.update_job_soon(
+        # Waited for, so a restart does not bring the job back.
+        await self._store.update_job(
             job.id,
             **ended(
                 JobStates.CANCELLED,
