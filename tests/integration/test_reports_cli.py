@@ -27,8 +27,9 @@ def run_cli(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def record(job_id: str, user: str, age_s: float, **fields: object) -> JobRecord:
-    now = time.time()
+def record(job_id: str, user: str, age_s: float, *, now: float, **fields: object) -> JobRecord:
+    # One `now` for every record and its finish time: times then differ by exactly
+    # what the test says, however slowly the machine builds them.
     values: dict[str, object] = {
         "id": job_id,
         "user_id": user,
@@ -54,6 +55,7 @@ async def make_store(data_dir: Path) -> None:
                 "old1",
                 "alice",
                 10 * 86_400,
+                now=now,
                 state=JobStates.DONE,
                 finished_at_s=now - 10 * 86_400 + 5,
             ),
@@ -61,6 +63,7 @@ async def make_store(data_dir: Path) -> None:
                 "a1",
                 "alice",
                 300,
+                now=now,
                 state=JobStates.DONE,
                 finished_at_s=now - 290,
                 enhancer="original prompt",
@@ -69,14 +72,17 @@ async def make_store(data_dir: Path) -> None:
                 "b1",
                 "bob",
                 200,
+                now=now,
                 state=JobStates.DONE,
                 finished_at_s=now - 180,
                 cache_hit=True,
                 enhancer="OpenRouter (m)",
                 model="sdxl",
             ),
-            record("a2", "alice", 100, state=JobStates.FAILED, error_kind="worker_timeout"),
-            record("a3", "alice", 10),
+            record(
+                "a2", "alice", 100, now=now, state=JobStates.FAILED, error_kind="worker_timeout"
+            ),
+            record("a3", "alice", 10, now=now),
         ]:
             await store.add_job(job)
     finally:
