@@ -3,8 +3,14 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# workerd, Cloudflare's open-source Workers runtime, runs the shipped cloudflare/
+# scripts in tests/integration/test_cloudflare_workers.py. Pinned; installed from
+# npm with the machine's Node.js into a git-ignored folder.
+WORKERD_VERSION := 1.20261117.1
+WORKERD_DIR := .tools/workerd
+WORKERD_STAMP := $(WORKERD_DIR)/.installed-$(WORKERD_VERSION)
 
-.PHONY: install demo test bench check lint format typecheck clean
+.PHONY: install demo test bench check lint format typecheck clean workerd
 
 install: $(STAMP)
 
@@ -20,8 +26,22 @@ demo: $(STAMP)
 	@echo
 	@echo "The images are in out/demo/. To go live, see README.md ('Going live')."
 
-test: $(STAMP)
+test: $(STAMP) workerd
 	$(BIN)/pytest -q
+
+workerd: $(WORKERD_STAMP)
+
+# Best effort: without npm or the registry the workerd tests skip and say why
+# (under CI=true they fail instead), so this never stops `make test` by itself.
+$(WORKERD_STAMP):
+	@if command -v npm >/dev/null 2>&1 && npm install --prefix $(WORKERD_DIR) --no-save \
+		--no-audit --no-fund --loglevel=error --fetch-retries=1 --fetch-timeout=30000 \
+		workerd@$(WORKERD_VERSION); then \
+		touch $@; \
+	else \
+		echo "warning: could not install workerd $(WORKERD_VERSION) with npm;" \
+			"the Cloudflare worker tests will be skipped"; \
+	fi
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
@@ -40,4 +60,4 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix src tests scripts benchmarks
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) out .tools .pytest_cache .mypy_cache .ruff_cache

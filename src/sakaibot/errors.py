@@ -302,7 +302,7 @@ class WorkerAuthError(PermanentWorkerError):
     def user_message(self) -> str:
         return (
             f"The {self._model_name} worker refused our credentials. "
-            "The bot's owner should check the worker's API key (e.g. SDXL_API_KEY)."
+            "The bot's owner should check the worker's API key (FLUX_API_KEY or SDXL_API_KEY)."
         )
 
 

@@ -269,6 +269,17 @@ class Settings(BaseSettings):
     worker_retry_budget_s: float = Field(default=300.0, gt=0)
     worker_max_attempts: int = Field(default=4, ge=1, le=20)
     image_max_bytes: int = Field(default=20_000_000, ge=1024)
+    #: The token the flux worker checks (the shipped worker's API_TOKEN), sent as
+    #: `Authorization: Bearer`; unset sends none, for open workers.
+    flux_api_key: SecretStr | None = None
+
+    @field_validator("flux_api_key", mode="before")
+    @classmethod
+    def _empty_flux_key_is_unset(cls, value: Any) -> Any:
+        # `FLUX_API_KEY=` copied from `.env.example` means "not set".
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
 
     # Requests, limits and queues.
     image_prompt_max_chars: int = Field(default=1000, ge=1, le=10_000)
@@ -426,7 +437,11 @@ class Settings(BaseSettings):
         if self.flux_worker_url is not None:
             specs.append(
                 _builtin(
-                    "flux", self.flux_worker_url, None, self.flux_concurrency, self.flux_fallback
+                    "flux",
+                    self.flux_worker_url,
+                    self.flux_api_key,
+                    self.flux_concurrency,
+                    self.flux_fallback,
                 )
             )
         # SDXL needs its key too, as in the original design.

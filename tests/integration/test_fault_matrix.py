@@ -103,7 +103,7 @@ EXPECTED: dict[str, Expect] = {
     "401": Expect(
         WorkerAuthError,
         "The {model} worker refused our credentials.",
-        "should check the worker's API key (e.g. SDXL_API_KEY)",
+        "should check the worker's API key (FLUX_API_KEY or SDXL_API_KEY)",
         error_kind="worker_auth",
     ),
     "405": BAD_REQUEST,

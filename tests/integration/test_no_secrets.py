@@ -34,6 +34,7 @@ from tests.support.fakes import RecordingChat
 WORKER_KEY = "the-right-worker-key"
 
 CANARIES: dict[str, str] = {
+    "flux_api_key": "CANARY-flux-key-5d21",
     "sdxl_api_key": "CANARY-sdxl-key-7f3a",
     "openrouter_api_key": "CANARY-openrouter-key-91c2",
     "gemini_api_key": "CANARY-gemini-key-4be8",

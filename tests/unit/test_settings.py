@@ -147,3 +147,23 @@ def test_a_bad_redis_url_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
         load_settings(env_file=None)
     assert "REDIS_URL" in info.value.user_message
     assert "hunter2-canary" not in info.value.user_message
+
+
+def test_flux_sends_its_key_when_one_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLUX_WORKER_URL", "https://images.example.workers.dev/flux")
+    monkeypatch.setenv("FLUX_API_KEY", "flux-secret-value")
+    settings = load_settings(env_file=None)
+    flux = settings.model_registry().get("flux")
+    assert flux is not None
+    assert flux.api_key is not None
+    assert flux.api_key.get_secret_value() == "flux-secret-value"
+    assert "flux-secret-value" not in repr(settings)
+
+
+def test_flux_without_a_key_stays_offered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Open Flux workers need no key; an empty FLUX_API_KEY= line means none."""
+    monkeypatch.setenv("FLUX_WORKER_URL", "https://flux.example.workers.dev")
+    monkeypatch.setenv("FLUX_API_KEY", " ")
+    flux = load_settings(env_file=None).model_registry().get("flux")
+    assert flux is not None
+    assert flux.api_key is None
