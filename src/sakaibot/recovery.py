@@ -4,6 +4,8 @@
   within the longest window.
 - Unfinished jobs come back in their original order, with the chat and the
   message they answer, and their status message is taken over, not repeated.
+  The chat is first taught each job's stored address, so it can reach chats
+  its client has not met since the restart.
 - A job that was being sent when the process died is first looked for in the
   chat: found, it is marked delivered; not found, its kept image is sent (or,
   if the image is gone, it is generated again). So every accepted job ends
@@ -97,9 +99,13 @@ class Recovery:
             model=model,
             created_at_s=self.clock(),
             limiter_stamp=None if record.refunded else record.created_at_s,
+            chat_address=record.chat_address,
         )
 
     async def _resume(self, record: JobRecord) -> None:
+        # Before anything reaches the chat: a fresh client may not know the chat
+        # yet, and a user account cannot address a stranger by id alone.
+        self.chat.remember_chat(record.chat_id, record.chat_address)
         if record.status_message_id is not None:
             self.status.adopt(
                 record.id,
