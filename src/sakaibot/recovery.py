@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sakaibot.chat.port import ChatPort
-from sakaibot.errors import SakaiBotError, StoreUnavailable
+from sakaibot.errors import ChatError, SakaiBotError, StoreUnavailable
 from sakaibot.jobs import Job, decode_request
 from sakaibot.limits import SlidingWindowLimiter
 from sakaibot.models import ModelRegistry
@@ -118,9 +118,17 @@ class Recovery:
             await self._give_up(record, ModelGone(record.model))
             return
         if record.state == JobStates.DELIVERING:
-            delivered = await self.chat.find_delivered(
-                record.chat_id, reply_to=record.reply_to, job_id=record.id
-            )
+            try:
+                delivered = await self.chat.find_delivered(
+                    record.chat_id, reply_to=record.reply_to, job_id=record.id
+                )
+            except ChatError as exc:
+                # Unsure is not "never": sending twice is the lesser harm than a
+                # job that waits for ever.
+                logger.warning(
+                    "job %s: could not look for its image in the chat: %s", record.id, exc
+                )
+                delivered = None
             if delivered is not None:
                 await self.store.update_job(
                     record.id,
