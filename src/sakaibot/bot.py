@@ -120,6 +120,8 @@ class ImageBot:
 
     async def handle(self, message: IncomingMessage) -> bool:
         """Act on ``message``; ``False`` when it was not an ``/image`` command."""
+        # Every reply and job of this message goes to its chat: teach the chat how.
+        self._chat.remember_chat(message.chat_id, message.chat_address)
         try:
             command = parse_command(
                 message.text, self._registry, max_prompt_chars=self._max_prompt_chars
@@ -185,6 +187,7 @@ class ImageBot:
             model=model,
             created_at_s=self._clock(),
             persisted=asyncio.get_running_loop().create_future(),
+            chat_address=message.chat_address,
         )
         job.limiter_stamp = admitted
         if hit is None:
@@ -295,8 +298,14 @@ class ImageBot:
             kept = await asyncio.to_thread(store.take, command.job_id, message.user_id)
         if store is None or kept is None:
             raise NothingToRetry(command.job_id)
+        record = await self._record_or_none(kept.job_id)
+        if record is not None:
+            # The image may belong to another chat than the one the retry came from.
+            self._chat.remember_chat(record.chat_id, record.chat_address)
         try:
-            await self._pipeline.send_image(kept.chat_id, kept.image, reply_to=kept.reply_to)
+            message_id = await self._pipeline.send_image(
+                kept.chat_id, kept.image, reply_to=kept.reply_to
+            )
         except ChatError as exc:
             logger.warning("job %s: retry failed: %s", kept.job_id, exc)
             await self._reply(
@@ -308,6 +317,28 @@ class ImageBot:
             )
             return
         await asyncio.to_thread(store.forget, kept.job_id)
+        if record is not None:
+            # History and statistics count the job as delivered from now on.
+            await self._note_retried(record, message_id)
+
+    async def _record_or_none(self, job_id: str) -> JobRecord | None:
+        """The job's record, or ``None`` when the store cannot say (the image matters more)."""
+        try:
+            return await self._store.get_job(job_id)
+        except StoreUnavailable as exc:
+            logger.error("job %s: could not read its record: %s", job_id, exc)
+            return None
+
+    async def _note_retried(self, record: JobRecord, message_id: int) -> None:
+        try:
+            await self._store.update_job(
+                record.id,
+                state=JobStates.DONE,
+                delivered_message_id=message_id,
+                finished_at_s=self._wall_clock(),
+            )
+        except StoreUnavailable as exc:
+            logger.error("job %s: delivered by retry but not written down: %s", record.id, exc)
 
     async def _history(self, message: IncomingMessage, command: HistoryCommand) -> None:
         records = await self._store.history(message.user_id, command.limit)

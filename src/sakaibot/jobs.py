@@ -66,6 +66,8 @@ class Job:
     #: Resolved once the job is in the store: ``True`` stored, ``False`` refused.
     #: ``None`` for a job read back from the store on start.
     persisted: asyncio.Future[bool] | None = None
+    #: The front end's address of the chat (:attr:`IncomingMessage.chat_address`).
+    chat_address: str | None = None
 
     @property
     def stored(self) -> bool:
@@ -115,6 +117,7 @@ def job_record(job: Job) -> JobRecord:
         prompt=job.request.prompt,
         # The rate-limit stamp is wall-clock time: it is also when the job was accepted.
         created_at_s=job.limiter_stamp if job.limiter_stamp is not None else 0.0,
+        chat_address=job.chat_address,
     )
 
 

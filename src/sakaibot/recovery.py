@@ -4,6 +4,8 @@
   within the longest window.
 - Unfinished jobs come back in their original order, with the chat and the
   message they answer, and their status message is taken over, not repeated.
+  The chat is first taught each job's stored address, so it can reach chats
+  its client has not met since the restart.
 - A job that was being sent when the process died is first looked for in the
   chat: found, it is marked delivered; not found, its kept image is sent (or,
   if the image is gone, it is generated again). So every accepted job ends
@@ -17,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sakaibot.chat.port import ChatPort
-from sakaibot.errors import SakaiBotError, StoreUnavailable
+from sakaibot.errors import ChatError, SakaiBotError, StoreUnavailable
 from sakaibot.jobs import Job, decode_request
 from sakaibot.limits import SlidingWindowLimiter
 from sakaibot.models import ModelRegistry
@@ -97,9 +99,13 @@ class Recovery:
             model=model,
             created_at_s=self.clock(),
             limiter_stamp=None if record.refunded else record.created_at_s,
+            chat_address=record.chat_address,
         )
 
     async def _resume(self, record: JobRecord) -> None:
+        # Before anything reaches the chat: a fresh client may not know the chat
+        # yet, and a user account cannot address a stranger by id alone.
+        self.chat.remember_chat(record.chat_id, record.chat_address)
         if record.status_message_id is not None:
             self.status.adopt(
                 record.id,
@@ -112,9 +118,17 @@ class Recovery:
             await self._give_up(record, ModelGone(record.model))
             return
         if record.state == JobStates.DELIVERING:
-            delivered = await self.chat.find_delivered(
-                record.chat_id, reply_to=record.reply_to, job_id=record.id
-            )
+            try:
+                delivered = await self.chat.find_delivered(
+                    record.chat_id, reply_to=record.reply_to, job_id=record.id
+                )
+            except ChatError as exc:
+                # Unsure is not "never": sending twice is the lesser harm than a
+                # job that waits for ever.
+                logger.warning(
+                    "job %s: could not look for its image in the chat: %s", record.id, exc
+                )
+                delivered = None
             if delivered is not None:
                 await self.store.update_job(
                     record.id,

@@ -16,7 +16,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sakaibot.enhancer import ORIGINAL_PROMPT
-from sakaibot.errors import format_wait, plural
+from sakaibot.errors import (
+    ChatError,
+    ContentFiltered,
+    DeliveryFailed,
+    EnhancerError,
+    FloodWait,
+    GenerationError,
+    ImageTooLarge,
+    InvalidImage,
+    PermanentWorkerError,
+    QuotaExhausted,
+    SakaiBotError,
+    StoreUnavailable,
+    TelegramUnreachable,
+    TransientWorkerError,
+    WorkerAuthError,
+    WorkerBadRequest,
+    WorkerTimeout,
+    format_wait,
+    plural,
+)
 from sakaibot.store import JobRecord, JobStates
 
 #: How much of a prompt one history line shows.
@@ -28,6 +48,27 @@ HISTORY_FOOTER = "Send one again: /image resend <id> · Make a new one: /image a
 NO_QUEUES = "(only shown in chat)"
 
 _UNFINISHED_WORDS = {JobStates.QUEUED: "waiting", JobStates.DELIVERING: "sending"}
+#: How a history line says why a job failed: words for people, not the stored
+#: ``error_kind`` codes. A kind not listed here (a newer or older one) says "failed".
+_FAILURE_WORDS = {
+    SakaiBotError.kind: "failed (a fault in the bot)",
+    GenerationError.kind: "failed (the worker could not make it)",
+    TransientWorkerError.kind: "failed (the worker was unreachable)",
+    WorkerTimeout.kind: "failed (the worker took too long)",
+    PermanentWorkerError.kind: "failed (the worker refused)",
+    WorkerAuthError.kind: "failed (the worker refused the bot's key)",
+    WorkerBadRequest.kind: "failed (the worker refused the request)",
+    ContentFiltered.kind: "blocked by the content filter",
+    QuotaExhausted.kind: "failed (the worker's quota is used up)",
+    InvalidImage.kind: "failed (the worker sent no valid image)",
+    ImageTooLarge.kind: "failed (the image was too large)",
+    EnhancerError.kind: "failed (the prompt enhancer)",
+    StoreUnavailable.kind: "failed (storage unavailable)",
+    ChatError.kind: "made but not sent",
+    FloodWait.kind: "made but not sent",
+    TelegramUnreachable.kind: "made but not sent",
+    "model_gone": "failed (the model is no longer offered)",
+}
 
 
 # -- history ---------------------------------------------------------------------
@@ -42,11 +83,18 @@ def _preview(prompt: str, limit: int = PROMPT_PREVIEW_CHARS) -> str:
 
 
 def state_word(record: JobRecord) -> str:
-    """``delivered``, ``delivered (cache)``, ``failed: <kind>``, ``cancelled``, ``waiting``…"""
+    """``delivered``, ``delivered (cache)``, ``failed (…)``, ``cancelled``, ``waiting``…
+
+    A job whose image was made but not sent names the ``/image retry`` that may
+    still send it (the image is kept for a while); once a retry has delivered
+    it, the job reads ``delivered`` like any other.
+    """
     if record.state == JobStates.DONE:
         return "delivered (cache)" if record.cache_hit else "delivered"
     if record.state == JobStates.FAILED:
-        return f"failed: {record.error_kind or 'unknown'}"
+        if record.error_kind == DeliveryFailed.kind:
+            return f"made but not sent (try /image retry {record.id})"
+        return _FAILURE_WORDS.get(record.error_kind or "", "failed")
     if record.state == JobStates.CANCELLED:
         return "cancelled"
     return _UNFINISHED_WORDS.get(record.state, record.state)

@@ -137,7 +137,7 @@ async def test_history_json_and_text(tmp_path: Path) -> None:
     assert lines[0] == "Last 2 images:"
     assert lines[1].startswith("• a3 @alice flux ")
     assert lines[1].endswith("ago: waiting — prompt of a3")
-    assert "failed: worker_timeout — prompt of a2" in lines[2]
+    assert "failed (the worker took too long) — prompt of a2" in lines[2]
 
 
 def test_no_data_yet(tmp_path: Path) -> None:

@@ -58,6 +58,8 @@ class RecordingChat:
     edit_failures: list[SakaiBotError] = field(default_factory=list)
     send_failures: list[SakaiBotError] = field(default_factory=list)
     image_failures: list[SakaiBotError] = field(default_factory=list)
+    #: What :meth:`remember_chat` was taught, by chat id.
+    addresses: dict[str, str] = field(default_factory=dict)
     _last_id: int = 100
 
     def _now(self) -> float:
@@ -66,6 +68,10 @@ class RecordingChat:
     def _new_id(self) -> int:
         self._last_id += 1
         return self._last_id
+
+    def remember_chat(self, chat_id: str, address: str | None) -> None:
+        if address is not None:
+            self.addresses[chat_id] = address
 
     async def send_text(self, chat_id: str, text: str, *, reply_to: int | None) -> int:
         if self.send_failures:

@@ -53,6 +53,11 @@ class ClientCall:
     def ok(self) -> bool:
         return self.raised is None
 
+    @property
+    def chat_id(self) -> int:
+        """The marked id of the chat addressed, by id or by input peer."""
+        return int(utils.get_peer_id(_peer_of(self.entity)))
+
 
 @dataclass
 class SentFile:
@@ -201,9 +206,25 @@ class RecordingTelegramClient:
         self.sent[sent.id] = sent
         return sent
 
-    async def get_messages(self, entity: Any, *, ids: list[int]) -> list[Any]:
-        self._record("get_messages", entity, ids=ids)
-        return [self.sent.get(message_id) for message_id in ids]
+    async def get_messages(
+        self,
+        entity: Any,
+        *,
+        ids: list[int] | None = None,
+        search: str | None = None,
+        min_id: int = 0,
+        limit: int | None = None,
+    ) -> list[Any]:
+        self._record("get_messages", entity, ids=ids, search=search, min_id=min_id, limit=limit)
+        if ids is not None:
+            return [self.sent.get(message_id) for message_id in ids]
+        # Telegram's search: the newest first, containing the text, after min_id.
+        found = [
+            m
+            for m in reversed(self.sent.values())
+            if m.id > min_id and (search or "") in (m.raw_text or "")
+        ]
+        return found[:limit]
 
     # -- helpers ----------------------------------------------------------------
 
@@ -241,10 +262,9 @@ class RecordingTelegramClient:
     def _message(
         self, message_id: int, entity: Any, text: str, reply_to: int | None = None
     ) -> types.Message:
-        peer_id, peer_type = utils.resolve_id(int(entity))
         message = types.Message(
             id=message_id,
-            peer_id=peer_type(peer_id),
+            peer_id=_peer_of(entity),
             date=_DATE,
             message=text,
             out=True,
@@ -255,6 +275,14 @@ class RecordingTelegramClient:
         )
         message._finish_init(self, {}, None)
         return message
+
+
+def _peer_of(entity: Any) -> Any:
+    """The chat a call addressed: a marked id or an input peer, as Telethon takes them."""
+    if isinstance(entity, int):
+        peer_id, peer_type = utils.resolve_id(entity)
+        return peer_type(peer_id)
+    return utils.get_peer(entity)
 
 
 def make_message(
@@ -305,8 +333,31 @@ def make_message(
         first_name="Bot" if sender_is_bot else f"user{sender_id}",
     )
     entities: dict[int, Any] = {utils.get_peer_id(sender): sender}
+    # Like an update, which names the chat too (with its access hash).
+    chat_entity = _chat_entity(chat, self_id=client._self_id)
+    entities.setdefault(utils.get_peer_id(chat_entity), chat_entity)
     message._finish_init(client, entities, None)
     return message
+
+
+def _chat_entity(
+    chat: types.PeerUser | types.PeerChat | types.PeerChannel, *, self_id: int
+) -> types.User | types.Chat | types.Channel:
+    """The entity an update carries for ``chat``; access hashes are made up but stable."""
+    if isinstance(chat, types.PeerUser):
+        user_id = chat.user_id
+        return types.User(
+            id=user_id, is_self=user_id == self_id, access_hash=user_id * 7, first_name="someone"
+        )
+    if isinstance(chat, types.PeerChat):
+        return types.Chat(
+            id=chat.chat_id, title="a group", photo=types.ChatPhotoEmpty(),
+            participants_count=3, date=_DATE, version=1,
+        )  # fmt: skip
+    return types.Channel(
+        id=chat.channel_id, title="a supergroup", photo=types.ChatPhotoEmpty(), date=_DATE,
+        access_hash=chat.channel_id * 11, megagroup=True,
+    )  # fmt: skip
 
 
 def make_event(client: Any, **fields: Any) -> events.NewMessage.Event:

@@ -9,6 +9,7 @@ import pytest
 
 from sakaibot.app import App, build_app
 from sakaibot.chat.port import IncomingMessage
+from sakaibot.errors import ChatError
 from sakaibot.pipeline import JobOutcome
 from sakaibot.settings import load_settings
 from sakaibot.store import JobStates
@@ -137,6 +138,62 @@ async def test_a_job_cut_off_while_sending_is_sent_from_its_kept_image(tmp_path:
     [image] = chat.of_kind("image")
     assert image.reply_to == 1
     assert "seed 3" in image.text
+    assert [o.ok for o in outcomes] == [True]
+
+
+async def test_each_recovered_job_teaches_the_chat_its_address_first(tmp_path: Path) -> None:
+    clock = FakeClock()
+    chat = RecordingChat(clock=clock)
+    first, _ = make_app(tmp_path, chat, FakeGenerator(gate=asyncio.Event()), clock)
+    await first.start()
+    await first.bot.handle(
+        IncomingMessage("42", 1, "ann", "/image=flux=a fox", chat_address="user:42:777")
+    )
+    await first.bot.handle(IncomingMessage("-5", 2, "bob", "/image=flux=a cat"))  # no address
+    await asyncio.wait_for(first.status.drain(), timeout=5)
+    await crash(first)
+
+    fresh = RecordingChat(clock=clock)  # a new process: its chat has learned nothing yet
+    second, outcomes = make_app(tmp_path, fresh, FakeGenerator(), clock)
+    await second.start()
+    assert fresh.addresses == {"42": "user:42:777"}
+    await asyncio.wait_for(second.drain(), timeout=5)
+    await second.aclose()
+    assert [o.ok for o in outcomes] == [True, True]
+
+
+async def test_a_chat_that_cannot_be_searched_gets_the_image_rather_than_nothing(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    chat = RecordingChat(clock=clock)
+    upload_started = asyncio.Event()
+
+    async def dying_upload(*args: object, **kwargs: object) -> int:
+        upload_started.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    original_send_image = chat.send_image
+    chat.send_image = dying_upload  # type: ignore[assignment, method-assign]
+    first, _ = make_app(tmp_path, chat, FakeGenerator(), clock)
+    await first.start()
+    await say(first, 1, "/image=flux=a fox")
+    await asyncio.wait_for(upload_started.wait(), timeout=5)
+    await crash(first)
+
+    chat.send_image = original_send_image  # type: ignore[method-assign]
+
+    async def search_refused(*args: object, **kwargs: object) -> int | None:
+        raise ChatError("telegram refused: FloodWaitError")
+
+    chat.find_delivered = search_refused  # type: ignore[method-assign]
+    second, outcomes = make_app(tmp_path, chat, FakeGenerator(), clock)
+    await second.start()
+    await asyncio.wait_for(second.drain(), timeout=5)
+    await second.aclose()
+    [image] = chat.of_kind("image")
+    assert image.reply_to == 1
     assert [o.ok for o in outcomes] == [True]
 
 

@@ -69,7 +69,9 @@ def test_history_lines_newest_first_with_state_words() -> None:
     assert lines[0] == "Your last 6 images:"
     assert lines[1] == "• j5 flux 5 s ago: waiting — a red fox in the snow"
     assert lines[2] == "• j4 flux 30 s ago: sending — a red fox in the snow"
-    assert lines[3] == "• j3 sdxl 3 min 20 s ago: failed: worker_timeout — a red fox in the snow"
+    assert lines[3] == (
+        "• j3 sdxl 3 min 20 s ago: failed (the worker took too long) — a red fox in the snow"
+    )
     assert lines[4] == "• j2 flux 1 h ago: cancelled — a red fox in the snow"
     preview = lines[5].split(" — ", 1)[1]
     assert lines[5].startswith("• j1 flux 2 h 5 min ago: delivered (cache) — a very long")
@@ -88,9 +90,28 @@ def test_history_one_image_and_multiline_prompt() -> None:
     assert "— two lines" in text
 
 
-def test_history_failed_without_kind() -> None:
-    text = format_history([job("a1", state=JobStates.FAILED)], now_s=NOW)
-    assert "failed: unknown" in text
+def test_history_failed_without_a_known_kind_says_failed() -> None:
+    records = [
+        job("a1", state=JobStates.FAILED),
+        job("a2", state=JobStates.FAILED, error_kind="some_future_kind"),
+    ]
+    lines = format_history(records, now_s=NOW).splitlines()
+    assert lines[1] == "• a1 flux 1 min ago: failed — a red fox in the snow"
+    assert lines[2] == "• a2 flux 1 min ago: failed — a red fox in the snow"
+
+
+def test_history_names_the_retry_of_an_unsent_image_and_no_internal_codes() -> None:
+    kinds = [
+        "delivery_failed", "chat", "worker_timeout", "worker_unavailable", "worker_auth",
+        "content_filtered", "quota_exhausted", "generation", "internal", "model_gone", "store",
+    ]  # fmt: skip
+    records = [job(f"k{i}", state=JobStates.FAILED, error_kind=k) for i, k in enumerate(kinds)]
+    text = format_history(records, now_s=NOW)
+    assert "• k0 flux 1 min ago: made but not sent (try /image retry k0) —" in text
+    assert "• k1 flux 1 min ago: made but not sent —" in text
+    assert "blocked by the content filter" in text
+    for kind in kinds:
+        assert kind not in text.replace("/image retry k0", "")
 
 
 def test_empty_history() -> None:

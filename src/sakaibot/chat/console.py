@@ -106,6 +106,9 @@ class ConsoleChat:
 
     # -- the chat port ---------------------------------------------------------
 
+    def remember_chat(self, chat_id: str, address: str | None) -> None:
+        """The console is always reachable: nothing to learn."""
+
     async def send_text(self, chat_id: str, text: str, *, reply_to: int | None) -> int:
         message_id = self._next_id()
         arrow = f" ↩ #{reply_to}" if reply_to is not None else ""

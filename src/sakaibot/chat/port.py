@@ -29,6 +29,9 @@ class IncomingMessage:
     reply_to_message_id: int | None = None
     #: From the bot's owner: owner-only commands (stats, cache) check this.
     from_owner: bool = False
+    #: What the front end needs to reach this chat again after a restart, opaque
+    #: to the core (Telegram: the peer kind, id and access hash). Kept with each job.
+    chat_address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,14 @@ class OutgoingImage:
 
 class ChatPort(Protocol):
     """What the core may do in a chat. Message ids are the chat's own."""
+
+    def remember_chat(self, chat_id: str, address: str | None) -> None:
+        """Learn how to reach ``chat_id`` (an :attr:`IncomingMessage.chat_address`).
+
+        Called for each incoming message and, on a restart, for each recovered
+        job before anything is sent to its chat. ``None`` teaches nothing.
+        """
+        ...
 
     async def send_text(self, chat_id: str, text: str, *, reply_to: int | None) -> int:
         """Send a new text message; returns its id."""

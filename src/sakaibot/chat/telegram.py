@@ -17,16 +17,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import getpass
 import io
 import ipaddress
 import logging
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any, Literal, TextIO
+from typing import IO, Any, Literal, TextIO, TypeVar
 
-from telethon import TelegramClient, errors, events
+from telethon import TelegramClient, errors, events, utils
 from telethon.client.telegrambaseclient import (
     DEFAULT_DC_ID,
     DEFAULT_IPV4_IP,
@@ -51,13 +52,18 @@ from sakaibot.settings import Settings, TelegramServer, read_server_public_key
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 #: Telegram's limits for a photo; anything else goes as a document.
 PHOTO_MAX_BYTES = 10 * 1024 * 1024
 PHOTO_MAX_SIDES_PX = 10_000
 PHOTO_MAX_ASPECT = 20.0
 TEXT_LIMIT_UTF16 = 4096
-#: How many messages after a command are searched for its delivered image.
-_DELIVERY_LOOKAHEAD = 200
+#: How many of our messages carrying a job's tag a user account looks through
+#: after a crash (a count of search results, not of message ids: normally one).
+_TAGGED_RESULTS_MAX = 50
+#: How many message ids a bot account asks for at once (Telegram's maximum).
+_IDS_PER_REQUEST = 100
 
 
 def fits_as_photo(image: GeneratedImage) -> bool:
@@ -88,44 +94,108 @@ def telegram_errors() -> Iterator[None]:
 
 
 class TelegramChat:
-    """The chat port on a Telethon client. Chat ids are Telethon's marked peer ids."""
+    """The chat port on a Telethon client. Chat ids are Telethon's marked peer ids.
 
-    def __init__(self, client: Any) -> None:
+    Every call addresses its chat by an input peer when one is known: learned
+    from the chat's messages and, after a restart, from the address stored with
+    each job (:meth:`remember_chat`). A user account cannot reach a chat that
+    is not a contact by its id alone, and a fresh client (a string session, or
+    a session file after a crash) has not met any chat yet. When Telethon still
+    cannot address a chat, it is looked up once (the account's dialogs) and the
+    call is made again.
+    """
+
+    def __init__(self, client: Any, *, bot_account: bool = False) -> None:
         self._client = client
+        #: Bots may not search or list dialogs; they look messages up by id.
+        self._bot_account = bot_account
+        #: Each chat's input peer, by chat id.
+        self._peers: dict[str, Any] = {}
+        #: One lookup at a time: recovered jobs of one chat all fail together.
+        self._resolving = asyncio.Lock()
+
+    def remember_chat(self, chat_id: str, address: str | None) -> None:
+        peer = input_peer_of(address)
+        if peer is None:
+            return
+        if not isinstance(peer, types.InputPeerSelf) and str(utils.get_peer_id(peer)) != chat_id:
+            logger.warning("chat %s: ignored an address of another chat", chat_id)
+            return
+        self._peers[chat_id] = peer
+
+    async def _addressed(self, chat_id: str, call: Callable[[Any], Awaitable[T]]) -> T:
+        """``call(peer)`` for the chat; on an entity error, resolve the chat and retry once."""
+        with telegram_errors():
+            known = self._peers.get(chat_id)
+            try:
+                return await call(known if known is not None else int(chat_id))
+            except (ValueError, errors.PeerIdInvalidError) as exc:
+                if not _is_entity_error(exc):
+                    raise
+                logger.info(
+                    "chat %s: the client cannot address it (%s); looking it up", chat_id, exc
+                )
+            return await call(await self._resolve(chat_id, failed=known))
+
+    async def _resolve(self, chat_id: str, *, failed: Any) -> Any:
+        async with self._resolving:
+            known = self._peers.get(chat_id)
+            if known is not None and known != failed:
+                return known  # another call looked it up meanwhile
+            marked = int(chat_id)
+            try:
+                peer = await self._client.get_input_entity(marked)
+            except (ValueError, errors.RPCError):
+                if self._bot_account:
+                    raise  # bots may not list dialogs: nothing else to try
+                peer = await self._peer_from_dialogs(marked)
+            self._peers[chat_id] = peer
+            return peer
+
+    async def _peer_from_dialogs(self, marked: int) -> Any:
+        """The chat among the account's dialogs (which also teaches Telethon every peer)."""
+        async for dialog in self._client.iter_dialogs():
+            if dialog.id == marked:
+                return dialog.input_entity
+        raise ValueError(f"Could not find the input entity for {marked} among the dialogs")
 
     async def send_text(self, chat_id: str, text: str, *, reply_to: int | None) -> int:
         # Plain text, no parse mode: user text can never be taken for markup.
-        with telegram_errors():
-            message = await self._client.send_message(
-                int(chat_id),
+        message = await self._addressed(
+            chat_id,
+            lambda peer: self._client.send_message(
+                peer,
                 cut_to_utf16(text, TEXT_LIMIT_UTF16),
                 reply_to=reply_to,
                 parse_mode=None,
                 link_preview=False,
-            )
+            ),
+        )
         return int(message.id)
 
     async def edit_text(self, chat_id: str, message_id: int, text: str) -> None:
-        with telegram_errors():
-            await self._client.edit_message(
-                int(chat_id),
+        await self._addressed(
+            chat_id,
+            lambda peer: self._client.edit_message(
+                peer,
                 message_id,
                 cut_to_utf16(text, TEXT_LIMIT_UTF16),
                 parse_mode=None,
                 link_preview=False,
-            )
+            ),
+        )
 
     async def delete_message(self, chat_id: str, message_id: int) -> None:
-        with telegram_errors():
-            await self._client.delete_messages(int(chat_id), [message_id])
+        await self._addressed(
+            chat_id, lambda peer: self._client.delete_messages(peer, [message_id])
+        )
 
     async def send_image(self, chat_id: str, image: OutgoingImage, *, reply_to: int | None) -> int:
         as_document = image.as_file or not fits_as_photo(image.image)
         reused = input_file_of(image.upload_ref, as_document=as_document)
         if reused is not None:
             try:
-                with telegram_errors():
-                    message = await self._send(chat_id, reused, image, as_document, reply_to)
+                message = await self._send(chat_id, reused, image, as_document, reply_to)
                 return int(message.id)
             except (FloodWait, MessageNotModified):
                 raise
@@ -134,8 +204,7 @@ class TelegramChat:
                 logger.info("chat %s: stored upload not reusable; sending the bytes", chat_id)
         upload = io.BytesIO(image.image.data)
         upload.name = image.filename  # Telethon takes the file name and type from here
-        with telegram_errors():
-            message = await self._send(chat_id, upload, image, as_document, reply_to)
+        message = await self._send(chat_id, upload, image, as_document, reply_to)
         ref = upload_ref_of(message)
         if ref is not None and image.remember_upload is not None:
             image.remember_upload(ref)
@@ -144,35 +213,125 @@ class TelegramChat:
     async def _send(
         self, chat_id: str, file: Any, image: OutgoingImage, as_document: bool, reply_to: int | None
     ) -> Any:
-        return await self._client.send_file(
-            int(chat_id),
-            file,
-            caption=image.caption.html(),
-            parse_mode="html",
-            force_document=as_document,
-            reply_to=reply_to,
-        )
+        def send(peer: Any) -> Any:
+            if isinstance(file, io.BytesIO):
+                file.seek(0)  # a retry after an entity error reads the bytes again
+            return self._client.send_file(
+                peer,
+                file,
+                caption=image.caption.html(),
+                parse_mode="html",
+                force_document=as_document,
+                reply_to=reply_to,
+            )
+
+        return await self._addressed(chat_id, send)
 
     async def find_delivered(self, chat_id: str, *, reply_to: int, job_id: str) -> int | None:
         """Our own message after the command that replies to it with the job's tag.
 
-        Looked up by message id, which bot accounts may do too (they cannot read
-        a chat's history).
+        A user account asks Telegram's search for the tag (``#<job id>``) among
+        the messages after the command, however many came since. Bot accounts
+        may not search; they read the ids after the command in pages of 100
+        until a page holds no message at all, i.e. past the newest one.
         """
         tag = job_tag(job_id)
-        ids = list(range(reply_to + 1, reply_to + 1 + _DELIVERY_LOOKAHEAD))
-        with telegram_errors():
-            messages = await self._client.get_messages(int(chat_id), ids=ids)
-        for message in messages:
-            if (
-                message is not None
-                and message.out
-                and message.reply_to_msg_id == reply_to
-                and message.media is not None
-                and tag in (message.raw_text or "")
-            ):
-                return int(message.id)
+        if self._bot_account:
+            return await self._find_by_ids(chat_id, reply_to=reply_to, tag=tag)
+        messages = await self._addressed(
+            chat_id,
+            lambda peer: self._client.get_messages(
+                peer, search=tag, min_id=reply_to, limit=_TAGGED_RESULTS_MAX
+            ),
+        )
+        return _delivery_among(messages, reply_to=reply_to, tag=tag)
+
+    async def _find_by_ids(self, chat_id: str, *, reply_to: int, tag: str) -> int | None:
+        marked = int(chat_id)
+        # A supergroup or channel numbers its own messages; every other chat of a
+        # bot shares one numbering, so those ids are read without naming the chat
+        # (Telethon would hide other chats' messages, and an empty page would lie).
+        in_channel = utils.resolve_id(marked)[1] is types.PeerChannel
+        first_id = reply_to + 1
+        while True:
+            ids = list(range(first_id, first_id + _IDS_PER_REQUEST))
+            if in_channel:
+                page = await self._addressed(
+                    chat_id, functools.partial(self._client.get_messages, ids=ids)
+                )
+            else:
+                with telegram_errors():
+                    page = await self._client.get_messages(None, ids=ids)
+            found = _delivery_among(
+                [m for m in page if m is not None and utils.get_peer_id(m.peer_id) == marked],
+                reply_to=reply_to,
+                tag=tag,
+            )
+            if found is not None:
+                return found
+            if all(message is None for message in page):
+                return None  # past the newest message: nothing was delivered
+            first_id += _IDS_PER_REQUEST
+
+
+def _is_entity_error(exc: Exception) -> bool:
+    """Telethon's "Could not find the input entity", or Telegram refusing the peer."""
+    return isinstance(exc, errors.PeerIdInvalidError) or "input entity" in str(exc)
+
+
+def _delivery_among(messages: Any, *, reply_to: int, tag: str) -> int | None:
+    for message in messages:
+        if (
+            message is not None
+            and message.out
+            and message.reply_to_msg_id == reply_to
+            and message.media is not None
+            and tag in (message.raw_text or "")
+        ):
+            return int(message.id)
+    return None
+
+
+def chat_address_of(peer: Any) -> str | None:
+    """The opaque address the core keeps for a chat: ``user:<id>:<access hash>``,
+    ``chat:<id>``, ``channel:<id>:<access hash>`` or ``self``; ``None`` for others."""
+    if isinstance(peer, types.InputPeerUser):
+        return f"user:{peer.user_id}:{peer.access_hash}"
+    if isinstance(peer, types.InputPeerChat):
+        return f"chat:{peer.chat_id}"
+    if isinstance(peer, types.InputPeerChannel):
+        return f"channel:{peer.channel_id}:{peer.access_hash}"
+    if isinstance(peer, types.InputPeerSelf):
+        return "self"
+    return None
+
+
+def input_peer_of(address: str | None) -> Any:
+    """The Telethon input peer an address stands for, else ``None`` (unknown or damaged)."""
+    if not address:
         return None
+    kind, *numbers = address.split(":")
+    try:
+        values = [int(number) for number in numbers]
+    except ValueError:
+        return None
+    if kind == "self" and not values:
+        return types.InputPeerSelf()
+    if kind == "chat" and len(values) == 1:
+        return types.InputPeerChat(chat_id=values[0])
+    if kind == "user" and len(values) == 2:
+        return types.InputPeerUser(user_id=values[0], access_hash=values[1])
+    if kind == "channel" and len(values) == 2:
+        return types.InputPeerChannel(channel_id=values[0], access_hash=values[1])
+    return None
+
+
+def _address_of(message: Any) -> str | None:
+    """How to reach a message's chat again, from what its update carried."""
+    peer = message.input_chat
+    if peer is None and isinstance(message.peer_id, types.PeerChat):
+        peer = types.InputPeerChat(chat_id=message.peer_id.chat_id)  # needs no access hash
+    return chat_address_of(peer)
 
 
 def upload_ref_of(message: Any) -> str | None:
@@ -269,6 +428,7 @@ def incoming_from(message: Any, policy: AccessPolicy) -> IncomingMessage | None:
         text=text,
         reply_to_message_id=message.reply_to_msg_id,
         from_owner=policy.is_owner(outgoing=bool(message.out), sender_id=sender_id),
+        chat_address=_address_of(message),
     )
 
 
@@ -635,7 +795,7 @@ async def run(settings: Settings, out: TextIO) -> int:
                 allowed_user_ids=frozenset(settings.allowed_user_ids),
                 allowed_chat_ids=frozenset(settings.allowed_chat_ids),
             )
-            chat = TelegramChat(client)
+            chat = TelegramChat(client, bot_account=not userbot)
             app = build_app(settings, chat, edit_interval_s=edit_interval_for(settings))
             front = TelegramFrontEnd(handle=app.bot.handle, policy=policy)
             new_messages = events.NewMessage()

@@ -54,6 +54,8 @@ class JobRecord:
     cache_hit: bool = False
     delivered_message_id: int | None = None
     finished_at_s: float | None = None
+    #: How the front end reaches the chat again after a restart (opaque to the core).
+    chat_address: str | None = None
     #: The order jobs were accepted in, assigned by the store.
     seq: int = 0
 

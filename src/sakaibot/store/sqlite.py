@@ -82,6 +82,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX cache_by_use ON cache (last_used_at_s);
     """,
+    # 3: how to reach each job's chat after a restart (Telegram: peer kind, id,
+    # access hash). Jobs stored before have none; the chat resolves them by id.
+    """
+    ALTER TABLE jobs ADD COLUMN chat_address TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -83,6 +83,7 @@ def test_the_owners_own_message_is_a_command_in_a_userbot() -> None:
         message_id=message.id,
         user_id=str(OWNER_ID),
         text="/image=flux=a fox",
+        chat_address=f"user:{FRIEND}:{FRIEND * 7}",
         reply_to_message_id=None,
         from_owner=True,
     )
@@ -128,7 +129,7 @@ async def test_a_stranger_costs_nothing_in_a_running_bot() -> None:
         command = await h.say("/image=flux=a fox")
         await h.finish()
         # Everything Telegram received was for the owner's command, in the owner's chat.
-        assert {call.entity for call in h.client.calls} == {FRIEND}
+        assert {call.chat_id for call in h.client.calls} == {FRIEND}
         assert len(h.client.of("send_file", ok=True)) == 1
         assert [o.reply_to for o in h.outcomes] == [command]
         assert h.app.limiter.check(str(OWNER_ID)) is not None
@@ -286,6 +287,7 @@ def test_incoming_message_fields_use_marked_ids() -> None:
         user_id=str(FRIEND),
         text="/image cancel",
         reply_to_message_id=321,
+        chat_address="chat:555",
     )
     assert incoming_from(in_supergroup, policy) == IncomingMessage(
         chat_id="-1001234567890",
@@ -293,6 +295,7 @@ def test_incoming_message_fields_use_marked_ids() -> None:
         user_id=str(FRIEND),
         text="/image status",
         reply_to_message_id=None,
+        chat_address=f"channel:{SUPERGROUP.channel_id}:{SUPERGROUP.channel_id * 11}",
     )
 
 
@@ -438,7 +441,8 @@ async def test_the_image_arrives_as_an_html_photo_replying_to_the_command() -> N
 
         [upload] = h.client.of("send_file")
         assert upload.ok
-        assert upload.entity == FRIEND
+        assert upload.chat_id == FRIEND
+        assert upload.entity == types.InputPeerUser(FRIEND, FRIEND * 7)  # by its address
         assert upload.kwargs["reply_to"] == command
         assert upload.kwargs["parse_mode"] == "html"
         assert upload.kwargs["force_document"] is False
@@ -493,9 +497,10 @@ async def test_a_group_on_allowed_chat_ids_gets_its_image_in_the_group() -> None
         command = await h.say("/image=flux=a fox", chat=GROUP, sender=STRANGER)
         await h.finish()
         [upload] = h.client.of("send_file", ok=True)
-        assert upload.entity == -555
+        assert upload.chat_id == -555
+        assert upload.entity == types.InputPeerChat(555)
         assert upload.kwargs["reply_to"] == command
-        assert {call.entity for call in h.client.calls} == {-555}
+        assert {call.chat_id for call in h.client.calls} == {-555}
         assert [o.user_id for o in h.outcomes] == [str(STRANGER)]
 
 
@@ -557,7 +562,7 @@ async def test_an_image_telegram_would_refuse_as_a_photo_goes_as_a_document() ->
     assert first.file_name == "pic.png"
     assert first.file_bytes == panorama.data
     assert first.kwargs["caption"] == "<b>Flux</b> x &lt; y"
-    assert first.entity == -555
+    assert first.chat_id == -555
 
 
 async def test_long_texts_are_cut_to_telegrams_limit() -> None:

@@ -155,6 +155,41 @@ async def test_a_version_1_file_is_migrated_and_its_jobs_stay_readable(db_path: 
         assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
+async def test_a_version_2_file_gains_chat_addresses_and_its_unfinished_jobs_come_back(
+    db_path: Path,
+) -> None:
+    db_path.parent.mkdir(parents=True)
+    with raw(db_path) as connection:
+        assert migrate(connection, target=2) == 0
+        connection.execute(
+            "INSERT INTO jobs (id, user_id, chat_id, reply_to, model, request_json, prompt, "
+            "created_at_s, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ("old-2", "ann", "42", 7, "flux", "{}", "a fox", 500.0, JobStates.QUEUED),
+        )
+        connection.commit()
+
+    store = SqliteStore(db_path)
+    await store.open()
+    try:
+        [old] = await store.unfinished_jobs()
+        assert (old.id, old.chat_id, old.chat_address) == ("old-2", "42", None)
+        await store.update_job("old-2", chat_address="user:42:99")
+        await store.add_job(
+            JobRecord(
+                id="new-1", user_id="ann", chat_id="-1001", reply_to=8, model="flux",
+                request_json="{}", prompt="a cat", created_at_s=600.0,
+                chat_address="channel:1:77",
+            )
+        )  # fmt: skip
+        addresses = {r.id: r.chat_address for r in await store.unfinished_jobs()}
+        assert addresses == {"old-2": "user:42:99", "new-1": "channel:1:77"}
+    finally:
+        await store.close()
+
+    with raw(db_path) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+
+
 async def test_a_file_from_a_newer_version_is_refused_with_a_hint_to_upgrade(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
