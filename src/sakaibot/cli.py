@@ -289,17 +289,25 @@ async def _run_login(args: argparse.Namespace, settings: Settings, out: TextIO) 
     import getpass
 
     from sakaibot.chat import telegram
+    from sakaibot.errors import LoginFailed
 
     bot_token: str | None = args.bot_token
     if bot_token == "":
         secret = settings.telegram_bot_token
-        bot_token = (
-            secret.get_secret_value()
-            if secret is not None
-            else getpass.getpass("Bot token from @BotFather: ")
-        )
+        try:
+            bot_token = (
+                secret.get_secret_value()
+                if secret is not None
+                else getpass.getpass("Bot token from @BotFather: ")
+            )
+        except EOFError:  # no terminal to ask on
+            raise LoginFailed("input_ended") from None
     return await telegram.login(
-        settings, out, bot_token=bot_token, string_session=args.string_session
+        settings,
+        out,
+        bot_token=bot_token,
+        string_session=args.string_session,
+        verbose=args.verbose,
     )
 
 
