@@ -235,6 +235,15 @@ def no_connections(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(TelegramClient, "connect", refuse)
 
 
+@pytest.fixture(autouse=True)
+def telethon_log_level() -> Iterator[None]:
+    """``sakaibot login`` quiets the ``telethon`` logger for its process; not for the next test."""
+    logger = logging.getLogger("telethon")
+    level = logger.level
+    yield
+    logger.setLevel(level)
+
+
 @pytest.fixture
 def logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
     """Everything logged at INFO and above, as the CLI's default LOG_LEVEL shows it."""
