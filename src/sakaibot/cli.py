@@ -158,7 +158,7 @@ def _add_local_worker_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--worker-fail-status", type=int, default=503)
 
 
-def _configure_logging(verbose: bool, level_name: str, *, quiet: bool) -> None:
+def _configure_logging(verbose: bool, level_name: str, *, quiet: bool, command: str) -> None:
     level = logging.DEBUG if verbose else getattr(logging, level_name)
     if quiet and not verbose:
         level = max(level, logging.WARNING)
@@ -170,6 +170,10 @@ def _configure_logging(verbose: bool, level_name: str, *, quiet: bool) -> None:
     # httpx logs every URL at INFO; a GET worker's URL carries the user's prompt.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    if command == "login" and not verbose:
+        # Telethon logs on import ("libssl detected"), before ``login`` quiets its client:
+        # nothing of it belongs between the prompts.
+        logging.getLogger("telethon").setLevel(logging.ERROR)
 
 
 def _start_local_worker(args: argparse.Namespace) -> tuple[DevWorker, dict[str, Any]]:
@@ -289,17 +293,25 @@ async def _run_login(args: argparse.Namespace, settings: Settings, out: TextIO) 
     import getpass
 
     from sakaibot.chat import telegram
+    from sakaibot.errors import LoginFailed
 
     bot_token: str | None = args.bot_token
     if bot_token == "":
         secret = settings.telegram_bot_token
-        bot_token = (
-            secret.get_secret_value()
-            if secret is not None
-            else getpass.getpass("Bot token from @BotFather: ")
-        )
+        try:
+            bot_token = (
+                secret.get_secret_value()
+                if secret is not None
+                else getpass.getpass("Bot token from @BotFather: ")
+            )
+        except EOFError:  # no terminal to ask on
+            raise LoginFailed("input_ended") from None
     return await telegram.login(
-        settings, out, bot_token=bot_token, string_session=args.string_session
+        settings,
+        out,
+        bot_token=bot_token,
+        string_session=args.string_session,
+        verbose=args.verbose,
     )
 
 
@@ -403,7 +415,9 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         if getattr(args, "local", False):
             worker, overrides = _start_local_worker(args)
         settings = _load(args, overrides)
-        _configure_logging(args.verbose, settings.log_level, quiet=args.command == "chat")
+        _configure_logging(
+            args.verbose, settings.log_level, quiet=args.command == "chat", command=args.command
+        )
         if args.command in {"chat", "generate", "run"}:
             for warning in settings.configuration_warnings():
                 sys.stderr.write(f"Warning: {warning}\n")

@@ -36,6 +36,7 @@ so the wording lives here and nowhere else::
     │       └── WorkerGaveUp         transient failures until the budget ran out
     ├── EnhancerError                the LLM did not help; never reaches a user
     ├── StoreUnavailable             the data file could not be read or written
+    ├── LoginFailed                  ``sakaibot login`` could not log in; nothing was saved
     ├── JobCancelled                 the job was cancelled while waiting
     └── ChatError                    the chat refused an operation
         ├── DeliveryFailed           the image was made but not sent (kept for a retry)
@@ -47,6 +48,7 @@ so the wording lives here and nowhere else::
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 
 def format_wait(seconds: float) -> str:
@@ -531,12 +533,124 @@ class TelegramUnreachable(ChatError):
 
     kind = "telegram_unreachable"
 
+    def __init__(self, detail: str, *, during_login: bool = False) -> None:
+        super().__init__(detail)
+        self.during_login = during_login
+
     @property
     def user_message(self) -> str:
+        if self.during_login:
+            return (
+                f"Could not reach Telegram ({self}). Check the network connection (and "
+                "TELEGRAM_SERVER, if you set it), then run `sakaibot login` again."
+            )
         return (
             f"Could not connect to Telegram ({self}). Check the network (and "
             "TELEGRAM_SESSION or the session file), then start SakaiBot again."
         )
+
+
+#: Why ``sakaibot login`` stopped, each with one line in :class:`LoginFailed`.
+LoginProblem = Literal[
+    "phone_invalid",
+    "no_account",
+    "phone_banned",
+    "code_wrong",
+    "code_expired",
+    "password_wrong",
+    "bot_token_invalid",
+    "flood",
+    "input_ended",
+    "refused",
+]
+
+
+class LoginFailed(SakaiBotError):
+    """``sakaibot login`` could not log in; nothing was saved and the user is told why.
+
+    ``detail`` is the phone number for the problems about a number and Telegram's
+    error name for ``refused``; ``attempts`` counts wrong codes or passwords.
+    """
+
+    kind = "login_failed"
+
+    def __init__(
+        self,
+        problem: LoginProblem,
+        *,
+        detail: str = "",
+        attempts: int = 0,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(f"{problem} {detail}".strip())
+        self.problem = problem
+        self.detail = detail
+        self.attempts = attempts
+        self.retry_after_s = retry_after_s
+
+    @property
+    def user_message(self) -> str:
+        again = "run `sakaibot login` again"
+        times = plural(self.attempts, "time")
+        match self.problem:
+            case "phone_invalid":
+                return (
+                    f"Telegram does not take {self.detail} as a phone number. Write it in "
+                    "international format, + and the country code first (e.g. +44...), "
+                    f"and {again}."
+                )
+            case "no_account":
+                return (
+                    f"Telegram has no account with the number {self.detail}. Check the number, "
+                    "or create the account in an official Telegram app first (SakaiBot cannot "
+                    f"sign up), then {again}."
+                )
+            case "phone_banned":
+                return (
+                    f"Telegram has banned the number {self.detail}, so it cannot log in. "
+                    "Ask Telegram's support from an official app, or log in with another account."
+                )
+            case "code_wrong":
+                return (
+                    f"The login code was wrong {times}, so the login stopped. {again.capitalize()} "
+                    "and type the code from Telegram's newest message."
+                )
+            case "code_expired":
+                return (
+                    "The login code has expired (a code sent on in a Telegram chat expires at "
+                    f"once). {again.capitalize()} and type the new code within a few minutes."
+                )
+            case "password_wrong":
+                return (
+                    f"The two-step verification password was wrong {times}, so the login "
+                    f"stopped. {again.capitalize()}; a forgotten password can be reset in an "
+                    "official Telegram app (Settings, Privacy and Security, Two-Step Verification)."
+                )
+            case "bot_token_invalid":
+                return (
+                    "Telegram did not accept the bot token. Copy it again from @BotFather "
+                    "(/mybots, API Token) and run `sakaibot login --bot-token` again."
+                )
+            case "flood":
+                if self.retry_after_s is None:
+                    return (
+                        "Telegram has seen too many login attempts for this number. "
+                        f"Wait a few hours, then {again}."
+                    )
+                return (
+                    f"Telegram asks to wait {format_wait(self.retry_after_s)} before the next "
+                    f"login attempt (too many recent attempts). Then {again}."
+                )
+            case "input_ended":
+                return (
+                    "The input ended before the login was finished. Run `sakaibot login` in a "
+                    "terminal, where it can ask for the phone number, code and password."
+                )
+            case "refused":
+                return (
+                    f"Telegram refused the login ({self.detail}). {again.capitalize()}; "
+                    "`sakaibot -v login` shows Telegram's whole answer."
+                )
 
 
 class FloodWait(ChatError):

@@ -23,8 +23,10 @@ import io
 import ipaddress
 import logging
 import signal
+import struct
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any, Literal, TextIO, TypeVar
 
 from telethon import TelegramClient, errors, events, utils
@@ -44,8 +46,10 @@ from sakaibot.errors import (
     ChatError,
     ConfigError,
     FloodWait,
+    LoginFailed,
     MessageNotModified,
     TelegramUnreachable,
+    plural,
 )
 from sakaibot.generation import GeneratedImage
 from sakaibot.settings import Settings, TelegramServer, read_server_public_key
@@ -641,13 +645,36 @@ def _string_session_problem(settings: Settings) -> str | None:
 
 # -- the client, login and the run loop -------------------------------------------
 
+#: Where Telethon's own log lines go (its ``base_logger``).
+TELETHON_LOGGER = "sakaibot.telethon"
+#: Telethon's default: a running bot rides out a short outage.
+RUN_CONNECTION_RETRIES = 5
+#: Someone waits at the terminal: "no network" must come in seconds, not after
+#: five retries with their pauses.
+LOGIN_CONNECTION_RETRIES = 1
 
-def build_client(settings: Settings) -> Any:
+BAD_STRING_SESSION = (
+    "TELEGRAM_SESSION is not a string session (cut short, or with characters added); "
+    "paste the whole line that `sakaibot login --string-session` printed, or unset "
+    "TELEGRAM_SESSION to use the session file"
+)
+
+
+def _string_session(text: str) -> StringSession:
+    try:
+        # Surrounding spaces and line breaks come with copying; the string has none.
+        return StringSession(text.strip())
+    except (ValueError, struct.error) as exc:  # Telethon's checks, base64 and unpacking
+        raise ConfigError([BAD_STRING_SESSION]) from exc
+
+
+def build_client(settings: Settings, *, connection_retries: int = RUN_CONNECTION_RETRIES) -> Any:
     """A Telethon client on the string session or the session file in the data directory.
 
     With ``TELEGRAM_SERVER`` set, a session that is not logged in yet is sent to
     that server, and ``TELEGRAM_SERVER_PUBLIC_KEY`` is registered with Telethon.
-    A session logged in against another server is refused (:func:`check_session_server`).
+    A session logged in against another server is refused (:func:`check_session_server`),
+    and so is a ``TELEGRAM_SESSION`` that is not a string session.
     """
     api_id, api_hash = settings.telegram_api_id, settings.telegram_api_hash
     if api_id is None or api_hash is None:
@@ -657,7 +684,7 @@ def build_client(settings: Settings) -> Any:
         problem = _string_session_problem(settings)
         if problem is not None:
             raise ConfigError([problem])
-        session = StringSession(settings.telegram_session.get_secret_value())
+        session = _string_session(settings.telegram_session.get_secret_value())
     else:
         settings.sakaibot_data_dir.mkdir(parents=True, exist_ok=True)
         session = SQLiteSession(str(settings.session_path))
@@ -677,7 +704,8 @@ def build_client(settings: Settings) -> Any:
         api_hash.get_secret_value(),
         use_ipv6=use_ipv6,
         flood_sleep_threshold=0,
-        base_logger="sakaibot.telethon",
+        connection_retries=connection_retries,
+        base_logger=TELETHON_LOGGER,
     )
 
 
@@ -706,29 +734,52 @@ def session_lock(settings: Settings) -> Iterator[None]:
         handle.close()
 
 
+PHONE_PROMPT = "Phone number (international format, e.g. +44...): "
+CODE_PROMPT = "The code Telegram sent you: "
+PASSWORD_PROMPT = "Two-step verification password: "
+#: How often a phone number, code or password may be typed before the login stops.
+LOGIN_ATTEMPTS = 3
+
+_T = TypeVar("_T")
+
+
 async def login(
-    settings: Settings, out: TextIO, *, bot_token: str | None, string_session: bool = False
+    settings: Settings,
+    out: TextIO,
+    *,
+    bot_token: str | None,
+    string_session: bool = False,
+    verbose: bool = False,
+    ask: Callable[[str], str] = input,
+    ask_secret: Callable[[str], str] = getpass.getpass,
 ) -> int:
-    """Interactive login (phone, code, 2FA password) or a bot token; saves the session."""
+    """Interactive login (phone, code, 2FA password) or a bot token; saves the session.
+
+    Every way it can fail ends in one typed error (:class:`~sakaibot.errors.LoginFailed`,
+    :class:`~sakaibot.errors.TelegramUnreachable`, :class:`~sakaibot.errors.ConfigError`)
+    and a session file this login created is removed unless it logged in.
+    ``ask``/``ask_secret`` read the answers (``input`` and ``getpass`` at a terminal).
+    """
     if string_session:
         problem = _string_session_problem(settings)
         if problem is not None:
             raise ConfigError([problem])
-    client = build_client(settings)
     label = server_label(settings)
-    with session_lock(settings):
-        out.write(f"Logging in on {label}.\n")
-        out.flush()
-        if bot_token is not None:
-            await client.start(bot_token=bot_token)
-        else:
-            await client.start(
-                phone=lambda: input("Phone number (international format, e.g. +44...): "),
-                code_callback=lambda: input("The code Telegram sent you: "),
-                password=lambda: getpass.getpass("Two-step verification password: "),
-            )
+    with session_lock(settings), _telethon_quiet(verbose=verbose):
+        session_file = _session_file(settings)
+        created = session_file is not None and not session_file.exists()
+        client: Any = None
+        logged_in = False
         try:
-            me = await client.get_me()
+            client = build_client(settings, connection_retries=LOGIN_CONNECTION_RETRIES)
+            out.write(f"Logging in on {label}.\n")
+            out.flush()
+            with _login_errors(label):
+                await client.connect()
+                if not await client.is_user_authorized():
+                    await _sign_in(client, out, bot_token=bot_token, ask=ask, ask_secret=ask_secret)
+                logged_in = True
+                me = await client.get_me()
             kind = "bot" if getattr(me, "bot", False) else "user"
             out.write(f"Logged in as {_describe_account(me)} ({kind} account) on {label}.\n")
             if string_session:
@@ -740,8 +791,176 @@ async def login(
                 out.write(f"Session saved in {settings.session_path}.session\n")
             out.write("Start the bot with: sakaibot run\n")
         finally:
-            await client.disconnect()
+            if client is not None:
+                await client.disconnect()  # closes the session file too
+            if created and not logged_in and session_file is not None:
+                # Holds an auth key at most, never a login: the next try starts clean.
+                session_file.unlink(missing_ok=True)
+                logger.debug("removed %s: the login did not finish", session_file)
     return 0
+
+
+def _session_file(settings: Settings) -> Path | None:
+    if settings.telegram_session is not None:
+        return None
+    return Path(f"{settings.session_path}.session")
+
+
+@contextlib.contextmanager
+def _telethon_quiet(*, verbose: bool) -> Iterator[None]:
+    """Keep Telethon's connection chatter ("Connecting to ...") out of the login prompts.
+
+    Warnings too: a failed connection attempt is told once, by our own line.
+    ``-v`` shows everything.
+    """
+    if verbose:
+        yield
+        return
+    loggers = [logging.getLogger(TELETHON_LOGGER), logging.getLogger("telethon")]
+    levels = [each.level for each in loggers]
+    for each in loggers:
+        each.setLevel(max(each.level, logging.ERROR))
+    try:
+        yield
+    finally:
+        for each, level in zip(loggers, levels, strict=True):
+            each.setLevel(level)
+
+
+@contextlib.contextmanager
+def _login_errors(label: str) -> Iterator[None]:
+    """Translate what Telethon raises while logging in, exactly once."""
+    try:
+        yield
+    except errors.PhoneCodeExpiredError as exc:
+        raise LoginFailed("code_expired") from exc
+    except (errors.AccessTokenInvalidError, errors.AccessTokenExpiredError) as exc:
+        raise LoginFailed("bot_token_invalid") from exc
+    except errors.PhoneNumberFloodError as exc:
+        raise LoginFailed("flood") from exc
+    except errors.FloodError as exc:  # FLOOD_WAIT_X and friends
+        seconds = getattr(exc, "seconds", None)
+        raise LoginFailed("flood", retry_after_s=float(seconds) if seconds else None) from exc
+    except (errors.ApiIdInvalidError, errors.ApiIdPublishedFloodError) as exc:
+        raise ConfigError(
+            [
+                "TELEGRAM_API_ID and TELEGRAM_API_HASH: Telegram does not accept this app; "
+                "copy both again from https://my.telegram.org (API development tools)"
+            ]
+        ) from exc
+    except errors.RPCError as exc:
+        logger.debug("login refused: %s", exc)
+        raise LoginFailed("refused", detail=type(exc).__name__) from exc
+    except (OSError, ConnectionError, TimeoutError, asyncio.IncompleteReadError) as exc:
+        raise TelegramUnreachable(f"{type(exc).__name__} from {label}", during_login=True) from exc
+
+
+async def _sign_in(
+    client: Any,
+    out: TextIO,
+    *,
+    bot_token: str | None,
+    ask: Callable[[str], str],
+    ask_secret: Callable[[str], str],
+) -> None:
+    if bot_token is not None:
+        await client.sign_in(bot_token=bot_token.strip())
+        return
+
+    async def send_code(answer: str) -> str:
+        phone = utils.parse_phone(answer.strip())
+        if not phone:
+            raise errors.PhoneNumberInvalidError(request=None)
+        try:
+            await client.send_code_request(phone)
+        except errors.PhoneNumberUnoccupiedError as exc:
+            raise LoginFailed("no_account", detail=f"+{phone}") from exc
+        except errors.PhoneNumberBannedError as exc:
+            raise LoginFailed("phone_banned", detail=f"+{phone}") from exc
+        return str(phone)
+
+    phone = await _ask_until_accepted(
+        out,
+        ask,
+        PHONE_PROMPT,
+        send_code,
+        wrong=errors.PhoneNumberInvalidError,
+        retry_note="Telegram does not take that as a phone number.",
+        gave_up=lambda answer, _: LoginFailed("phone_invalid", detail=repr(answer.strip())),
+    )
+
+    async def send_login_code(answer: str) -> bool:
+        code = answer.strip()
+        if not code:
+            # Telethon would take an empty code for "send me a code" and send another.
+            raise errors.PhoneCodeEmptyError(request=None)
+        try:
+            await client.sign_in(phone, code=code)
+        except errors.SessionPasswordNeededError:
+            return True
+        except errors.PhoneNumberUnoccupiedError as exc:  # Telegram asks to sign up
+            raise LoginFailed("no_account", detail=f"+{phone}") from exc
+        return False
+
+    needs_password = await _ask_until_accepted(
+        out,
+        ask,
+        CODE_PROMPT,
+        send_login_code,
+        wrong=(errors.PhoneCodeInvalidError, errors.PhoneCodeEmptyError),
+        retry_note="That code is not right.",
+        gave_up=lambda _, attempts: LoginFailed("code_wrong", attempts=attempts),
+    )
+    if not needs_password:
+        return
+
+    async def send_password(answer: str) -> None:
+        if not answer:  # never stripped: spaces may belong to a password
+            # Telethon would take an empty password for "send me a code".
+            raise errors.PasswordHashInvalidError(request=None)
+        await client.sign_in(phone=phone, password=answer)
+
+    await _ask_until_accepted(
+        out,
+        ask_secret,
+        PASSWORD_PROMPT,
+        send_password,
+        wrong=errors.PasswordHashInvalidError,
+        retry_note="That password is not right.",
+        gave_up=lambda _, attempts: LoginFailed("password_wrong", attempts=attempts),
+    )
+
+
+async def _ask_until_accepted(
+    out: TextIO,
+    ask: Callable[[str], str],
+    prompt: str,
+    submit: Callable[[str], Awaitable[_T]],
+    *,
+    wrong: type[Exception] | tuple[type[Exception], ...],
+    retry_note: str,
+    gave_up: Callable[[str, int], LoginFailed],
+) -> _T:
+    """Ask until Telegram takes the answer, :data:`LOGIN_ATTEMPTS` times at most.
+
+    ``wrong`` is what ``submit`` raises for an answer worth asking again;
+    ``gave_up(last answer, attempts)`` is the error when the attempts run out.
+    """
+    answer = ""
+    for attempt in range(1, LOGIN_ATTEMPTS + 1):
+        try:
+            answer = ask(prompt)
+        except EOFError:  # stdin closed or not a terminal: nobody will answer
+            raise LoginFailed("input_ended") from None
+        try:
+            return await submit(answer)
+        except wrong as exc:
+            logger.debug("login answer refused: %s", exc)
+            left = LOGIN_ATTEMPTS - attempt
+            if left:
+                out.write(f"{retry_note} {plural(left, 'try', 'tries')} left.\n")
+                out.flush()
+    raise gave_up(answer, LOGIN_ATTEMPTS)
 
 
 def export_string_session(client: Any) -> str:

@@ -767,7 +767,7 @@ async def test_login_says_which_server_it_logs_in_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = ScriptedClient()
-    monkeypatch.setattr(telegram, "build_client", lambda settings: client)
+    monkeypatch.setattr(telegram, "build_client", lambda settings, **_: client)
     out = io.StringIO()
     await telegram.login(
         settings_with(tmp_path, telegram_server=TEST_DC2), out, bot_token="123:abc"
@@ -784,7 +784,7 @@ async def test_login_says_which_server_it_logs_in_on(
 async def test_login_refuses_a_string_session_for_a_host_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def never(settings: Settings) -> Any:
+    def never(settings: Settings, **_: Any) -> Any:
         raise AssertionError("no client should be built")
 
     monkeypatch.setattr(telegram, "build_client", never)
@@ -818,7 +818,7 @@ async def test_run_names_the_server_it_could_not_reach(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = ScriptedClient(connect_error=ConnectionRefusedError())
-    monkeypatch.setattr(telegram, "build_client", lambda settings: client)
+    monkeypatch.setattr(telegram, "build_client", lambda settings, **_: client)
     settings = settings_with(
         tmp_path, telegram_server=TEST_DC2, flux_worker_url="http://127.0.0.1:9/flux"
     )
