@@ -205,6 +205,9 @@ def build_generator(settings: Settings, closers: list[Closer]) -> ImageGenerator
         max_image_bytes=settings.image_max_bytes,
         retry_budget_s=settings.worker_retry_budget_s,
         max_attempts=settings.worker_max_attempts,
+        # Time to connect, then time for the worker to make and send the image:
+        # a worker that trickles its body never trips the read timeout alone.
+        attempt_timeout_s=settings.worker_connect_timeout_s + settings.worker_read_timeout_s,
     )
 
 
