@@ -99,6 +99,24 @@ class RequestRejected(SakaiBotError):
     kind = "rejected"
 
 
+class LineTooLong(RequestRejected):
+    """A console input line over the length the console reads (it was skipped whole)."""
+
+    kind = "line_too_long"
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit_bytes = limit_bytes
+        super().__init__(f"input line over {limit_bytes} bytes")
+
+    @property
+    def user_message(self) -> str:
+        limit_kib = self.limit_bytes // 1024
+        return (
+            f"That line is longer than {limit_kib} KiB, so it was not read. "
+            f"Send each command on a line of its own, under {limit_kib} KiB."
+        )
+
+
 class UsageError(RequestRejected):
     kind = "usage"
 
