@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from sakaibot.app import App, build_app
+from sakaibot.app import App, build_app, configured_secrets
 from sakaibot.chat.port import IncomingMessage
 from sakaibot.errors import (
     ContentFiltered,
@@ -468,3 +468,28 @@ async def test_status_lists_a_job_whose_image_is_on_its_way() -> None:
         await h.finish()
     finally:
         await h.app.aclose()
+
+
+def test_configured_secrets_finds_every_secret_value() -> None:
+    settings = load_settings(
+        env_file=None,
+        openrouter_api_key="sk-or-test-openrouter",
+        gemini_api_key="gemini-test-key",
+        sdxl_worker_url="https://sdxl.example/",
+        sdxl_api_key="sdxl-test-key",
+        telegram_api_hash="0123456789abcdef0123456789abcdef",
+        redis_url="redis://:p%40ss-word@127.0.0.1:6379/0",
+        image_models='{"extra": {"contract": "get", "url": "https://x.example/", '
+        '"api_key": "extra-model-key"}}',
+    )
+    found = set(configured_secrets(settings))
+    assert {
+        "sk-or-test-openrouter",
+        "gemini-test-key",
+        "sdxl-test-key",
+        "0123456789abcdef0123456789abcdef",
+        "redis://:p%40ss-word@127.0.0.1:6379/0",
+        "p@ss-word",
+        "extra-model-key",
+    } <= found
+    assert "" not in found
