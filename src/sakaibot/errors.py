@@ -580,7 +580,7 @@ CHARGED_KINDS = frozenset({ContentFiltered.kind})
 
 
 class NothingToCancel(RequestRejected):
-    """``/image cancel`` found no waiting job of this user to cancel."""
+    """``/image cancel`` found no waiting or running job of this user to cancel."""
 
     kind = "nothing_to_cancel"
 
@@ -593,12 +593,15 @@ class NothingToCancel(RequestRejected):
     def user_message(self) -> str:
         if self.running:
             return (
-                f"Job {self.job_id} is already being generated and can no longer be "
+                f"Job {self.job_id} is already being sent and can no longer be "
                 "cancelled; the image will arrive shortly."
             )
         if self.job_id is None:
-            return "You have no waiting images to cancel. See your jobs with /image status."
+            return (
+                "You have no images waiting or being made to cancel. "
+                "See your jobs with /image status."
+            )
         return (
-            f"You have no waiting job {self.job_id}. "
+            f"You have no waiting or running job {self.job_id}. "
             "See your jobs and their ids with /image status."
         )
