@@ -152,6 +152,6 @@ def test_an_overlong_piped_line_is_refused_and_later_commands_still_run(tmp_path
     inputs = [e for e in events if e["type"] == "in"]
     assert [e["text"][:12] for e in inputs] == ["/image=flux=", "/image=flux="]
     refusal = [e for e in events if e["type"] == "send" and e["reply_to"] == inputs[0]["id"]]
-    assert refusal[0]["text"].startswith("That line is longer than 64 KiB")
+    assert refusal[0]["text"].startswith("❌ That line is longer than 64 KiB")
     results = [e for e in events if e["type"] == "result"]
     assert [(r["reply_to"], r["ok"]) for r in results] == [(inputs[1]["id"], True)]

@@ -23,6 +23,7 @@ from typing import BinaryIO, TextIO
 from sakaibot.chat.port import IncomingMessage, OutgoingImage
 from sakaibot.errors import LineTooLong
 from sakaibot.pipeline import JobOutcome
+from sakaibot.status import failed_text
 
 CONSOLE_CHAT_ID = "console"
 DEFAULT_USER = "you"
@@ -174,9 +175,8 @@ class ConsoleChat:
             self._emit({"type": "in", "id": message_id, "user": DEFAULT_USER, "text": head}, "")
         elif self._echo_input:
             self._emit({}, f"{DEFAULT_USER} #{message_id}: {head}")
-        await self.send_text(
-            CONSOLE_CHAT_ID, LineTooLong(line.limit_bytes).user_message, reply_to=message_id
-        )
+        text = failed_text(LineTooLong(line.limit_bytes).user_message)  # as the bot's rejections
+        await self.send_text(CONSOLE_CHAT_ID, text, reply_to=message_id)
 
     def outcome(self, outcome: JobOutcome) -> None:
         """The result event: exactly one per ``/image=`` generation command."""

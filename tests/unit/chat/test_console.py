@@ -153,6 +153,6 @@ async def test_a_refused_line_is_answered_in_the_chat(tmp_path: Path) -> None:
     assert events[1]["type"] == "send"
     assert events[1]["reply_to"] == 1
     assert events[1]["text"] == (
-        "That line is longer than 64 KiB, so it was not read. "
+        "❌ That line is longer than 64 KiB, so it was not read. "
         "Send each command on a line of its own, under 64 KiB."
     )
