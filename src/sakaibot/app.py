@@ -15,6 +15,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from pydantic import BaseModel, SecretStr
 
 from sakaibot.bot import ImageBot
 from sakaibot.breaker import Breakers, BreakerSettings
@@ -205,7 +208,40 @@ def build_generator(settings: Settings, closers: list[Closer]) -> ImageGenerator
         max_image_bytes=settings.image_max_bytes,
         retry_budget_s=settings.worker_retry_budget_s,
         max_attempts=settings.worker_max_attempts,
+        # Time to connect, then time for the worker to make and send the image:
+        # a worker that trickles its body never trips the read timeout alone.
+        attempt_timeout_s=settings.worker_connect_timeout_s + settings.worker_read_timeout_s,
     )
+
+
+def configured_secrets(settings: Settings) -> list[str]:
+    """Every secret value in ``settings`` (keys, hashes, sessions, the Redis
+    password), wherever it sits, so outside text can be checked against them."""
+    found: list[str] = []
+
+    def collect(value: object) -> None:
+        if isinstance(value, SecretStr):
+            secret = value.get_secret_value()
+            found.append(secret)
+            if "://" in secret:  # a URL: its password alone is a secret too
+                try:
+                    password = urlsplit(secret).password
+                except ValueError:
+                    password = None
+                if password:
+                    found.append(unquote(password))
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                collect(getattr(value, name))
+        elif isinstance(value, dict):
+            for item in value.values():
+                collect(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                collect(item)
+
+    collect(settings)
+    return [secret for secret in found if secret]
 
 
 def _build_enhancer(settings: Settings, closers: list[Closer]) -> PromptEnhancer | None:
@@ -224,6 +260,7 @@ def _build_enhancer(settings: Settings, closers: list[Closer]) -> PromptEnhancer
         providers,
         timeout_s=settings.enhancer_timeout_s,
         max_chars=ENHANCED_PROMPT_MAX_CHARS,
+        secret_values=configured_secrets(settings),
     )
     closers.append(enhancer.aclose)
     return enhancer

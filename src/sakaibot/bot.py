@@ -268,26 +268,33 @@ class ImageBot:
         try:
             job = self._queues.cancel(message.user_id, job_id)
         except NothingToCancel:
-            # With a shared queue, a job this front end handed over may still be
-            # waiting there; the pipeline ends it when the queue gives it back.
-            taken_back = await self._cancel_remote(message.user_id, job_id)
-            if taken_back is None:
+            # Not waiting here: it may have started; the pipeline ends it.
+            stopped = await self._cancel_started(message.user_id, job_id)
+            if stopped is None:
                 raise
             await self._reply(
-                message, f"🚫 Cancelled job {taken_back.id} ({taken_back.model.display_name})."
+                message, f"🚫 Cancelled job {stopped.id} ({stopped.model.display_name})."
             )
             return
         await self._pipeline.end_cancelled(job)
         await self._reply(message, f"🚫 Cancelled job {job.id} ({job.model.display_name}).")
 
-    async def _cancel_remote(self, user_id: str, job_id: str | None) -> Job | None:
-        if self._remote is None:
-            return None
-        started = [job for job, place in self._queues.jobs_of(user_id) if place is None]
+    async def _cancel_started(self, user_id: str, job_id: str | None) -> Job | None:
+        """Stop the user's started job ``job_id`` (or newest one) unless it is being sent."""
+        started = [
+            job
+            for job, place in self._queues.jobs_of(user_id)
+            if place is None and not job.state.finished
+        ]
         if job_id is not None:
             started = [job for job in started if job.id == job_id]
-        for job in reversed(started):  # the newest first, as for local jobs
-            if await self._remote.cancel(job.model.name, job.id):
+        for job in reversed(started):  # the newest first, as for waiting jobs
+            # With a shared queue, a job this front end handed over may still be
+            # waiting there: taken back, its generation returns "cancelled".
+            if self._remote is not None and await self._remote.cancel(job.model.name, job.id):
+                return job
+            # Otherwise stop waiting for it; a worker's late answer is dropped.
+            if await self._pipeline.cancel_running(job):
                 return job
         return None
 
@@ -467,7 +474,7 @@ class ImageBot:
             else:
                 where = f"position {place.position}, ready in about {format_wait(place.eta_s)}"
             lines.append(f"• {job.id} {job.model.name}: {where}")
-        lines.append("Cancel a waiting one with /image cancel <id>.")
+        lines.append("Cancel one with /image cancel <id>.")
         return "\n".join(lines)
 
     async def _reply(self, message: IncomingMessage, text: str) -> None:

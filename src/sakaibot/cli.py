@@ -209,20 +209,23 @@ def _load(args: argparse.Namespace, overrides: dict[str, Any]) -> Settings:
 
 
 async def _read_lines(stream: TextIO) -> Any:
-    """Yield input lines without blocking the event loop."""
+    """Yield input lines without blocking the event loop; an overlong line is
+    yielded as an :class:`~sakaibot.chat.console.OverlongLine`, never raised."""
+    from sakaibot.chat.console import MAX_LINE_BYTES, read_file_line, read_stream_lines
+
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
+    reader = asyncio.StreamReader(limit=MAX_LINE_BYTES)
     mode = os.fstat(stream.fileno()).st_mode
     if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stream.isatty()):
         # A regular file (``< script.txt``) or /dev/null cannot be watched by the
         # event loop; reading it never blocks long.
-        for line in stream:
+        while (line := read_file_line(stream.buffer)) is not None:
             yield line
             await asyncio.sleep(0)
         return
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stream)
-    while raw := await reader.readline():
-        yield raw.decode("utf-8", errors="replace")
+    async for line in read_stream_lines(reader):
+        yield line
         # A pipe that already holds the whole script would otherwise be read
         # without giving queued jobs a turn, unlike messages arriving in a chat.
         await asyncio.sleep(0)
@@ -230,7 +233,7 @@ async def _read_lines(stream: TextIO) -> Any:
 
 async def _run_chat(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     from sakaibot.app import build_app
-    from sakaibot.chat.console import ConsoleChat
+    from sakaibot.chat.console import ConsoleChat, OverlongLine
 
     console = ConsoleChat(
         out, out_dir=args.out, jsonl=args.jsonl, echo_input=not sys.stdin.isatty()
@@ -239,6 +242,9 @@ async def _run_chat(args: argparse.Namespace, settings: Settings, out: TextIO) -
     await app.start()
     try:
         async for line in _read_lines(sys.stdin):
+            if isinstance(line, OverlongLine):
+                await console.refuse_line(line)
+                continue
             message = console.incoming(line)
             if message is not None:
                 await app.bot.handle(message)

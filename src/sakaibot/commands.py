@@ -286,15 +286,24 @@ def _command_rest(text: str) -> str | None:
     return rest
 
 
+def strip_invisible(text: str) -> str:
+    """``text`` without control, format (bidi, zero-width, tags) or lone surrogate
+    characters; whitespace, the zero-width joiner and non-joiner are kept.
+
+    The one rule for text from outside: users' commands and the LLM's answers.
+    """
+    return "".join(
+        ch
+        for ch in text
+        if ch.isspace()
+        or ch in _KEPT_FORMAT_CHARS
+        or unicodedata.category(ch) not in _REMOVED_CATEGORIES
+    )
+
+
 def _sanitise(text: str) -> str:
     """Drop control and invisible format characters; fold whitespace to single spaces."""
-    kept: list[str] = []
-    for ch in text:
-        if ch.isspace():
-            kept.append(" ")
-        elif ch in _KEPT_FORMAT_CHARS or unicodedata.category(ch) not in _REMOVED_CATEGORIES:
-            kept.append(ch)
-    return " ".join("".join(kept).split())
+    return " ".join(strip_invisible(text).split())
 
 
 def _shorten(text: str) -> str:

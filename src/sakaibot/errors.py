@@ -101,6 +101,24 @@ class RequestRejected(SakaiBotError):
     kind = "rejected"
 
 
+class LineTooLong(RequestRejected):
+    """A console input line over the length the console reads (it was skipped whole)."""
+
+    kind = "line_too_long"
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit_bytes = limit_bytes
+        super().__init__(f"input line over {limit_bytes} bytes")
+
+    @property
+    def user_message(self) -> str:
+        limit_kib = self.limit_bytes // 1024
+        return (
+            f"That line is longer than {limit_kib} KiB, so it was not read. "
+            f"Send each command on a line of its own, under {limit_kib} KiB."
+        )
+
+
 class UsageError(RequestRejected):
     kind = "usage"
 
@@ -676,7 +694,7 @@ CHARGED_KINDS = frozenset({ContentFiltered.kind})
 
 
 class NothingToCancel(RequestRejected):
-    """``/image cancel`` found no waiting job of this user to cancel."""
+    """``/image cancel`` found no waiting or running job of this user to cancel."""
 
     kind = "nothing_to_cancel"
 
@@ -689,12 +707,15 @@ class NothingToCancel(RequestRejected):
     def user_message(self) -> str:
         if self.running:
             return (
-                f"Job {self.job_id} is already being generated and can no longer be "
+                f"Job {self.job_id} is already being sent and can no longer be "
                 "cancelled; the image will arrive shortly."
             )
         if self.job_id is None:
-            return "You have no waiting images to cancel. See your jobs with /image status."
+            return (
+                "You have no images waiting or being made to cancel. "
+                "See your jobs with /image status."
+            )
         return (
-            f"You have no waiting job {self.job_id}. "
+            f"You have no waiting or running job {self.job_id}. "
             "See your jobs and their ids with /image status."
         )

@@ -34,8 +34,10 @@ _NEXT_STATES: dict[JobState, frozenset[JobState]] = {
     JobState.QUEUED: frozenset(
         {JobState.ENHANCING, JobState.GENERATING, JobState.SENDING, JobState.CANCELLED}
     ),
-    JobState.ENHANCING: frozenset({JobState.GENERATING, JobState.FAILED}),
-    JobState.GENERATING: frozenset({JobState.SENDING, JobState.FAILED}),
+    # ENHANCING/GENERATING → CANCELLED: /image cancel by the owner; once the
+    # image is being sent, it is too late.
+    JobState.ENHANCING: frozenset({JobState.GENERATING, JobState.FAILED, JobState.CANCELLED}),
+    JobState.GENERATING: frozenset({JobState.SENDING, JobState.FAILED, JobState.CANCELLED}),
     JobState.SENDING: frozenset({JobState.DONE, JobState.FAILED}),
     JobState.DONE: frozenset(),
     JobState.FAILED: frozenset(),

@@ -1,6 +1,9 @@
 """One job from the front of its queue to the chat: enhance → generate → deliver.
 
 Enhancing and generating hold the model's queue slot; delivering does not.
+Until its image is being sent, a job runs in a task of its own, so that
+``/image cancel`` can stop it (:meth:`JobPipeline.cancel_running`): the slot is
+free at once, and an answer that comes later is dropped.
 
 This is where every job ends with exactly one outcome: the image, or one
 clear error in place of the status message. Failures that are not the user's
@@ -96,6 +99,9 @@ OutcomeListener = Callable[[JobOutcome], None]
 
 #: How often a job waiting for a half-open model checks whether the probe is done.
 _PROBE_POLL_S = 1.0
+#: A started job may be cancelled until its image is being sent (QUEUED: taken
+#: from the queue, looking in the cache or waiting for a paused model).
+_CANCELLABLE_STATES = frozenset({JobState.QUEUED, JobState.ENHANCING, JobState.GENERATING})
 
 
 def model_label(job: Job, model: ModelSpec) -> str:
@@ -189,6 +195,9 @@ class JobPipeline:
         self._on_model_paused = on_model_paused
         #: Uploads under way, and the job each one delivers.
         self._deliveries: dict[asyncio.Task[None], Job] = {}
+        #: The task running each started job until its image is handed over,
+        #: and an event set once :meth:`run` is over (the job ended one way or another).
+        self._running: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
 
     def _show(self, job: Job, text: str) -> None:
         self._status.show(job.id, chat_id=job.chat_id, reply_to=job.reply_to, text=text)
@@ -203,11 +212,44 @@ class JobPipeline:
     async def run(self, job: Job) -> None:
         if job.persisted is not None and not await job.persisted:
             return  # never stored, never announced: the bot already said so
+        work = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+        over = asyncio.Event()
+        self._running[job.id] = (work, over)
         try:
-            await self._run(job)
+            await work
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            stopping = current is not None and current.cancelling() > 0
+            if stopping or not work.cancelled() or job.state is not JobState.CANCELLED:
+                raise  # a hard stop of the queue worker, not /image cancel
+            await self.end_cancelled(job)
         except Exception as exc:
             logger.exception("job %s: unexpected failure", job.id)
             self.fail(job, SakaiBotError(f"unexpected {type(exc).__name__}"))
+        finally:
+            self._running.pop(job.id, None)
+            over.set()
+
+    async def cancel_running(self, job: Job) -> bool:
+        """Stop a started job whose image is not yet being sent (``/image cancel``).
+
+        ``False`` when it is too late (the image is on its way) or the job is not
+        running here. Otherwise the job's task is cancelled: whatever it was
+        waiting for (the LLM, the worker, the shared queue) is abandoned, and
+        :meth:`run` ends the job as cancelled, exactly once; this returns when
+        it has (status removed, written down, the model's slot free).
+        """
+        running = self._running.get(job.id)
+        if running is None or job.state not in _CANCELLABLE_STATES:
+            return False
+        work, over = running
+        if work.done():
+            return False
+        job.advance(JobState.CANCELLED)
+        work.cancel()
+        logger.info("job %s (%s): cancelled by its owner", job.id, job.model.name)
+        await over.wait()
+        return True
 
     async def _run(self, job: Job) -> None:
         request = job.request

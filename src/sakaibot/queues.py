@@ -167,18 +167,22 @@ class JobQueues:
         return [(job, self.place_of(job)) for job in mine]
 
     def cancel(self, user_id: str, job_id: str | None) -> Job:
-        """Cancel the user's waiting job ``job_id``, or their newest waiting job."""
+        """Cancel the user's waiting job ``job_id``, or their newest waiting job.
+
+        A job that has left its waiting line (``running=True`` in the error) is
+        the pipeline's to stop: :meth:`~sakaibot.pipeline.JobPipeline.cancel_running`.
+        """
         if job_id is not None:
             job = self._jobs.get(job_id)
-            if job is None or job.user_id != user_id:
+            if job is None or job.user_id != user_id or job.state.finished:
                 raise NothingToCancel(job_id)
-            if job.state is not JobState.QUEUED:
+            if not self._is_waiting(job):
                 raise NothingToCancel(job_id, running=True)
         else:
             waiting = [
                 job
                 for job in self._jobs.values()
-                if job.user_id == user_id and job.state is JobState.QUEUED
+                if job.user_id == user_id and self._is_waiting(job)
             ]
             if not waiting:
                 raise NothingToCancel(None)
@@ -191,6 +195,10 @@ class JobQueues:
         self._forget(job)
         self._announce_shift(lane, index)
         return job
+
+    def _is_waiting(self, job: Job) -> bool:
+        # A job just taken by a worker is still QUEUED (cache lookup, paused model).
+        return job.state is JobState.QUEUED and job in self._lanes[job.model.name].waiting
 
     def stored(self, job: Job) -> None:
         """``job`` is now in the store: it may start."""

@@ -141,3 +141,17 @@ def test_chat_with_no_input_at_all_exits(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_an_overlong_piped_line_is_refused_and_later_commands_still_run(tmp_path: Path) -> None:
+    script = "/image=flux=" + "x" * 200_000 + "\n/image=flux=a red fox\n"
+    done = run_cli(["chat", "--local", "--jsonl", "--out", str(tmp_path)], script)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    inputs = [e for e in events if e["type"] == "in"]
+    assert [e["text"][:12] for e in inputs] == ["/image=flux=", "/image=flux="]
+    refusal = [e for e in events if e["type"] == "send" and e["reply_to"] == inputs[0]["id"]]
+    assert refusal[0]["text"].startswith("❌ That line is longer than 64 KiB")
+    results = [e for e in events if e["type"] == "result"]
+    assert [(r["reply_to"], r["ok"]) for r in results] == [(inputs[1]["id"], True)]

@@ -223,13 +223,14 @@ async def make_rig(
     """Builds and starts an app against the module's worker; closed after the test."""
     rigs: list[Rig] = []
 
-    async def make(**extra: object) -> Rig:
+    async def make(*, attempt_timeout_s: float | None = None, **extra: object) -> Rig:
         sleeps = RecordingSleep()
         generator = WorkerClient(
             http,
             max_image_bytes=IMAGE_MAX_BYTES,
             retry_budget_s=30,
             max_attempts=MAX_ATTEMPTS,
+            attempt_timeout_s=attempt_timeout_s,
             sleep=sleeps,
             clock=sleeps.clock,
         )
@@ -373,6 +374,24 @@ async def test_a_transient_fault_then_success_delivers_the_image(
     assert_one_image(rig)
     assert rig.served("/flux") == [fault, fault, "ok"]
     assert len(rig.sleeps.waits_s) == 2
+    assert_no_leftovers(tmp_path, rig)
+
+
+async def test_a_trickling_worker_cannot_stall_the_queue(make_rig: MakeRig, tmp_path: Path) -> None:
+    # Each piece comes well within the 1 s read timeout, but the whole answer
+    # takes about 0.6 s: past this attempt deadline, every time.
+    rig = await make_rig(attempt_timeout_s=0.2)
+    await rig.app.bot.handle(
+        IncomingMessage("chat", 1, "ann", f"/image=flux={unique_prompt('[fault:trickle]')}")
+    )
+    await rig.run(f"/image=flux={unique_prompt('')}", message_id=2, user="bob")
+
+    assert rig.served("/flux") == ["trickle"] * MAX_ATTEMPTS + ["ok"]
+    slow, fine = sorted(rig.outcomes, key=lambda outcome: outcome.reply_to)
+    assert (slow.ok, slow.error_kind) == (False, "worker_unavailable")
+    assert slow.error is not None
+    assert slow.error.startswith(f"The Flux worker took too long to answer (tried {MAX_ATTEMPTS}")
+    assert fine.ok  # the next job in the same queue was not held up
     assert_no_leftovers(tmp_path, rig)
 
 

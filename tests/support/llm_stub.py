@@ -59,7 +59,18 @@ class NoChoices:
     """200 with a well-formed completion that has no choices."""
 
 
-Behaviour = Completion | Status | Hang | Garbage | NoChoices
+@dataclass(frozen=True)
+class Huge:
+    """200 with a completion whose content is ``size_bytes`` long, streamed in
+    pieces (no Content-Length unless ``declare_length``) until the client stops."""
+
+    size_bytes: int
+    declare_length: bool = False
+
+
+Behaviour = Completion | Status | Hang | Garbage | NoChoices | Huge
+
+_HUGE_PIECE = b"fox " * 16384  # 64 KiB
 
 
 @dataclass(frozen=True)
@@ -136,10 +147,26 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(504, {"error": {"message": "stub stopped while hanging"}})
         elif isinstance(behaviour, Garbage):
             self._send(200, behaviour.content_type, behaviour.body)
+        elif isinstance(behaviour, Huge):
+            self._send_huge(behaviour, model)
         else:
             payload = _completion("unused", model)
             payload["choices"] = []
             self._send_json(200, payload)
+
+    def _send_huge(self, behaviour: Huge, model: str) -> None:
+        head, tail = json.dumps(_completion("\x00", model)).encode("utf-8").split(b"\\u0000")
+        pieces, rest = divmod(behaviour.size_bytes, len(_HUGE_PIECE))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        if behaviour.declare_length:
+            length = len(head) + behaviour.size_bytes + len(tail)
+            self.send_header("Content-Length", str(length))
+        self.end_headers()
+        self.wfile.write(head)
+        for _ in range(pieces):
+            self.wfile.write(_HUGE_PIECE)
+        self.wfile.write(_HUGE_PIECE[:rest] + tail)
 
     def _send_json(self, status: int, payload: Any) -> None:
         self._send(status, "application/json", json.dumps(payload).encode("utf-8"))

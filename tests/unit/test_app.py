@@ -12,16 +12,24 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from sakaibot.app import App, build_app
+from sakaibot.app import App, build_app, configured_secrets
 from sakaibot.chat.port import IncomingMessage
 from sakaibot.errors import (
     ContentFiltered,
     TransientWorkerError,
     WorkerGaveUp,
 )
+from sakaibot.generation import GenerationParams, GenerationResult
+from sakaibot.models import ModelSpec
 from sakaibot.pipeline import JobOutcome
 from sakaibot.settings import load_settings
-from tests.support.fakes import FakeClock, FakeEnhancer, FakeGenerator, RecordingChat
+from tests.support.fakes import (
+    FakeClock,
+    FakeEnhancer,
+    FakeGenerator,
+    RecordingChat,
+    tiny_image,
+)
 
 
 @dataclass
@@ -273,7 +281,7 @@ async def test_status_lists_positions_and_cancel_moves_others_up() -> None:
         cancel = await h.say("/image cancel")
         assert h.replies_to(cancel) == [f"🚫 Cancelled job {newest.id} (Flux)."]
         nothing = await h.say(f"/image cancel {newest.id}")
-        assert "You have no waiting job" in h.replies_to(nothing)[0]
+        assert "You have no waiting or running job" in h.replies_to(nothing)[0]
         h.generator.gate.set()
         await h.finish()
     finally:
@@ -468,3 +476,141 @@ async def test_status_lists_a_job_whose_image_is_on_its_way() -> None:
         await h.finish()
     finally:
         await h.app.aclose()
+
+
+def test_configured_secrets_finds_every_secret_value() -> None:
+    settings = load_settings(
+        env_file=None,
+        openrouter_api_key="sk-or-test-openrouter",
+        gemini_api_key="gemini-test-key",
+        sdxl_worker_url="https://sdxl.example/",
+        sdxl_api_key="sdxl-test-key",
+        telegram_api_hash="0123456789abcdef0123456789abcdef",
+        redis_url="redis://:p%40ss-word@127.0.0.1:6379/0",
+        image_models='{"extra": {"contract": "get", "url": "https://x.example/", '
+        '"api_key": "extra-model-key"}}',
+    )
+    found = set(configured_secrets(settings))
+    assert {
+        "sk-or-test-openrouter",
+        "gemini-test-key",
+        "sdxl-test-key",
+        "0123456789abcdef0123456789abcdef",
+        "redis://:p%40ss-word@127.0.0.1:6379/0",
+        "p@ss-word",
+        "extra-model-key",
+    } <= found
+    assert "" not in found
+
+
+# -- cancelling a job that has started
+
+
+@dataclass
+class GatedGenerator:
+    """Holds every generation until released; notes when one starts and is abandoned."""
+
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    abandoned: list[str] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
+
+    async def generate(self, model: ModelSpec, params: GenerationParams) -> GenerationResult:
+        self.calls.append(params.prompt)
+        self.started.set()
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.abandoned.append(params.prompt)
+            raise
+        return GenerationResult(True, tiny_image(), None)
+
+
+def gated_harness(generator: GatedGenerator, **settings: object) -> Harness:
+    clock = FakeClock()
+    chat = RecordingChat(clock=clock)
+    enhancer = FakeEnhancer()
+    values: dict[str, object] = {
+        "flux_worker_url": "http://127.0.0.1:9/flux",
+        "status_edit_interval_s": 0,
+        "llm_provider": "none",
+    }
+    values.update(settings)
+    outcomes: list[JobOutcome] = []
+    app = build_app(
+        load_settings(env_file=None, **values),
+        chat,
+        on_outcome=outcomes.append,
+        generator=generator,
+        enhancer=enhancer,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    return Harness(app, chat, clock, FakeGenerator(), enhancer, outcomes)
+
+
+@pytest.mark.parametrize("how", ["newest", "by id", "as a reply"])
+async def test_a_generating_job_is_cancelled_by_its_owner(how: str) -> None:
+    generator = GatedGenerator()
+    h = gated_harness(generator)
+    await h.app.start()
+    try:
+        first = await h.say("/image=flux=a red fox")
+        async with asyncio.timeout(5):
+            await generator.started.wait()
+        [(job, place)] = h.app.queues.jobs_of("ann")
+        assert place is None  # being generated, not waiting
+        second = await h.say("/image=flux=a grey wolf", user="bob")
+        await asyncio.wait_for(h.app.status.drain(), timeout=5)
+        status_id = next(e.message_id for e in h.chat.of_kind("send") if e.reply_to == first)
+
+        if how == "newest":
+            cancel = await h.say("/image cancel")
+        elif how == "by id":
+            cancel = await h.say(f"/image cancel {job.id}")
+        else:
+            cancel = await h.say("/image cancel", reply_to=status_id)
+
+        assert h.replies_to(cancel) == [f"🚫 Cancelled job {job.id} (Flux)."]
+        assert generator.abandoned == ["enhanced: a red fox"]
+        # The model's slot is free at once: bob's job is being generated now.
+        generator.started.clear()
+        async with asyncio.timeout(5):
+            await generator.started.wait()
+        assert generator.calls == ["enhanced: a red fox", "enhanced: a grey wolf"]
+        generator.release.set()
+        await h.finish()
+        record = await h.app.store.get_job(job.id)
+    finally:
+        await h.app.aclose()
+
+    assert record is not None
+    assert record.state == "cancelled"
+    mine = [o for o in h.outcomes if o.job_id == job.id]
+    assert [(o.ok, o.error_kind, o.error) for o in mine] == [(False, "cancelled", "Cancelled.")]
+    assert [e.reply_to for e in h.chat.of_kind("image")] == [second]  # none for ann
+    # Ann's status message is gone: only the answer to her /image cancel is left.
+    assert h.chat.visible_texts() == [f"🚫 Cancelled job {job.id} (Flux)."]
+    assert h.app.queues.jobs_of("ann") == []
+
+
+async def test_cancelling_a_started_job_twice_or_someone_elses_is_refused() -> None:
+    generator = GatedGenerator()
+    h = gated_harness(generator)
+    await h.app.start()
+    try:
+        await h.say("/image=flux=a red fox")
+        async with asyncio.timeout(5):
+            await generator.started.wait()
+        [(job, _place)] = h.app.queues.jobs_of("ann")
+        not_yours = await h.say(f"/image cancel {job.id}", user="bob")
+        assert h.replies_to(not_yours)[0].startswith("❌ You have no waiting or running job")
+        assert generator.abandoned == []
+        await h.say(f"/image cancel {job.id}")
+        again = await h.say(f"/image cancel {job.id}")
+        assert "You have no waiting or running job" in h.replies_to(again)[0]
+        generator.release.set()
+        await h.finish()
+    finally:
+        await h.app.aclose()
+    assert [o.error_kind for o in h.outcomes] == ["cancelled"]

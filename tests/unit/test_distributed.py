@@ -9,9 +9,12 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+import pytest
+
 from sakaibot.distributed import GenerationWorker, RemoteGenerator
 from sakaibot.errors import ContentFiltered
-from sakaibot.generation import GenerationParams
+from sakaibot.generation import GenerationParams, GenerationResult
+from sakaibot.models import ModelSpec
 from tests.support.fakes import FakeClock, FakeGenerator, registry
 
 
@@ -234,3 +237,58 @@ async def test_a_worker_rides_out_a_failed_hand_back() -> None:
         await front.aclose()
     assert result.success
     assert working.exception() is None  # the worker kept going after the failed hand-back
+
+
+@dataclass
+class AckedQueue(MemoryQueue):
+    """Tells when a front end has acknowledged a result."""
+
+    acked: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def ack_result(self, frontend_id: str, job_id: str) -> None:
+        await super().ack_result(frontend_id, job_id)
+        self.acked.set()
+
+
+@dataclass
+class HeldGenerator(FakeGenerator):
+    """A worker's generator that says when it has a request, and holds it."""
+
+    holding: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def generate(self, model: ModelSpec, params: GenerationParams) -> GenerationResult:
+        self.holding.set()
+        return await super().generate(model, params)
+
+
+async def test_a_front_end_that_stops_waiting_drops_the_late_answer() -> None:
+    # /image cancel of a job a worker is generating: the front end's generate is
+    # cancelled; the worker's answer arrives later and is acknowledged, not used.
+    clock = FakeClock()
+    shared = AckedQueue(clock)
+    front = RemoteGenerator(shared, frontend_id="bot-a", max_waiting=50, max_pending=50)
+    held = HeldGenerator(gate=asyncio.Event())
+    worker = GenerationWorker(shared, registry(), held, clock=clock)
+    front.start()
+    stop = asyncio.Event()
+    working = asyncio.create_task(worker.run(stop))
+    try:
+        asking = asyncio.create_task(
+            front.generate(FLUX, GenerationParams("a fox", request_id="j9"))
+        )
+        async with asyncio.timeout(5):
+            await held.holding.wait()
+        assert not await front.cancel("flux", "j9")  # a worker has it: not taken back
+        asking.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asking
+        assert held.gate is not None
+        held.gate.set()
+        async with asyncio.timeout(5):
+            await shared.acked.wait()
+    finally:
+        stop.set()
+        await asyncio.wait_for(working, timeout=5)
+        await front.aclose()
+    assert worker.done == 1
+    assert shared.processing["bot-a"] == []  # the late answer was acknowledged and dropped

@@ -147,16 +147,16 @@ def test_cancel_newest_waiting_and_errors() -> None:
     assert queues.cancel("ann", None).id == "a2"
     with pytest.raises(NothingToCancel) as info:
         queues.cancel("ann", "zz")
-    assert "no waiting job zz" in info.value.user_message
+    assert "no waiting or running job zz" in info.value.user_message
     with pytest.raises(NothingToCancel):
         queues.cancel("bob", "a1")  # not bob's job
     queues.cancel("ann", None)
     with pytest.raises(NothingToCancel) as info:
         queues.cancel("ann", None)
-    assert "no waiting images" in info.value.user_message
+    assert "no images waiting or being made" in info.value.user_message
 
 
-async def test_running_job_cannot_be_cancelled() -> None:
+async def test_a_started_job_is_not_the_queues_to_cancel() -> None:
     recorder = Recorder()
     queues = make_queues(recorder)
     recorder.gates["a1"] = asyncio.Event()
@@ -166,7 +166,9 @@ async def test_running_job_cannot_be_cancelled() -> None:
     queues.find("a1").state = JobState.GENERATING  # type: ignore[union-attr]
     with pytest.raises(NothingToCancel) as info:
         queues.cancel("ann", "a1")
-    assert "already being generated" in info.value.user_message
+    assert info.value.running  # the pipeline's to stop (JobPipeline.cancel_running)
+    with pytest.raises(NothingToCancel):
+        queues.cancel("ann", None)  # no id: only waiting jobs are the queue's
     recorder.gates["a1"].set()
     await queues.drain()
 

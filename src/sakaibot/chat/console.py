@@ -4,6 +4,10 @@ Each input line is a message from ``you``, or from ``name`` when the line starts
 with ``@name``, so one terminal can play several users in one chat. Output is
 either readable lines or, with ``jsonl``, one JSON object per event (the event
 shapes are documented in ``docs/image-generation/commands.md``).
+
+Input is read line by line with a bound: a line longer than
+:data:`MAX_LINE_BYTES` is skipped whole (in bounded memory) and answered with
+a rejection, and reading goes on with the next line.
 """
 
 from __future__ import annotations
@@ -11,15 +15,90 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from sakaibot.chat.port import IncomingMessage, OutgoingImage
+from sakaibot.errors import LineTooLong
 from sakaibot.pipeline import JobOutcome
+from sakaibot.status import failed_text
 
 CONSOLE_CHAT_ID = "console"
 DEFAULT_USER = "you"
 _SENDER_RE = re.compile(r"^@(?P<name>[\w.-]{1,32})\s+(?P<text>.*)$", re.DOTALL)
+#: The longest input line read (asyncio's default stream limit); longer ones are refused.
+MAX_LINE_BYTES = 64 * 1024
+#: How much of a refused line is echoed back, so the user sees which one it was.
+_HEAD_CHARS = 60
+_NEWLINE = b"\n"
+
+
+@dataclass(frozen=True)
+class OverlongLine:
+    """An input line over the limit: only its start was kept, the rest was skipped."""
+
+    head: str
+    limit_bytes: int
+
+
+def _decode(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace")
+
+
+def _overlong(head: bytes, limit_bytes: int) -> OverlongLine:
+    return OverlongLine(_decode(head[: _HEAD_CHARS * 4])[:_HEAD_CHARS], limit_bytes)
+
+
+async def read_stream_lines(
+    reader: asyncio.StreamReader, *, max_line_bytes: int = MAX_LINE_BYTES
+) -> AsyncIterator[str | OverlongLine]:
+    """Lines from ``reader`` (built with ``limit=max_line_bytes``); never raises for length."""
+    while True:
+        try:
+            raw = await reader.readuntil(_NEWLINE)
+        except asyncio.IncompleteReadError as exc:  # the last line has no newline
+            if len(exc.partial) > max_line_bytes:
+                yield _overlong(exc.partial, max_line_bytes)
+            elif exc.partial:
+                yield _decode(exc.partial)
+            return
+        except asyncio.LimitOverrunError as exc:
+            # The reader keeps what it read: take it, then drop the rest of the line.
+            head = await reader.readexactly(exc.consumed)
+            await _skip_line(reader)
+            yield _overlong(head, max_line_bytes)
+            continue
+        yield _decode(raw)
+
+
+async def _skip_line(reader: asyncio.StreamReader) -> None:
+    """Drop input up to and including the next newline, a buffer's worth at a time."""
+    while True:
+        try:
+            await reader.readuntil(_NEWLINE)
+        except asyncio.IncompleteReadError:
+            return
+        except asyncio.LimitOverrunError as exc:
+            await reader.readexactly(exc.consumed)
+            continue
+        return
+
+
+def read_file_line(
+    stream: BinaryIO, *, max_line_bytes: int = MAX_LINE_BYTES
+) -> str | OverlongLine | None:
+    """The next line of a regular file (``None`` at its end), read in bounded memory."""
+    raw = stream.readline(max_line_bytes + 1)
+    if not raw:
+        return None
+    if raw.endswith(_NEWLINE) or len(raw) <= max_line_bytes:
+        return _decode(raw)
+    head = raw
+    while raw and not raw.endswith(_NEWLINE):
+        raw = stream.readline(max_line_bytes + 1)
+    return _overlong(head, max_line_bytes)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -87,6 +166,17 @@ class ConsoleChat:
             # The person at the terminal runs the bot; `@name` plays someone else.
             from_owner=user == DEFAULT_USER,
         )
+
+    async def refuse_line(self, line: OverlongLine) -> None:
+        """Answer an input line that was too long to read, as a chat would a message."""
+        message_id = self._next_id()
+        head = f"{line.head}…"
+        if self._jsonl:
+            self._emit({"type": "in", "id": message_id, "user": DEFAULT_USER, "text": head}, "")
+        elif self._echo_input:
+            self._emit({}, f"{DEFAULT_USER} #{message_id}: {head}")
+        text = failed_text(LineTooLong(line.limit_bytes).user_message)  # as the bot's rejections
+        await self.send_text(CONSOLE_CHAT_ID, text, reply_to=message_id)
 
     def outcome(self, outcome: JobOutcome) -> None:
         """The result event: exactly one per ``/image=`` generation command."""

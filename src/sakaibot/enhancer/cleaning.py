@@ -10,7 +10,8 @@ to; the caption is plain text (defect 7 of the original), so all of that goes.
 from __future__ import annotations
 
 import re
-import unicodedata
+
+from sakaibot.commands import strip_invisible
 
 SYSTEM_PROMPT = (
     "You improve prompts for an AI image generator. The user message is a short "
@@ -80,13 +81,16 @@ def clean_llm_output(text: str, *, max_chars: int) -> str:
     """The LLM's answer as one plain-text line of at most ``max_chars`` characters.
 
     Code fences, a leading preamble ("Sure! Here's an enhanced prompt:",
-    "Prompt:"), wrapping quotes and Markdown markers are removed, control
-    characters dropped, whitespace collapsed, and the result cut at a word
+    "Prompt:"), wrapping quotes and Markdown markers are removed, control,
+    bidi and zero-width characters dropped, whitespace collapsed, and the result cut at a word
     boundary (a single word longer than ``max_chars`` is cut hard).
     """
     if max_chars < 1:
         raise ValueError(f"max_chars must be at least 1, not {max_chars}")
-    text = _drop_control_characters(text.replace("\r\n", "\n").replace("\r", "\n"))
+    # As for users' commands: control, bidi, zero-width and other format
+    # characters go (ZWJ/ZWNJ stay: emoji sequences and Persian need them);
+    # whitespace survives until it is collapsed below.
+    text = strip_invisible(text.replace("\r\n", "\n").replace("\r", "\n"))
     text = _FENCE_LINE.sub("", text)
     text = _FENCE_INLINE.sub("", text)
     text = _strip_markdown(text)
@@ -106,15 +110,6 @@ def cut_at_word_boundary(text: str, max_chars: int) -> str:
         return text[:max_chars]
     cut = text[:boundary].rstrip(_TRAILING_JOINERS)
     return cut or text[:max_chars]
-
-
-def _drop_control_characters(text: str) -> str:
-    # Newlines and tabs survive until whitespace is collapsed; everything else in
-    # Cc (NUL, ESC, DEL, C1) and unpaired surrogates go. Format characters (Cf)
-    # stay: ZWNJ/ZWJ matter in Persian and in emoji sequences.
-    return "".join(
-        ch for ch in text if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cs")
-    )
 
 
 def _strip_markdown(text: str) -> str:

@@ -6,6 +6,14 @@ exception tree of :mod:`sakaibot.errors`; transient ones are retried with
 tenacity inside a time budget measured on an injected clock, and
 :meth:`WorkerClient.generate` is the ``(success, data, error)`` boundary.
 
+Deadlines: httpx's read timeout only bounds the pause between two chunks, so
+a worker that trickles its body a byte at a time would never trip it. Each
+attempt therefore also has an overall deadline (``attempt_timeout_s``, by
+default the connect timeout plus the read timeout: time to connect, then time
+for the worker to make the image and send it), and no attempt runs past what
+is left of the retry budget: the budget bounds the whole generation, retries
+and waits included.
+
 Nothing secret is logged: log lines carry the model name, the status code
 and the URL host only, never the query string (it holds the prompt) or any
 header (one holds the API key).
@@ -145,7 +153,7 @@ def _describe_body(body: bytes) -> str:
     text = body.decode("utf-8", errors="replace")
     try:
         payload = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         return text
     if isinstance(payload, dict):
         parts: list[str] = []
@@ -217,6 +225,10 @@ class _Budget:
             self._planned[attempt] = max(backoff_s, retry_after_s or 0.0)
         return self._planned[attempt]
 
+    def left_s(self) -> float:
+        """Seconds left in the budget (attempts must end by then)."""
+        return self._budget_s - (self._clock() - self._started_at)
+
     def should_stop(self, retry_state: RetryCallState) -> bool:
         if retry_state.attempt_number >= self._max_attempts:
             return True
@@ -245,17 +257,23 @@ class WorkerClient:
         max_image_bytes: int,
         retry_budget_s: float,
         max_attempts: int,
+        attempt_timeout_s: float | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``attempt_timeout_s``: the most one HTTP exchange may take, start to
+        last byte (``None``: only the retry budget bounds it)."""
         if max_image_bytes < 1:
             raise ValueError("max_image_bytes must be positive")
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if attempt_timeout_s is not None and attempt_timeout_s <= 0:
+            raise ValueError("attempt_timeout_s must be positive")
         self._http = http
         self._max_image_bytes = max_image_bytes
         self._retry_budget_s = retry_budget_s
         self._max_attempts = max_attempts
+        self._attempt_timeout_s = attempt_timeout_s
         self._sleep = sleep
         self._clock = clock
 
@@ -287,7 +305,8 @@ class WorkerClient:
 
         Raises a :class:`~sakaibot.errors.PermanentWorkerError` at once for
         anything retrying cannot fix, and :class:`~sakaibot.errors.WorkerGaveUp`
-        when transient failures outlast the attempts or the time budget.
+        when transient failures outlast the attempts or the time budget. An
+        attempt that outlasts its deadline is a :class:`~sakaibot.errors.WorkerTimeout`.
         """
         budget = _Budget(
             budget_s=self._retry_budget_s, max_attempts=self._max_attempts, clock=self._clock
@@ -312,13 +331,35 @@ class WorkerClient:
             before_sleep=log_retry,
         )
         try:
-            image: GeneratedImage = await retrying(self._attempt, model, params)
+            image: GeneratedImage = await retrying(self._attempt_by_deadline, model, params, budget)
         except RetryError as exc:
             attempts = exc.last_attempt.attempt_number
             last = exc.last_attempt.exception()
             detail = last.detail if isinstance(last, GenerationError) else repr(last)
             raise WorkerGaveUp(detail, model=model.display_name, attempts=attempts) from last
         return image
+
+    async def _attempt_by_deadline(
+        self, model: ModelSpec, params: GenerationParams, budget: _Budget
+    ) -> GeneratedImage:
+        """One attempt that ends by its deadline, whatever the worker does."""
+        limit_s = max(0.0, budget.left_s())
+        if self._attempt_timeout_s is not None:
+            limit_s = min(limit_s, self._attempt_timeout_s)
+        try:
+            async with asyncio.timeout(limit_s):
+                return await self._attempt(model, params)
+        except TimeoutError as exc:
+            logger.warning(
+                "worker too slow: model=%s host=%s no complete answer within %.1f s",
+                model.name,
+                _host(model),
+                limit_s,
+            )
+            raise WorkerTimeout(
+                f"worker too slow: no complete answer from {_host(model)} within {limit_s:.1f} s",
+                model=model.display_name,
+            ) from exc
 
     async def _attempt(self, model: ModelSpec, params: GenerationParams) -> GeneratedImage:
         """One HTTP exchange; the only place httpx exceptions are translated."""
@@ -407,6 +448,10 @@ class WorkerClient:
         body = await self._read_capped(model, response, json_cap, decoded_ratio=0.75)
         try:
             payload = json.loads(body)
+        except RecursionError as exc:
+            raise InvalidImage(
+                "HTTP 200 JSON nested too deeply to read", model=model.display_name
+            ) from exc
         except ValueError as exc:
             raise InvalidImage(
                 "HTTP 200 JSON that does not parse: "

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from pathlib import Path
 
+import pytest
+
 from sakaibot.captions import Caption, CaptionPart
-from sakaibot.chat.console import ConsoleChat
+from sakaibot.chat.console import (
+    MAX_LINE_BYTES,
+    ConsoleChat,
+    OverlongLine,
+    read_file_line,
+    read_stream_lines,
+)
 from sakaibot.chat.port import OutgoingImage
 from sakaibot.pipeline import JobOutcome
 from tests.support.fakes import tiny_image
@@ -85,3 +94,65 @@ async def test_readable_mode_shows_what_a_chat_would(tmp_path: Path) -> None:
     assert lines[0] == "you #1: /image=flux=x"
     assert lines[1] == "bot #2 ↩ #1: ⏳ Queued"
     assert lines[2].startswith(f"bot #3 ↩ #1: [file {tmp_path / 'f.jpg'} · 8×6 JPG")
+
+
+# -- reading input: any line length gets an answer, never a crash
+
+
+def _fed(data: bytes) -> asyncio.StreamReader:
+    reader = asyncio.StreamReader(limit=MAX_LINE_BYTES)
+    reader.feed_data(data)
+    reader.feed_eof()
+    return reader
+
+
+async def _read_all(reader: asyncio.StreamReader) -> list[str | OverlongLine]:
+    async with asyncio.timeout(10):
+        return [line async for line in read_stream_lines(reader)]
+
+
+@pytest.mark.parametrize("length", [MAX_LINE_BYTES + 1, 3 * MAX_LINE_BYTES, 10 * MAX_LINE_BYTES])
+async def test_an_overlong_piped_line_is_refused_and_the_next_lines_are_read(length: int) -> None:
+    long_line = b"/image=flux=" + b"x" * length
+    lines = await _read_all(_fed(long_line + b"\n/image models\n/image status"))
+    assert len(lines) == 3
+    refused = lines[0]
+    assert isinstance(refused, OverlongLine)
+    assert refused.head.startswith("/image=flux=xxx")
+    assert refused.limit_bytes == MAX_LINE_BYTES
+    assert lines[1:] == ["/image models\n", "/image status"]
+
+
+async def test_lines_up_to_the_limit_are_read_whole() -> None:
+    exact = b"y" * MAX_LINE_BYTES
+    lines = await _read_all(_fed(exact + b"\n" + exact))
+    assert lines == [exact.decode() + "\n", exact.decode()]
+
+
+async def test_an_overlong_last_line_without_newline_is_refused() -> None:
+    lines = await _read_all(_fed(b"ok\n" + b"z" * (MAX_LINE_BYTES + 5)))
+    assert lines[0] == "ok\n"
+    assert isinstance(lines[1], OverlongLine)
+
+
+def test_an_overlong_line_in_a_file_is_refused_and_reading_goes_on() -> None:
+    stream = io.BytesIO(b"a" * (5 * MAX_LINE_BYTES) + b"\n/image models\n" + b"b" * MAX_LINE_BYTES)
+    first = read_file_line(stream)
+    assert isinstance(first, OverlongLine)
+    assert read_file_line(stream) == "/image models\n"
+    assert read_file_line(stream) == "b" * MAX_LINE_BYTES
+    assert read_file_line(stream) is None
+
+
+async def test_a_refused_line_is_answered_in_the_chat(tmp_path: Path) -> None:
+    out = io.StringIO()
+    chat = ConsoleChat(out, out_dir=tmp_path, jsonl=True, echo_input=False)
+    await chat.refuse_line(OverlongLine("/image=flux=xxxx", MAX_LINE_BYTES))
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert events[0] == {"type": "in", "id": 1, "user": "you", "text": "/image=flux=xxxx…"}
+    assert events[1]["type"] == "send"
+    assert events[1]["reply_to"] == 1
+    assert events[1]["text"] == (
+        "❌ That line is longer than 64 KiB, so it was not read. "
+        "Send each command on a line of its own, under 64 KiB."
+    )

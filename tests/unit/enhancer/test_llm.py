@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
@@ -17,6 +19,7 @@ from tests.support.llm_stub import (
     Completion,
     Garbage,
     Hang,
+    Huge,
     LlmStub,
     NoChoices,
     Status,
@@ -254,6 +257,101 @@ async def test_warnings_name_the_provider_and_never_the_key(
     assert "TimeoutError" in warnings[1].getMessage()
     assert OPENROUTER_KEY not in caplog.text
     assert GEMINI_KEY not in caplog.text
+
+
+# -- answers are not trusted: size, invisible characters, secrets
+
+
+@pytest.mark.parametrize("declare_length", [False, True], ids=["streamed", "declared"])
+async def test_a_huge_answer_is_cut_off_and_the_prompt_used(
+    make_stub: MakeStub, enhancers: Callable[..., LlmEnhancer], declare_length: bool
+) -> None:
+    # 100 MB: reading and parsing all of it took over a minute on the event loop.
+    stub = make_stub(Huge(100_000_000, declare_length=declare_length))
+    ticks = 0
+
+    async def count_ticks() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    ticker = asyncio.create_task(count_ticks())
+    started_s = time.monotonic()
+    try:
+        async with asyncio.timeout(TIMEOUT_S * 5):
+            result = await enhancers(openrouter(stub)).enhance(PROMPT)
+    finally:
+        ticker.cancel()
+    elapsed_s = time.monotonic() - started_s
+
+    assert result.text == PROMPT
+    assert result.source == ORIGINAL_PROMPT
+    assert elapsed_s < TIMEOUT_S  # cut off by size, not by the timeout
+    assert ticks >= 1  # the loop kept turning meanwhile
+
+
+async def test_bidi_format_and_zero_width_characters_are_stripped(
+    make_stub: MakeStub, enhancers: Callable[..., LlmEnhancer]
+) -> None:
+    hidden = (
+        "\u202eA lone red fox\u202c in fresh\u200b powder snow at \u2066dawn\u2069, "
+        "soft\ufeff golden light, a family 👨\u200d👩\u200d👧 watching\U000e0041"
+    )
+    stub = make_stub(Completion(hidden))
+
+    result = await enhancers(openrouter(stub)).enhance(PROMPT)
+
+    assert result.text == (
+        "A lone red fox in fresh powder snow at dawn, soft golden light, "
+        "a family 👨\u200d👩\u200d👧 watching"
+    )
+
+
+@pytest.mark.parametrize(
+    "leak",
+    [
+        f"A red fox in the snow, signed {OPENROUTER_KEY} at dawn",
+        f"A red fox in the snow, signed {GEMINI_KEY[:6]}\u200b{GEMINI_KEY[6:]}",
+        "A red fox in the snow, redis password hunter22-secret in a fence",
+    ],
+    ids=["llm-key", "other-key-split-by-zero-width", "redis-password"],
+)
+async def test_an_answer_holding_a_secret_is_discarded(
+    make_stub: MakeStub, caplog: pytest.LogCaptureFixture, leak: str
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    stub = make_stub(Completion(leak))
+    enhancer = LlmEnhancer(
+        [openrouter(stub)],
+        timeout_s=TIMEOUT_S,
+        max_chars=1000,
+        secret_values=[OPENROUTER_KEY, GEMINI_KEY, "hunter22-secret", "", "short"],
+    )
+    try:
+        result = await enhancer.enhance(PROMPT)
+    finally:
+        await enhancer.aclose()
+
+    assert result.text == PROMPT
+    assert result.source == ORIGINAL_PROMPT
+    assert "configured secret" in caplog.text
+    for secret in (OPENROUTER_KEY, GEMINI_KEY, "hunter22-secret"):
+        assert secret not in caplog.text
+
+
+async def test_short_secret_values_do_not_block_ordinary_answers(
+    make_stub: MakeStub,
+) -> None:
+    stub = make_stub(Completion(ENHANCED))
+    enhancer = LlmEnhancer(
+        [openrouter(stub)], timeout_s=TIMEOUT_S, max_chars=1000, secret_values=["fox", "a"]
+    )
+    try:
+        result = await enhancer.enhance(PROMPT)
+    finally:
+        await enhancer.aclose()
+    assert result.text == ENHANCED
 
 
 def test_the_key_is_not_in_the_provider_repr() -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -32,6 +34,7 @@ from sakaibot.errors import (
 from sakaibot.generation import GenerationParams
 from sakaibot.models import Contract, ModelSpec
 from sakaibot.workers.client import WorkerClient, build_http_client, parse_retry_after
+from sakaibot.workers.devserver import DevWorker, DevWorkerConfig
 
 API_KEY = "sk-test-SECRET-bearer-0123456789"
 PROMPT = "a very private prompt about my cat"
@@ -706,6 +709,92 @@ async def test_no_key_or_prompt_in_logs_or_errors(
         if record.name.startswith("sakaibot"):
             assert PROMPT not in record.getMessage()
             assert "prompt=" not in record.getMessage()  # never a query string
+
+
+# --- deadlines: a worker that trickles its body over real loopback HTTP ------------
+
+#: The development worker's ``trickle`` fault sends 16 pieces this far apart
+#: (about 5 s in all): each pause is well inside the read timeout below.
+SLOW_TRICKLE_DELAY_MS = 300
+#: How long the whole test may take: the deadlines below add up to about 1.5 s.
+TRICKLE_TEST_BOUND_S = 10.0
+
+
+@pytest.fixture
+def slow_worker() -> Iterator[DevWorker]:
+    worker = DevWorker(DevWorkerConfig(fast=True, trickle_delay_ms=SLOW_TRICKLE_DELAY_MS))
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+@pytest.mark.parametrize(
+    ("attempt_timeout_s", "retry_budget_s"),
+    [
+        (1.0, 30.0),  # the attempt's own deadline ends it
+        (None, 1.0),  # no attempt deadline: the budget bounds the whole generation
+    ],
+)
+async def test_a_trickling_worker_fails_in_bounded_time(
+    slow_worker: DevWorker, attempt_timeout_s: float | None, retry_budget_s: float
+) -> None:
+    http = build_http_client(connect_timeout_s=1.0, read_timeout_s=1.0)
+    client = WorkerClient(
+        http,
+        max_image_bytes=1_000_000,
+        retry_budget_s=retry_budget_s,
+        max_attempts=2,
+        attempt_timeout_s=attempt_timeout_s,
+        sleep=lambda _seconds: asyncio.sleep(0),  # no backoff between the two attempts
+    )
+    model = ModelSpec(name="flux", contract=Contract.GET, url=f"{slow_worker.url}/flux")
+    started_s = time.monotonic()
+    try:
+        async with asyncio.timeout(TRICKLE_TEST_BOUND_S):
+            result = await client.generate(model, GenerationParams(prompt="a fox [fault:trickle]"))
+    finally:
+        await http.aclose()
+    elapsed_s = time.monotonic() - started_s
+
+    assert not result.success
+    assert isinstance(result.error, WorkerGaveUp)
+    assert isinstance(result.error.__cause__, WorkerTimeout)
+    assert "worker too slow" in result.error.detail
+    assert "took too long to answer" in result.error.user_message
+    # One trickled answer takes about 5 s; the deadlines end the generation well before.
+    limit_s = attempt_timeout_s * 2 if attempt_timeout_s is not None else retry_budget_s
+    assert elapsed_s < limit_s + 1.0
+    assert [what for _path, what in slow_worker.served].count("trickle") >= 1
+
+
+def test_attempt_timeout_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="attempt_timeout_s"):
+        WorkerClient(
+            httpx.AsyncClient(),
+            max_image_bytes=1,
+            retry_budget_s=1,
+            max_attempts=1,
+            attempt_timeout_s=0,
+        )
+
+
+@pytest.mark.parametrize("status", [200, 500])
+async def test_deeply_nested_json_is_a_clear_error(harness: Harness, status: int) -> None:
+    depth = 200_000
+    nested = b"[" * depth + b"]" * depth
+    harness.worker.script(
+        reply(status, content=nested, headers={"Content-Type": "application/json"})
+    )
+    result = await harness.client(max_image_bytes=1_000_000, max_attempts=1).generate(FLUX, PARAMS)
+    assert not result.success
+    error = result.error
+    assert error is not None
+    assert not (error.kind == "worker_error" and "unexpected" in error.detail)
+    if status == 200:
+        assert isinstance(error, InvalidImage)
+        assert "nested too deeply" in error.detail
+    else:
+        assert isinstance(error, WorkerGaveUp)
 
 
 async def test_build_http_client_settings() -> None:
