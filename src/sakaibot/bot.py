@@ -160,7 +160,7 @@ class ImageBot:
             raise UnknownModel(request.model, self._registry.names())
         job_id = await self._fresh_job_id()
         # A stored result skips the queue altogether: no worker is needed.
-        hit = await self._cache.lookup(model.name, request) if self._cache is not None else None
+        hit = await self._cache.lookup(model, request) if self._cache is not None else None
         admitted = await self._allowance.admit(message.user_id)
         if isinstance(admitted, Denial):
             raise RateLimited(
