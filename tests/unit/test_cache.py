@@ -280,6 +280,17 @@ async def test_stats_and_cache_are_for_the_owner(bot: Bot) -> None:
     assert re.search(r"#[0-9a-f]{6}", bot.chat.of_kind("image")[-1].text)
 
 
+async def test_whoami_gives_the_owner_the_ids_for_allowed_ids(bot: Bot) -> None:
+    denied = await bot.say("/image whoami", user="mallory")
+    assert bot.replies(denied) == ["❌ Only the bot's owner can use /image whoami."]
+    asked = await bot.say("/image whoami")
+    [answer] = bot.replies(asked)
+    lines = answer.splitlines()
+    assert lines[:2] == ["This chat's id: chat", "Your user id: you"]
+    assert "add chat to ALLOWED_CHAT_IDS" in lines[2]
+    assert "ALLOWED_USER_IDS" in lines[2]
+
+
 async def test_clearing_the_cache_keeps_images_for_resend(bot: Bot) -> None:
     await bot.say("/image=flux=a red fox")
     await bot.say("/image=flux=a blue whale")
