@@ -1,4 +1,5 @@
-# SakaiBot: `make demo` runs the whole pipeline offline, `make test` runs the tests.
+# SakaiBot: `make demo` runs the whole pipeline offline, `make test` runs the tests,
+# `make install-prod` installs the bot alone (no test tools) for going live.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,21 +11,39 @@ WORKERD_VERSION := 1.20261117.1
 WORKERD_DIR := .tools/workerd
 WORKERD_STAMP := $(WORKERD_DIR)/.installed-$(WORKERD_VERSION)
 
-.PHONY: install demo test bench check lint format typecheck clean workerd
+VENV_HINT := On Debian and Ubuntu, creating a venv needs: sudo apt install python3-venv
+
+.PHONY: install install-prod demo test bench check lint format typecheck clean workerd
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	@echo "Creating $(VENV) with $(PYTHON) ($(VENV_HINT))..."
+	@$(PYTHON) -m venv $(VENV) || { echo "$(VENV_HINT)"; exit 1; }
+	@echo "Installing SakaiBot and its test tools into $(VENV) (the first time takes a minute or two)..."
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+	@echo "Installed: $$($(BIN)/sakaibot --version)."
+
+# The bot alone, without the test tools, from a copy of the source: what a live
+# bot runs (docs/image-generation/quickstart.md). Add Redis with EXTRAS=redis.
+install-prod:
+	@echo "Creating $(VENV) with $(PYTHON) ($(VENV_HINT))..."
+	@$(PYTHON) -m venv $(VENV) || { echo "$(VENV_HINT)"; exit 1; }
+	@echo "Installing SakaiBot into $(VENV)..."
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(BIN)/python -m pip install --quiet '.$(if $(EXTRAS),[$(EXTRAS)])'
+	@echo "Installed: $$($(BIN)/sakaibot --version). Next: cp .env.example .env, then $(BIN)/sakaibot verify"
 
 demo: $(STAMP)
+	@echo "Running the demo: the console front end and the development worker on 127.0.0.1,"
+	@echo "offline; data in out/demo/local-data (never the bot's data folder)."
+	@echo
 	@OPENROUTER_API_KEY= GEMINI_API_KEY= $(BIN)/sakaibot --env-file none chat --local --out out/demo \
 		--worker-latency-ms 2500 < scripts/demo_conversation.txt
 	@echo
-	@echo "The images are in out/demo/. To go live, see README.md ('Going live')."
+	@echo "The images are in out/demo/. To go live, see docs/image-generation/quickstart.md."
 
 test: $(STAMP) workerd
 	$(BIN)/pytest -q

@@ -30,6 +30,7 @@ from sakaibot.commands import (
     RetryCommand,
     StatsCommand,
     StatusCommand,
+    WhoamiCommand,
     is_generation_command,
     parse_command,
     usage_text,
@@ -150,6 +151,8 @@ class ImageBot:
                 await self._stats(message, command)
             elif isinstance(command, CacheCommand):
                 await self._cache_command(message, command)
+            elif isinstance(command, WhoamiCommand):
+                await self._whoami(message)
         except (RequestRejected, StoreUnavailable) as rejection:
             await self._reject(message, rejection)
         return True
@@ -162,7 +165,7 @@ class ImageBot:
             raise UnknownModel(request.model, self._registry.names())
         job_id = await self._fresh_job_id()
         # A stored result skips the queue altogether: no worker is needed.
-        hit = await self._cache.lookup(model.name, request) if self._cache is not None else None
+        hit = await self._cache.lookup(model, request) if self._cache is not None else None
         admitted = await self._allowance.admit(message.user_id)
         if isinstance(admitted, Denial):
             raise RateLimited(
@@ -438,6 +441,12 @@ class ImageBot:
             "Clear it with /image cache clear.",
         )
 
+    async def _whoami(self, message: IncomingMessage) -> None:
+        # Owner only: ids are not secret, but a bot should not hand them to strangers.
+        if not message.from_owner:
+            raise OwnerOnly("/image whoami")
+        await self._reply(message, whoami_text(message.chat_id, message.user_id))
+
     def _models_text(self) -> str:
         loads = self._queues.loads()
         if not loads:
@@ -482,3 +491,14 @@ class ImageBot:
             await self._chat.send_text(message.chat_id, text, reply_to=message.message_id)
         except ChatError:
             logger.warning("chat %s: reply failed", message.chat_id, exc_info=True)
+
+
+def whoami_text(chat_id: str, user_id: str) -> str:
+    """The answer to ``/image whoami``: the ids to put in ALLOWED_CHAT_IDS / ALLOWED_USER_IDS."""
+    return (
+        f"This chat's id: {chat_id}\n"
+        f"Your user id: {user_id}\n"
+        f"To let everyone in this chat use the bot, add {chat_id} to ALLOWED_CHAT_IDS; "
+        "to let one person use it in any chat, add their user id to ALLOWED_USER_IDS. "
+        "Then restart SakaiBot."
+    )

@@ -1,8 +1,10 @@
 """The result cache: the same request again is answered with the stored image.
 
-Same model, same prompt after normalising whitespace and case, same options
-that shape the image (and the explicit seed, if given) → the stored image is
-sent without calling the LLM or the worker. ``--fresh`` skips it. Entries
+Same model, made by the same worker (its URL and contract), same prompt after
+normalising whitespace and case, same options that shape the image (and the
+explicit seed, if given) → the stored image is sent without calling the LLM or
+the worker. An image from one worker (say the development worker of a demo)
+therefore never answers a request meant for another. ``--fresh`` skips it. Entries
 live for ``CACHE_TTL_S``; the stored images are capped at ``CACHE_MAX_BYTES``
 on disk, oldest evicted first.
 """
@@ -20,17 +22,24 @@ from typing import Protocol
 from sakaibot.commands import ImageRequest
 from sakaibot.errors import StoreUnavailable
 from sakaibot.generation import GeneratedImage
+from sakaibot.models import ModelSpec
 from sakaibot.store import CacheEntry, Store
 from sakaibot.store.images import ImageFiles
 
 logger = logging.getLogger(__name__)
 
 
-def cache_key(model: str, request: ImageRequest) -> str:
-    """The identity of a request's result; delivery-only options do not count."""
+def cache_key(model: ModelSpec, request: ImageRequest) -> str:
+    """The identity of a request's result; delivery-only options do not count.
+
+    What made the image counts too: the model's name, its worker's URL and
+    contract. Only the hash is kept, so a token in the URL's query is not stored.
+    """
     options = request.options
     identity = {
-        "model": model,
+        "model": model.name,
+        "worker_url": model.url,
+        "contract": model.contract.value,
         "prompt": " ".join(request.prompt.split()).casefold(),
         "aspect_ratio": options.aspect_ratio,
         "seed": options.seed,
@@ -135,7 +144,7 @@ class ResultCache:
         except (StoreUnavailable, OSError) as exc:
             logger.warning("could not trim the kept images: %s", exc)
 
-    async def lookup(self, model: str, request: ImageRequest) -> CacheHit | None:
+    async def lookup(self, model: ModelSpec, request: ImageRequest) -> CacheHit | None:
         if not self.enabled or request.options.fresh:
             return None
         key = cache_key(model, request)
@@ -163,7 +172,7 @@ class ResultCache:
 
     async def remember(
         self,
-        model: str,
+        model: ModelSpec,
         request: ImageRequest,
         image: GeneratedImage,
         *,
@@ -175,7 +184,7 @@ class ResultCache:
         if not self.enabled:
             return None
         key = cache_key(model, request)
-        entry = new_entry(key, model, image, image_hash, prompt_used, enhancer, self._clock())
+        entry = new_entry(key, model.name, image, image_hash, prompt_used, enhancer, self._clock())
         try:
             await self._store.cache_put(entry)
             if self._known_keys is not None:
@@ -225,11 +234,11 @@ class Cache(Protocol):
     @property
     def enabled(self) -> bool: ...
 
-    async def lookup(self, model: str, request: ImageRequest) -> CacheHit | None: ...
+    async def lookup(self, model: ModelSpec, request: ImageRequest) -> CacheHit | None: ...
 
     async def remember(
         self,
-        model: str,
+        model: ModelSpec,
         request: ImageRequest,
         image: GeneratedImage,
         *,
@@ -284,7 +293,7 @@ class SharedResultCache:
     def enabled(self) -> bool:
         return self._local.enabled
 
-    async def lookup(self, model: str, request: ImageRequest) -> CacheHit | None:
+    async def lookup(self, model: ModelSpec, request: ImageRequest) -> CacheHit | None:
         if not self.enabled or request.options.fresh:
             return None
         try:
@@ -301,7 +310,7 @@ class SharedResultCache:
 
     async def remember(
         self,
-        model: str,
+        model: ModelSpec,
         request: ImageRequest,
         image: GeneratedImage,
         *,
@@ -312,7 +321,7 @@ class SharedResultCache:
         if not self.enabled:
             return None
         key = cache_key(model, request)
-        entry = new_entry(key, model, image, image_hash, prompt_used, enhancer, self._clock())
+        entry = new_entry(key, model.name, image, image_hash, prompt_used, enhancer, self._clock())
         try:
             await self._shared.cache_put(key, json.dumps(vars(entry)), image.data, self._ttl_s)
         except StoreUnavailable as exc:

@@ -34,37 +34,90 @@ NO_WORKER_MESSAGE = (
 )
 
 
+#: Where ``chat --local`` keeps its data, inside its ``--out`` folder: never the
+#: bot's data folder, so the demo's users, history and preview images stay out of it.
+LOCAL_DATA_DIR_NAME = "local-data"
+
+_ENV_FILE_HELP = "settings file to read besides the environment (default: .env; 'none': no file)"
+_VERBOSE_HELP = "log more (DEBUG)"
+
+
+def _shared_options() -> argparse.ArgumentParser:
+    """``-v`` and ``--env-file``, accepted after the subcommand too (``sakaibot run -v``).
+
+    Their default is SUPPRESS, so a subcommand that does not repeat them keeps
+    the value given before it.
+    """
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument("--env-file", type=Path, default=argparse.SUPPRESS, help=_ENV_FILE_HELP)
+    shared.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=_VERBOSE_HELP
+    )
+    return shared
+
+
 def _build_parser() -> argparse.ArgumentParser:
+    from sakaibot import __version__
+
     parser = argparse.ArgumentParser(
         prog="sakaibot",
         description="Turn /image=flux=<prompt> into an image through your own workers.",
     )
+    parser.add_argument("--env-file", type=Path, default=Path(".env"), help=_ENV_FILE_HELP)
+    parser.add_argument("-v", "--verbose", action="store_true", help=_VERBOSE_HELP)
     parser.add_argument(
-        "--env-file",
-        type=Path,
-        default=Path(".env"),
-        help="settings file to read besides the environment (default: .env)",
+        "--version", action="version", version=f"%(prog)s {__version__}", help="print the version"
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    shared = [_shared_options()]
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     chat = commands.add_parser(
-        "chat", help="talk to the bot on this terminal (one line = one message)"
+        "chat", parents=shared, help="talk to the bot on this terminal (one line = one message)"
     )
     chat.add_argument(
-        "--local", action="store_true", help="start the development worker and use it"
+        "--local",
+        action="store_true",
+        help=(
+            "start the development worker and use it; data is kept in OUT/"
+            f"{LOCAL_DATA_DIR_NAME}, never in SAKAIBOT_DATA_DIR"
+        ),
     )
     chat.add_argument("--jsonl", action="store_true", help="print one JSON object per event")
     chat.add_argument("--out", type=Path, default=Path("out"), help="where images go (./out)")
+    chat.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help=(
+            "keep jobs, history and the cache here instead (default: SAKAIBOT_DATA_DIR; "
+            f"with --local OUT/{LOCAL_DATA_DIR_NAME})"
+        ),
+    )
     _add_local_worker_flags(chat)
 
     worker = commands.add_parser(
-        "dev-worker", help="run the development worker (both worker contracts) on 127.0.0.1"
+        "dev-worker",
+        parents=shared,
+        help="run the development worker (both worker contracts) on 127.0.0.1",
     )
-    worker.add_argument("--port", type=int, default=8787)
-    worker.add_argument("--latency-ms", type=int, default=0)
-    worker.add_argument("--fail-rate", type=float, default=0.0)
-    worker.add_argument("--fail-status", type=int, default=503)
+    worker.add_argument(
+        "--port", type=int, default=8787, help="port to listen on (default: 8787; 0: any free)"
+    )
+    worker.add_argument(
+        "--latency-ms", type=int, default=0, help="wait this long before each image (default: 0)"
+    )
+    worker.add_argument(
+        "--fail-rate",
+        type=float,
+        default=0.0,
+        help="share of image requests, 0 to 1, that fail with --fail-status (default: 0)",
+    )
+    worker.add_argument(
+        "--fail-status",
+        type=int,
+        default=503,
+        help="HTTP status of those failures (default: 503)",
+    )
     worker.add_argument("--api-key", default=None, help="bearer token POST /sdxl requires")
     worker.add_argument(
         "--fast", action="store_true", help="serve a small pre-rendered image (load tests)"
@@ -93,20 +146,31 @@ def _build_parser() -> argparse.ArgumentParser:
         help="pause between the pieces of the 'trickle' fault (default: 200)",
     )
 
-    generate = commands.add_parser("generate", help="generate one image into a file, no chat")
-    generate.add_argument("model")
+    generate = commands.add_parser(
+        "generate", parents=shared, help="generate one image into a file, no chat"
+    )
+    generate.add_argument("model", help="a configured model, e.g. flux")
     generate.add_argument("prompt", help="the prompt; flags like --ar 16:9 may follow inside it")
-    generate.add_argument("-o", "--output", type=Path, required=True)
+    generate.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="the image file; its suffix is set to the image's real format",
+    )
     generate.add_argument("--local", action="store_true", help="use the development worker")
     _add_local_worker_flags(generate)
 
     commands.add_parser(
         "worker",
+        parents=shared,
         help="generate images for every front end sharing REDIS_URL (no chat of its own)",
     )
 
     login = commands.add_parser(
-        "login", help="log in to Telegram once (phone, code, 2FA) or with a bot token"
+        "login",
+        parents=shared,
+        help="log in to Telegram once (phone, code, 2FA) or with a bot token",
     )
     login.add_argument(
         "--bot-token",
@@ -121,19 +185,32 @@ def _build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also print a string session for TELEGRAM_SESSION (containers)",
     )
-    commands.add_parser("run", help="run the bot on Telegram until Ctrl-C or SIGTERM")
-
     commands.add_parser(
-        "verify", help="check settings, reach every worker and LLM, generate one image per model"
+        "run", parents=shared, help="run the bot on Telegram until Ctrl-C or SIGTERM"
     )
 
-    stats = commands.add_parser("stats", help="usage statistics from the data directory")
+    verify = commands.add_parser(
+        "verify",
+        parents=shared,
+        help="check settings, reach every worker and LLM, generate one image per model",
+    )
+    verify.add_argument(
+        "--telegram",
+        action="store_true",
+        help="also connect to Telegram and say which account the session is logged in as",
+    )
+
+    stats = commands.add_parser(
+        "stats", parents=shared, help="usage statistics from the data directory"
+    )
     stats.add_argument(
         "--days", type=_positive_int, default=7, help="how many days back (default: 7)"
     )
     stats.add_argument("--json", action="store_true", help="print JSON instead of text")
 
-    history = commands.add_parser("history", help="the most recent jobs from the data directory")
+    history = commands.add_parser(
+        "history", parents=shared, help="the most recent jobs from the data directory"
+    )
     history.add_argument("--user", default=None, help="only this user's jobs (default: everyone)")
     history.add_argument(
         "--limit", type=_positive_int, default=10, help="how many jobs (default: 10)"
@@ -153,9 +230,24 @@ def _positive_int(text: str) -> int:
 
 
 def _add_local_worker_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--worker-latency-ms", type=int, default=0)
-    parser.add_argument("--worker-fail-rate", type=float, default=0.0)
-    parser.add_argument("--worker-fail-status", type=int, default=503)
+    parser.add_argument(
+        "--worker-latency-ms",
+        type=int,
+        default=0,
+        help="with --local: the development worker waits this long per image (default: 0)",
+    )
+    parser.add_argument(
+        "--worker-fail-rate",
+        type=float,
+        default=0.0,
+        help="with --local: share of images, 0 to 1, that fail (default: 0)",
+    )
+    parser.add_argument(
+        "--worker-fail-status",
+        type=int,
+        default=503,
+        help="with --local: HTTP status of those failures (default: 503)",
+    )
 
 
 def _configure_logging(verbose: bool, level_name: str, *, quiet: bool, command: str) -> None:
@@ -199,6 +291,22 @@ def _start_local_worker(args: argparse.Namespace) -> tuple[DevWorker, dict[str, 
         "llm_dev_url": f"{base_url}/v1",
     }
     return worker, overrides
+
+
+def _chat_data(args: argparse.Namespace) -> dict[str, Any]:
+    """Where ``sakaibot chat`` keeps its data, as settings overrides.
+
+    With ``--local`` the development worker's preview images, its made-up users
+    and their history must never reach a live bot: they go to a folder of their
+    own beside the images, and no shared Redis is joined.
+    """
+    overrides: dict[str, Any] = {}
+    if args.local:
+        overrides["sakaibot_data_dir"] = args.out / LOCAL_DATA_DIR_NAME
+        overrides["redis_url"] = None
+    if args.data_dir is not None:
+        overrides["sakaibot_data_dir"] = args.data_dir
+    return overrides
 
 
 def _load(args: argparse.Namespace, overrides: dict[str, Any]) -> Settings:
@@ -420,6 +528,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         overrides: dict[str, Any] = {}
         if getattr(args, "local", False):
             worker, overrides = _start_local_worker(args)
+        if args.command == "chat":
+            overrides.update(_chat_data(args))
         settings = _load(args, overrides)
         _configure_logging(
             args.verbose, settings.log_level, quiet=args.command == "chat", command=args.command
@@ -432,7 +542,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         if args.command == "verify":
             from sakaibot.verify import run_verify
 
-            return asyncio.run(run_verify(settings, out))
+            return asyncio.run(run_verify(settings, out, telegram=args.telegram))
         if args.command in {"stats", "history"}:
             # Read from the data directory only: no worker needs to be configured.
             return asyncio.run(_run_report(args, settings, out))

@@ -130,6 +130,11 @@ class CacheCommand:
     clear: bool = False
 
 
+@dataclass(frozen=True)
+class WhoamiCommand:
+    """``/image whoami`` (for the owner): this chat's id and the sender's, for ALLOWED_*_IDS."""
+
+
 Command = (
     ImageRequest
     | HelpCommand
@@ -142,6 +147,7 @@ Command = (
     | ResendCommand
     | StatsCommand
     | CacheCommand
+    | WhoamiCommand
 )
 
 
@@ -212,7 +218,7 @@ def usage_text(registry: ModelRegistry) -> str:
         "More: /image help, models, status, cancel [job], retry <job>, history [n], "
         "again <job>, resend <job>"
     )
-    lines.append("Owner: /image stats [days], /image cache [clear]")
+    lines.append("Owner: /image stats [days], /image cache [clear], /image whoami")
     if models:
         lines.append(f"Models: {', '.join(name for name, _ in models)}")
         for name, spec in models:
@@ -349,6 +355,8 @@ def _subcommand(verb: str, args: Sequence[str]) -> Command | None:
             return StatsCommand(_STATS_DEFAULT_DAYS)
         if verb == "cache":
             return CacheCommand(clear=False)
+        if verb == "whoami":
+            return WhoamiCommand()
         return None
     if verb == "history":
         return HistoryCommand(_count_argument("history", arg, _HISTORY_MAX, "images", 20))

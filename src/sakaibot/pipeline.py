@@ -257,7 +257,7 @@ class JobPipeline:
         job.timings_s["waited"] = step_started_s - job.created_at_s
         # An identical request may have finished while this one waited.
         if self._cache is not None:
-            hit = await self._cache.lookup(job.model.name, request)
+            hit = await self._cache.lookup(job.model, request)
             if hit is not None:
                 await self.deliver_cached(job, hit)
                 return
@@ -395,7 +395,7 @@ class JobPipeline:
                 await self._cache.trim(keep=digest)
             if self._cache is not None and cacheable and digest is not None:
                 cache_key = await self._cache.remember(
-                    job.model.name,
+                    job.model,
                     request,
                     image,
                     image_hash=digest,

@@ -2,6 +2,10 @@
 
 One line per check, a diagnosis for each failure, exit code 1 when any check
 failed. ``scripts/verify_image_generation.py`` runs the same thing.
+
+The Telegram side is checked offline (the app id and hash, a readable session
+made for the configured server); ``--telegram`` also connects and says which
+account the session is logged in as.
 """
 
 from __future__ import annotations
@@ -10,14 +14,14 @@ import time
 from typing import TextIO
 
 from sakaibot.enhancer import ORIGINAL_PROMPT
-from sakaibot.errors import GenerationError
+from sakaibot.errors import ConfigError, GenerationError, SakaiBotError, TelegramUnreachable
 from sakaibot.generation import GenerationParams
 from sakaibot.settings import Settings
 
 VERIFY_PROMPT = "a red fox in the snow, verification image"
 
 
-async def run_verify(settings: Settings, out: TextIO) -> int:
+async def run_verify(settings: Settings, out: TextIO, *, telegram: bool = False) -> int:
     from sakaibot.enhancer.llm import LlmEnhancer, providers_from_settings
     from sakaibot.workers.client import WorkerClient, build_http_client
 
@@ -93,5 +97,45 @@ async def run_verify(settings: Settings, out: TextIO) -> int:
             )
     finally:
         await http.aclose()
+
+    for ok, text in await _telegram_checks(settings, connect=telegram):
+        line(ok, text)
+        failures += ok is False
     out.write("All checks passed.\n" if failures == 0 else f"{failures} check(s) failed.\n")
     return 0 if failures == 0 else 1
+
+
+async def _telegram_checks(settings: Settings, *, connect: bool) -> list[tuple[bool | None, str]]:
+    """The Telegram lines: offline always, a real connection only with ``connect``."""
+    problems = settings.telegram_problems()
+    if problems and len(problems) == 2 and not connect:
+        # The console alone needs no Telegram; say what `login` and `run` will need.
+        return [
+            (
+                None,
+                "Telegram: not set up (TELEGRAM_API_ID, TELEGRAM_API_HASH); needed only by "
+                "`sakaibot login` and `sakaibot run`",
+            )
+        ]
+    if problems:
+        return [(False, f"Telegram: {problem}") for problem in problems]
+    from sakaibot.chat import telegram
+
+    checks: list[tuple[bool | None, str]] = [
+        (True, "Telegram: TELEGRAM_API_ID and TELEGRAM_API_HASH are set")
+    ]
+    session = telegram.check_session_offline(settings)
+    # Asked to check the login, a missing one is a failure, not just a hint.
+    checks.append(
+        (False if connect and session.ok is None else session.ok, f"Telegram: {session.text}")
+    )
+    if connect and session.ok:
+        try:
+            checks.append((True, f"Telegram: {await telegram.describe_login(settings)}"))
+        except ConfigError as exc:
+            checks.extend((False, f"Telegram: {problem}") for problem in exc.problems)
+        except TelegramUnreachable as exc:
+            checks.append((False, f"Telegram: {exc.user_message}"))
+        except SakaiBotError as exc:  # Telegram refused: e.g. a session logged out elsewhere
+            checks.append((False, f"Telegram: {exc}; log in again with `sakaibot login`"))
+    return checks

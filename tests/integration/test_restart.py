@@ -30,17 +30,21 @@ def environment(data_dir: Path) -> dict[str, str]:
     return env
 
 
-def chat_command(out_dir: Path, latency_ms: int) -> list[str]:
+def chat_command(out_dir: Path, data_dir: Path, latency_ms: int) -> list[str]:
+    # --local keeps its data beside the images unless told where: here, the
+    # folder both runs share, so that the second recovers the first's jobs.
     return [
         sys.executable, "-m", "sakaibot", "--env-file", "none", "chat", "--local", "--jsonl",
-        "--out", str(out_dir), "--worker-latency-ms", str(latency_ms),
+        "--out", str(out_dir), "--data-dir", str(data_dir),
+        "--worker-latency-ms", str(latency_ms),
     ]  # fmt: skip
 
 
 def test_sigkill_while_jobs_wait_and_generate_loses_nothing(tmp_path: Path) -> None:
     data_dir, out_dir = tmp_path / "data", tmp_path / "out"
     first = subprocess.Popen(
-        chat_command(out_dir, latency_ms=60_000),  # the first job is still generating when killed
+        # The first job is still generating when killed.
+        chat_command(out_dir, data_dir, latency_ms=60_000),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -76,7 +80,7 @@ def test_sigkill_while_jobs_wait_and_generate_loses_nothing(tmp_path: Path) -> N
     assert not [e for e in events_before if e["type"] == "image"]
 
     second = subprocess.run(
-        chat_command(out_dir, latency_ms=0),
+        chat_command(out_dir, data_dir, latency_ms=0),
         input="",
         capture_output=True,
         text=True,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,7 @@ from sakaibot.app import App, build_app
 from sakaibot.cache import cache_key
 from sakaibot.chat.port import IncomingMessage, OutgoingImage
 from sakaibot.commands import ImageOptions, ImageRequest
+from sakaibot.models import Contract, ModelSpec
 from sakaibot.pipeline import JobOutcome
 from sakaibot.settings import load_settings
 from tests.support.fakes import FakeClock, FakeEnhancer, FakeGenerator, RecordingChat
@@ -94,13 +96,69 @@ async def bot() -> AsyncIterator[Bot]:
     await app.aclose()
 
 
+FLUX = ModelSpec(name="flux", contract=Contract.GET, url="https://flux.example.workers.dev/")
+
+
 def test_key_ignores_case_spacing_and_delivery_options() -> None:
     base = ImageRequest("flux", "A red  fox", ImageOptions(seed=3))
     same = ImageRequest("flux", "a red fox ", ImageOptions(seed=3, as_file=True, fresh=True))
     other_seed = ImageRequest("flux", "a red fox", ImageOptions(seed=4))
-    assert cache_key("flux", base) == cache_key("flux", same)
-    assert cache_key("flux", base) != cache_key("flux", other_seed)
-    assert cache_key("flux", base) != cache_key("sdxl", base)
+    assert cache_key(FLUX, base) == cache_key(FLUX, same)
+    assert cache_key(FLUX, base) != cache_key(FLUX, other_seed)
+    assert cache_key(FLUX, base) != cache_key(replace(FLUX, name="sdxl"), base)
+
+
+def test_key_names_the_worker_that_made_the_image() -> None:
+    request = ImageRequest("flux", "a red fox in the snow", ImageOptions())
+    demo = replace(FLUX, url="http://127.0.0.1:40123/flux")
+    assert cache_key(FLUX, request) != cache_key(demo, request)
+    assert cache_key(FLUX, request) != cache_key(replace(FLUX, contract=Contract.POST), request)
+    # Settings that do not change the image do not change the key.
+    assert cache_key(FLUX, request) == cache_key(replace(FLUX, concurrency=4), request)
+
+
+async def test_an_image_from_one_worker_never_answers_a_request_for_another(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    outcomes: list[JobOutcome] = []
+    generator = FakeGenerator()
+
+    async def ask(worker_url: str) -> RecordingChat:
+        chat = RecordingChat(clock=clock)
+        settings = load_settings(
+            env_file=None,
+            flux_worker_url=worker_url,
+            sakaibot_data_dir=tmp_path / "data",
+            llm_provider="none",
+        )
+        app = build_app(
+            settings,
+            chat,
+            on_outcome=outcomes.append,
+            generator=generator,
+            clock=clock,
+            wall_clock=clock,
+            sleep=clock.sleep,
+            edit_interval_s=lambda _chat: 0.0,
+        )
+        await app.start()
+        try:
+            await app.bot.handle(
+                IncomingMessage("chat", 1, "you", "/image=flux=a red fox in the snow")
+            )
+            async with asyncio.timeout(10):
+                await app.drain()
+        finally:
+            await app.aclose()
+        return chat
+
+    await ask("http://127.0.0.1:40123/flux")  # a demo's development worker
+    live = await ask("https://flux.example.workers.dev/")
+    again = await ask("https://flux.example.workers.dev/")
+    assert len(generator.calls) == 2
+    assert " · from cache" not in live.of_kind("image")[0].text.split("\n")[0]
+    assert " · from cache" in again.of_kind("image")[0].text.split("\n")[0]
 
 
 async def test_the_same_request_again_is_answered_from_the_cache(bot: Bot) -> None:
@@ -220,6 +278,17 @@ async def test_stats_and_cache_are_for_the_owner(bot: Bot) -> None:
     await bot.settle()
     assert len(bot.generator.calls) == 2  # after clearing, generated anew
     assert re.search(r"#[0-9a-f]{6}", bot.chat.of_kind("image")[-1].text)
+
+
+async def test_whoami_gives_the_owner_the_ids_for_allowed_ids(bot: Bot) -> None:
+    denied = await bot.say("/image whoami", user="mallory")
+    assert bot.replies(denied) == ["❌ Only the bot's owner can use /image whoami."]
+    asked = await bot.say("/image whoami")
+    [answer] = bot.replies(asked)
+    lines = answer.splitlines()
+    assert lines[:2] == ["This chat's id: chat", "Your user id: you"]
+    assert "add chat to ALLOWED_CHAT_IDS" in lines[2]
+    assert "ALLOWED_USER_IDS" in lines[2]
 
 
 async def test_clearing_the_cache_keeps_images_for_resend(bot: Bot) -> None:

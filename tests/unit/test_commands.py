@@ -23,6 +23,7 @@ from sakaibot.commands import (
     StatsCommand,
     StatusCommand,
     Style,
+    WhoamiCommand,
     is_generation_command,
     is_image_command,
     parse_command,
@@ -493,6 +494,8 @@ def test_unknown_flag_inside_the_flags_is_named() -> None:
         ("/image cache", CacheCommand(clear=False)),
         ("/image cache clear", CacheCommand(clear=True)),
         ("/image CACHE Clear", CacheCommand(clear=True)),
+        ("/image whoami", WhoamiCommand()),
+        ("/image WhoAmI", WhoamiCommand()),
         ("/image@SakaiBot history 3", HistoryCommand(3)),
     ],
 )
@@ -637,7 +640,7 @@ def test_usage_text_lists_models_flags_examples_and_subcommands() -> None:
         "More: /image help, models, status, cancel [job], retry <job>, history [n], "
         "again <job>, resend <job>"
     ) in text
-    assert "Owner: /image stats [days], /image cache [clear]" in text
+    assert "Owner: /image stats [days], /image cache [clear], /image whoami" in text
     assert "flux takes --seed, --steps, --style, --raw, --file, --fresh (steps up to 8)" in text
     assert "FLUX_WORKER_URL" not in text
     assert len(text) < 1800
@@ -671,7 +674,7 @@ def test_usage_text_without_models_tells_the_owner_what_to_set() -> None:
     assert "FLUX_WORKER_URL" in text
     assert "SDXL_WORKER_URL" in text
     assert "Models:" not in text
-    assert "Owner: /image stats [days], /image cache [clear]" in text
+    assert "Owner: /image stats [days], /image cache [clear], /image whoami" in text
 
 
 # -- properties ------------------------------------------------------------------

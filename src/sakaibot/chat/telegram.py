@@ -1065,3 +1065,106 @@ async def _serve_until_stopped(client: Any) -> None:
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+
+
+# -- sakaibot verify: the Telegram side --------------------------------------------
+
+#: The first bytes of every SQLite file, so a stray file is named without opening it.
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+@dataclass(frozen=True)
+class SessionCheck:
+    """What ``sakaibot verify`` can tell of the Telegram session without connecting.
+
+    ``ok`` is ``None`` when there is nothing to check yet (no login so far).
+    """
+
+    ok: bool | None
+    text: str
+
+
+def check_session_offline(settings: Settings) -> SessionCheck:
+    """Whether a session is present and readable, and made for the configured server.
+
+    Never connects: only the string session or the session file is read.
+    """
+    place = _session_place(settings)
+    session: Any
+    if settings.telegram_session is not None:
+        try:
+            session = StringSession(settings.telegram_session.get_secret_value().strip())
+        except Exception:  # Telethon lets ValueError, struct.error or binascii.Error out
+            return SessionCheck(
+                False,
+                "TELEGRAM_SESSION is not a Telethon string session; print a new one with "
+                "`sakaibot login --string-session`",
+            )
+    else:
+        path = settings.session_path.with_suffix(".session")  # Telethon's name for it
+        if not path.exists():
+            return SessionCheck(
+                None, f"no session yet in {path}; log in once with `sakaibot login`"
+            )
+        try:
+            with path.open("rb") as handle:
+                header = handle.read(len(_SQLITE_HEADER))
+        except OSError as exc:
+            return SessionCheck(
+                False,
+                f"{path} cannot be read ({exc.strerror or type(exc).__name__}); let the user "
+                "that runs SakaiBot read and write it",
+            )
+        if header != _SQLITE_HEADER:
+            return SessionCheck(
+                False,
+                f"{path} is not a Telethon session file; move it away and log in again "
+                "with `sakaibot login`",
+            )
+        try:
+            session = SQLiteSession(str(settings.session_path))
+        except Exception as exc:  # sqlite3's errors, raised inside Telethon
+            return SessionCheck(
+                False,
+                f"{path} cannot be read as a Telethon session ({type(exc).__name__}); move "
+                "it away and log in again with `sakaibot login`",
+            )
+    try:
+        if not session.auth_key:
+            return SessionCheck(
+                None, f"the session in {place} is not logged in yet; run `sakaibot login`"
+            )
+        try:
+            check_session_server(session, settings)
+        except ConfigError as exc:
+            return SessionCheck(False, "; ".join(exc.problems))
+        return SessionCheck(
+            True,
+            f"session in {place} (DC {session.dc_id}); `sakaibot verify --telegram` asks "
+            "Telegram which account it is",
+        )
+    finally:
+        session.close()
+
+
+async def describe_login(settings: Settings) -> str:
+    """``sakaibot verify --telegram``: connect, and say which account the session is.
+
+    Raises :class:`ConfigError` when the session is not logged in (or in use by a
+    running bot), :class:`TelegramUnreachable` or :class:`ChatError` otherwise.
+    """
+    client = build_client(settings)
+    label = server_label(settings)
+    with session_lock(settings):
+        await _connect(client, label)
+        try:
+            with telegram_errors():
+                if not await client.is_user_authorized():
+                    raise ConfigError(
+                        ["the Telegram session is not logged in: run `sakaibot login` first"]
+                    )
+                me = await client.get_me()
+        finally:
+            await client.disconnect()
+    kind = "bot" if getattr(me, "bot", False) else "user"
+    return f"logged in as {_describe_account(me)} ({kind} account) on {label}"

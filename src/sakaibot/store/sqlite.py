@@ -87,6 +87,13 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jobs ADD COLUMN chat_address TEXT;
     """,
+    # 4: cache keys now name the worker (URL and contract) that made the image.
+    # Older entries cannot say which worker made them (a demo's development
+    # worker, perhaps), so none of them may answer a request any more. Their
+    # images stay in images/ for /image resend, within CACHE_MAX_BYTES.
+    """
+    DELETE FROM cache;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

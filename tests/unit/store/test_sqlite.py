@@ -187,7 +187,36 @@ async def test_a_version_2_file_gains_chat_addresses_and_its_unfinished_jobs_com
         await store.close()
 
     with raw(db_path) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+
+
+async def test_cache_entries_made_before_keys_named_their_worker_are_dropped(
+    db_path: Path,
+) -> None:
+    db_path.parent.mkdir(parents=True)
+    with raw(db_path) as connection:
+        migrate(connection, target=2)  # the schema before cache keys named the worker
+        old = entry("old-key")
+        columns = ", ".join(vars(old))
+        marks = ", ".join("?" for _ in vars(old))
+        connection.execute(
+            f"INSERT INTO cache ({columns}) VALUES ({marks})", tuple(vars(old).values())
+        )
+        connection.execute(
+            "INSERT INTO jobs (id, user_id, chat_id, reply_to, model, request_json, prompt, "
+            "created_at_s, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ("old-1", "ann", "chat-1", 7, "flux", "{}", "a fox", 500.0, JobStates.DONE),
+        )
+        connection.commit()
+
+    store = SqliteStore(db_path)
+    await store.open()
+    try:
+        assert await store.cache_get("old-key") is None
+        assert await store.cache_entries() == []
+        assert await store.get_job("old-1") is not None  # history stays
+    finally:
+        await store.close()
 
 
 async def test_a_file_from_a_newer_version_is_refused_with_a_hint_to_upgrade(
