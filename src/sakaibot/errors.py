@@ -551,14 +551,15 @@ class MessageNotModified(ChatError):
     kind = "not_modified"
 
 
-#: The one failure that is the user's own doing, and so keeps its rate-limit
-#: slot: a prompt the image service filtered. Every other failure is given
+#: The endings that are the user's own doing, and so keep their rate-limit
+#: slot: a prompt the image service filtered, and a job the user cancelled
+#: (else submit-then-cancel would pass any limit). Every other failure is given
 #: back (defect 5 of the original design): the bot validates prompts and flags
-#: before queueing, so a worker that refuses, breaks or cannot be reached is
-#: not the user's fault.
+#: before queueing, so a worker, an LLM or a chat that refuses, breaks or
+#: cannot be reached is not the user's fault.
 #: Decided by ``kind``, not by class, so an error that happened in another
 #: process (a generation worker on Redis) and came back as text counts the same.
-CHARGED_KINDS = frozenset({ContentFiltered.kind})
+CHARGED_KINDS = frozenset({ContentFiltered.kind, JobCancelled.kind})
 
 
 class NothingToCancel(RequestRejected):

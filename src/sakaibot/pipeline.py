@@ -503,13 +503,12 @@ class JobPipeline:
                 await self._sleep(exc.retry_after_s)
 
     async def end_cancelled(self, job: Job) -> None:
-        """End a job the user cancelled: slot back, written down, status removed.
+        """End a job the user cancelled: written down, status removed.
 
-        The bot answers the ``/image cancel`` itself.
+        The job keeps its rate-limit slot (a cancel is the user's doing, see
+        ``CHARGED_KINDS``). The bot answers the ``/image cancel`` itself.
         """
         job.finished_at_s = self._clock()
-        if job.limiter_stamp is not None:
-            self._allowance.refund(job.user_id, job.limiter_stamp)
         cancelled = JobCancelled("cancelled by the user")
         # Waited for, so a restart does not bring the job back.
         await self._store.update_job(
@@ -517,7 +516,7 @@ class JobPipeline:
             **ended(
                 JobStates.CANCELLED,
                 at_s=self._wall_clock(),
-                refunded=True,
+                refunded=False,
                 kind=cancelled.kind,
                 message=cancelled.user_message,
             ),
