@@ -24,7 +24,13 @@ from sakaibot.distributed import GenerationWorker, RemoteGenerator, SharedAllowa
 from sakaibot.enhancer import PromptEnhancer
 from sakaibot.generation import ImageGenerator
 from sakaibot.jobs import JobIdFactory, random_job_id
-from sakaibot.limits import Allowance, LocalAllowance, SlidingWindowLimiter
+from sakaibot.limits import (
+    Allowance,
+    LocalAllowance,
+    RejectionPolicy,
+    RejectionThrottle,
+    SlidingWindowLimiter,
+)
 from sakaibot.models import ModelRegistry, ModelSpec
 from sakaibot.pipeline import JobOutcome, JobPipeline, OutcomeListener
 from sakaibot.queues import JobQueues, QueuePlace
@@ -382,6 +388,13 @@ def build_app(
         wall_clock=wall_clock,
         breakers=breakers,
         remote=shared.remote if shared is not None else None,
+        rejections=RejectionThrottle(
+            RejectionPolicy(
+                replies=settings.image_rejection_replies,
+                window_s=settings.image_rejection_window_s,
+            ),
+            clock,
+        ),
     )
     recovery = Recovery(
         store=store,

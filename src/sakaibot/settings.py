@@ -289,6 +289,9 @@ class Settings(BaseSettings):
     )
     image_queue_max: int = Field(default=50, ge=1)
     image_user_max_pending: int = Field(default=3, ge=1)
+    #: Refusals one user hears per window before one "slow down" and silence (0: all).
+    image_rejection_replies: int = Field(default=3, ge=0, le=1000)
+    image_rejection_window_s: float = Field(default=60.0, gt=0, le=86_400)
 
     # Status messages and delivery.
     status_edit_interval_s: float = Field(default=3.0, ge=0)
