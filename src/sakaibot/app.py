@@ -33,6 +33,7 @@ from sakaibot.limits import (
 )
 from sakaibot.models import ModelRegistry, ModelSpec
 from sakaibot.pipeline import JobOutcome, JobPipeline, OutcomeListener
+from sakaibot.private_files import make_private_dir, tighten, write_private
 from sakaibot.queues import JobQueues, QueuePlace
 from sakaibot.recovery import Recovery
 from sakaibot.settings import Settings
@@ -77,6 +78,8 @@ class App:
 
     async def start(self) -> None:
         """Open the store, bring back rate windows and unfinished jobs, start the workers."""
+        # A folder from an older version, or copied in, may be readable by others.
+        await asyncio.to_thread(tighten, self.settings.sakaibot_data_dir)
         await self.store.open()
         self._closers.append(self.store.close)
         for start in self._starters:
@@ -126,9 +129,9 @@ def _frontend_id(data_dir: Path) -> str:
     try:
         return path.read_text("utf-8").strip()
     except FileNotFoundError:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(data_dir)
         name = f"frontend-{secrets.token_hex(6)}"
-        path.write_text(name, "utf-8")
+        write_private(path, name.encode())
         return name
 
 

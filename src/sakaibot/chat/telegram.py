@@ -24,6 +24,7 @@ import logging
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any, Literal, TextIO
 
 from telethon import TelegramClient, errors, events
@@ -47,6 +48,7 @@ from sakaibot.errors import (
     TelegramUnreachable,
 )
 from sakaibot.generation import GeneratedImage
+from sakaibot.private_files import make_private_dir, narrow_file
 from sakaibot.settings import Settings, TelegramServer, read_server_public_key
 
 logger = logging.getLogger(__name__)
@@ -499,8 +501,9 @@ def build_client(settings: Settings) -> Any:
             raise ConfigError([problem])
         session = StringSession(settings.telegram_session.get_secret_value())
     else:
-        settings.sakaibot_data_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(settings.sakaibot_data_dir)
         session = SQLiteSession(str(settings.session_path))
+        narrow_file(Path(f"{settings.session_path}.session"))  # it holds the account's key
     try:
         check_session_server(session, settings)
         _point_session_at(session, settings.telegram_server)
