@@ -20,7 +20,12 @@ from sakaibot.bot import ImageBot
 from sakaibot.breaker import Breakers, BreakerSettings
 from sakaibot.cache import Cache, ResultCache, SharedCacheStore, SharedResultCache
 from sakaibot.chat.port import ChatPort
-from sakaibot.distributed import GenerationWorker, RemoteGenerator, SharedAllowance
+from sakaibot.distributed import (
+    GenerationWorker,
+    OutageLog,
+    RemoteGenerator,
+    SharedAllowance,
+)
 from sakaibot.enhancer import PromptEnhancer
 from sakaibot.generation import ImageGenerator
 from sakaibot.jobs import JobIdFactory, random_job_id
@@ -150,14 +155,18 @@ def _build_shared(
     closers: list[Closer],
     starters: list[Closer],
     wall_clock: Callable[[], float],
+    clock: Callable[[], float],
     worker_generator: ImageGenerator | None,
 ) -> _Shared:
     from sakaibot.redis_backend import RedisBackend
 
     assert settings.redis_url is not None
     backend = RedisBackend(settings.redis_url.get_secret_value(), prefix=settings.redis_prefix)
+    # One log of the outage for the whole process: at most a warning a second.
+    outage = OutageLog(clock)
     remote = RemoteGenerator(
         backend,
+        outage=outage,
         frontend_id="",
         # Every bound is kept by each front end at acceptance, where a refusal can
         # still be told; a request already accepted is never refused here.
@@ -174,6 +183,7 @@ def _build_shared(
             worker_generator or build_generator(settings, closers),
             lease_s=settings.redis_lease_s,
             clock=wall_clock,
+            outage=outage,
         )
 
     async def start() -> None:
@@ -261,7 +271,7 @@ def build_app(
     registry = settings.model_registry()
     shared: _Shared | None = None
     if settings.redis_url is not None:
-        shared = _build_shared(settings, registry, closers, starters, wall_clock, generator)
+        shared = _build_shared(settings, registry, closers, starters, wall_clock, clock, generator)
         generator = shared.remote
         # The shared queue is where jobs wait their turn; this front end lets
         # up to REDIS_INFLIGHT_PER_MODEL of its own into it at once.
