@@ -23,13 +23,25 @@ from sakaibot.bot import ImageBot
 from sakaibot.breaker import Breakers, BreakerSettings
 from sakaibot.cache import Cache, ResultCache, SharedCacheStore, SharedResultCache
 from sakaibot.chat.port import ChatPort
-from sakaibot.distributed import GenerationWorker, RemoteGenerator, SharedAllowance
+from sakaibot.distributed import (
+    GenerationWorker,
+    OutageLog,
+    RemoteGenerator,
+    SharedAllowance,
+)
 from sakaibot.enhancer import PromptEnhancer
 from sakaibot.generation import ImageGenerator
 from sakaibot.jobs import JobIdFactory, random_job_id
-from sakaibot.limits import Allowance, LocalAllowance, SlidingWindowLimiter
+from sakaibot.limits import (
+    Allowance,
+    LocalAllowance,
+    RejectionPolicy,
+    RejectionThrottle,
+    SlidingWindowLimiter,
+)
 from sakaibot.models import ModelRegistry, ModelSpec
 from sakaibot.pipeline import JobOutcome, JobPipeline, OutcomeListener
+from sakaibot.private_files import make_private_dir, tighten, write_private
 from sakaibot.queues import JobQueues, QueuePlace
 from sakaibot.recovery import Recovery
 from sakaibot.settings import Settings
@@ -74,6 +86,8 @@ class App:
 
     async def start(self) -> None:
         """Open the store, bring back rate windows and unfinished jobs, start the workers."""
+        # A folder from an older version, or copied in, may be readable by others.
+        await asyncio.to_thread(tighten, self.settings.sakaibot_data_dir)
         await self.store.open()
         self._closers.append(self.store.close)
         for start in self._starters:
@@ -123,9 +137,9 @@ def _frontend_id(data_dir: Path) -> str:
     try:
         return path.read_text("utf-8").strip()
     except FileNotFoundError:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(data_dir)
         name = f"frontend-{secrets.token_hex(6)}"
-        path.write_text(name, "utf-8")
+        write_private(path, name.encode())
         return name
 
 
@@ -144,14 +158,18 @@ def _build_shared(
     closers: list[Closer],
     starters: list[Closer],
     wall_clock: Callable[[], float],
+    clock: Callable[[], float],
     worker_generator: ImageGenerator | None,
 ) -> _Shared:
     from sakaibot.redis_backend import RedisBackend
 
     assert settings.redis_url is not None
     backend = RedisBackend(settings.redis_url.get_secret_value(), prefix=settings.redis_prefix)
+    # One log of the outage for the whole process: at most a warning a second.
+    outage = OutageLog(clock)
     remote = RemoteGenerator(
         backend,
+        outage=outage,
         frontend_id="",
         # Every bound is kept by each front end at acceptance, where a refusal can
         # still be told; a request already accepted is never refused here.
@@ -168,6 +186,7 @@ def _build_shared(
             worker_generator or build_generator(settings, closers),
             lease_s=settings.redis_lease_s,
             clock=wall_clock,
+            outage=outage,
         )
 
     async def start() -> None:
@@ -289,7 +308,7 @@ def build_app(
     registry = settings.model_registry()
     shared: _Shared | None = None
     if settings.redis_url is not None:
-        shared = _build_shared(settings, registry, closers, starters, wall_clock, generator)
+        shared = _build_shared(settings, registry, closers, starters, wall_clock, clock, generator)
         generator = shared.remote
         # The shared queue is where jobs wait their turn; this front end lets
         # up to REDIS_INFLIGHT_PER_MODEL of its own into it at once.
@@ -419,6 +438,13 @@ def build_app(
         wall_clock=wall_clock,
         breakers=breakers,
         remote=shared.remote if shared is not None else None,
+        rejections=RejectionThrottle(
+            RejectionPolicy(
+                replies=settings.image_rejection_replies,
+                window_s=settings.image_rejection_window_s,
+            ),
+            clock,
+        ),
     )
     recovery = Recovery(
         store=store,

@@ -45,6 +45,7 @@ from sakaibot.errors import (
     OwnerOnly,
     RateLimited,
     RequestRejected,
+    SlowDown,
     StoreUnavailable,
     UnknownJob,
     UnknownModel,
@@ -52,7 +53,7 @@ from sakaibot.errors import (
     plural,
 )
 from sakaibot.jobs import Job, JobIdFactory, decode_request, job_record
-from sakaibot.limits import Allowance, Denial
+from sakaibot.limits import Allowance, Denial, RejectionThrottle, RejectionVerdict
 from sakaibot.models import ModelRegistry, ModelSpec
 from sakaibot.pipeline import JobOutcome, JobPipeline, OutcomeListener, usable_fallback
 from sakaibot.queues import JobQueues
@@ -98,6 +99,7 @@ class ImageBot:
         stats_days_default: int = 7,
         breakers: Breakers | None = None,
         remote: RemoteGenerator | None = None,
+        rejections: RejectionThrottle | None = None,
     ) -> None:
         self._registry = registry
         self._max_prompt_chars = max_prompt_chars
@@ -118,6 +120,8 @@ class ImageBot:
         self._breakers = breakers
         #: The shared queue's generator, in Redis mode (for cancelling handed-over jobs).
         self._remote = remote
+        #: How many refusals a user hears before silence; ``None`` answers every one.
+        self._rejections = rejections
 
     async def handle(self, message: IncomingMessage) -> bool:
         """Act on ``message``; ``False`` when it was not an ``/image`` command."""
@@ -246,8 +250,20 @@ class ImageBot:
         self, message: IncomingMessage, rejection: RequestRejected | StoreUnavailable
     ) -> None:
         text = rejection.user_message
-        reply = text if rejection.kind == "usage" else failed_text(text)
-        await self._reply(message, reply)
+        verdict = RejectionVerdict.REPLY
+        if self._rejections is not None and not message.from_owner:
+            verdict = self._rejections.verdict(message.user_id)
+        if verdict is RejectionVerdict.REPLY:
+            await self._reply(message, text if rejection.kind == "usage" else failed_text(text))
+        elif verdict is RejectionVerdict.SLOW_DOWN:
+            assert self._rejections is not None
+            silent_for_s = self._rejections.policy.window_s
+            logger.info(
+                "user %s keeps sending refused commands: not answered for %.0f s",
+                message.user_id,
+                silent_for_s,
+            )
+            await self._reply(message, f"✋ {SlowDown(silent_for_s).user_message}")
         if is_generation_command(message.text):
             self._on_outcome(
                 JobOutcome(

@@ -69,7 +69,9 @@ class CircuitBreaker:
     """The breaker of one model: closed, open, or half-open with at most one probe out.
 
     Callers ask :meth:`allow` before starting a job and report how every job that
-    was allowed ended, with :meth:`record_success` or :meth:`record_failure`.
+    was allowed ended, with :meth:`record_success` or :meth:`record_failure`; a
+    probe that ends any other way (cancelled, an unexpected error) is given back
+    with :meth:`release_probe`, or the model would wait for it for ever.
     """
 
     def __init__(self, settings: BreakerSettings, clock: Callable[[], float]) -> None:
@@ -128,6 +130,21 @@ class CircuitBreaker:
             return False
         self._probe_out = True
         return True
+
+    def release_probe(self) -> None:
+        """The probe ended without a word on the worker: let the next job probe instead.
+
+        For a probe that was cancelled or died of an unexpected error. Only the
+        job that holds the probe calls this; in any state but HALF_OPEN it does
+        nothing, as no probe is out then.
+        """
+        if self.state is BreakerState.HALF_OPEN:
+            self._probe_out = False
+
+    @property
+    def probe_out(self) -> bool:
+        """Whether a probe job is out now (HALF_OPEN, and the one job is running)."""
+        return self._probe_out and self.state is BreakerState.HALF_OPEN
 
     def record_success(self) -> bool:
         """A job succeeded: close and reset. True exactly when this closed an open breaker."""

@@ -8,6 +8,7 @@ Known trailing flags are parsed; anything else stays in the prompt.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from enum import StrEnum
 
 from sakaibot.errors import (
     BadFlag,
+    DidYouMean,
     EmptyPrompt,
     PromptTooLong,
     UnknownModel,
@@ -174,6 +176,8 @@ _MAX_NUMBER_DIGITS = 20
 #: How much of a user's text an error message quotes.
 _QUOTE_CHARS = 40
 _EXAMPLE_PROMPT = "a red fox in the snow"
+#: A generation command with its "=" signs astray: "flux a fox", "= flux = a fox".
+_TYPO_FORM = re.compile(r"=? ?(?P<model>[^ =]+) ?=? ?(?P<prompt>.*)")
 
 #: ``/image history [n]``: how many images, by default and at most.
 _HISTORY_DEFAULT = 10
@@ -331,8 +335,24 @@ def _parse_subcommand(rest: str, registry: ModelRegistry) -> Command:
         return HelpCommand()
     command = _subcommand(words[0].lower(), words[1:])
     if command is None:
-        raise UsageError(usage_text(registry))
+        raise _typo(rest, registry) or UsageError(usage_text(registry))
     return command
+
+
+def _typo(text: str, registry: ModelRegistry) -> DidYouMean | None:
+    """``/image flux a fox``, ``/image sdxl=a fox``, ``/image=flux a fox``: a generation
+    command with an ``=`` missing or misplaced, told in one line instead of the help.
+
+    ``text`` is what follows the command word (the first ``=`` already dropped
+    for ``/image=...``). Only a configured model's name counts as a model, so
+    anything else still gets the full help.
+    """
+    match = _TYPO_FORM.fullmatch(_sanitise(text))
+    if match is None or registry.get(match.group("model")) is None:
+        return None
+    model = match.group("model").lower()
+    prompt = match.group("prompt") or _EXAMPLE_PROMPT
+    return DidYouMean(f"{_COMMAND_WORD}={model}={prompt}")
 
 
 def _subcommand(verb: str, args: Sequence[str]) -> Command | None:
@@ -400,7 +420,8 @@ def _parse_generation(body: str, registry: ModelRegistry, *, max_prompt_chars: i
         raise UsageError(usage_text(registry))
     spec = registry.get(model_name)
     if spec is None:
-        raise UnknownModel(_shorten(model_name), registry.names())
+        # "/image=flux a fox": the "=" after the model is missing or misplaced.
+        raise _typo(body, registry) or UnknownModel(_shorten(model_name), registry.names())
     key = model_name.lower()  # the registry's own (lower-case) name for it
     if not has_prompt:
         raise EmptyPrompt(key)

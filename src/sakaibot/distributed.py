@@ -56,6 +56,36 @@ _RETRY_S = 1.0
 _IDLE_POLL_S = 0.2
 
 
+class OutageLog:
+    """Warnings that the shared queue is unreachable, at most one per ``interval_s``.
+
+    During an outage every lane, listener and waiting request retries on its
+    own; each warning would otherwise be logged by each of them, many times a
+    second. The ones held back are counted in the next warning that goes out.
+    One is shared by everything of a process (front end and local worker).
+    """
+
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, *, interval_s: float = 1.0
+    ) -> None:
+        self._clock = clock
+        self._interval_s = interval_s
+        self._last_s: float | None = None
+        self._held_back = 0
+
+    def warn(self, message: str, *args: object) -> None:
+        now_s = self._clock()
+        if self._last_s is not None and now_s - self._last_s < self._interval_s:
+            self._held_back += 1
+            return
+        self._last_s = now_s
+        if self._held_back:
+            message += " (and %d more such warnings)"
+            args = (*args, self._held_back)
+            self._held_back = 0
+        logger.warning(message, *args)
+
+
 class SharedLimits(Protocol):
     """Rate windows kept where every front end sees them."""
 
@@ -184,6 +214,7 @@ class RemoteGenerator:
     result_ttl_s: float = 3600.0
     #: Told the request's place in the shared queue while it waits (for status).
     on_position: Callable[[str, int], None] | None = None
+    outage: OutageLog = field(default_factory=OutageLog)
     _waiting: dict[str, asyncio.Future[tuple[str, bytes | None]]] = field(default_factory=dict)
     _listener: asyncio.Task[None] | None = None
 
@@ -265,7 +296,7 @@ class RemoteGenerator:
             except StoreUnavailable:
                 if waited_s >= ENQUEUE_PATIENCE_S:
                     raise
-                logger.warning("shared queue unreachable; handing %s over again", job_id)
+                self.outage.warn("shared queue unreachable; handing %s over again", job_id)
                 await asyncio.sleep(_RETRY_S)
                 waited_s += _RETRY_S
 
@@ -307,7 +338,7 @@ class RemoteGenerator:
             try:
                 received = await self.shared.next_result(self.frontend_id, timeout_s=1.0)
             except StoreUnavailable as exc:
-                logger.warning("shared queue unreachable; retrying: %s", exc)
+                self.outage.warn("shared queue unreachable; retrying: %s", exc)
                 await asyncio.sleep(1.0)
                 continue
             if received is not None:
@@ -337,6 +368,7 @@ class GenerationWorker:
     result_ttl_s: float = 3600.0
     clock: Callable[[], float] = time.time
     done: int = 0
+    outage: OutageLog = field(default_factory=OutageLog)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work every configured model until ``stop`` is set (then finish the current job)."""
@@ -355,7 +387,7 @@ class GenerationWorker:
                     model.name, self.worker_id, self.lease_s, self.clock()
                 )
             except StoreUnavailable as exc:
-                logger.warning("shared queue unreachable; retrying: %s", exc)
+                self.outage.warn("shared queue unreachable; retrying: %s", exc)
                 claimed = None
             if claimed is None:
                 with contextlib.suppress(TimeoutError):
@@ -366,7 +398,7 @@ class GenerationWorker:
             except StoreUnavailable as exc:
                 # The answer may not have gone out: the lease runs out and the
                 # request is generated again, by this worker or another.
-                logger.warning("could not hand back %s: %s", claimed[0], exc)
+                self.outage.warn("could not hand back %s: %s", claimed[0], exc)
 
     async def _work(self, model: ModelSpec, job_id: str, payload: str) -> None:
         request = json.loads(payload)
@@ -415,7 +447,7 @@ class GenerationWorker:
             except StoreUnavailable as exc:
                 # Keep generating; if the lease runs out meanwhile, a second
                 # worker may redo it and the front end keeps the first answer.
-                logger.warning("could not renew the lease of %s: %s", job_id, exc)
+                self.outage.warn("could not renew the lease of %s: %s", job_id, exc)
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

@@ -9,12 +9,14 @@ so the wording lives here and nowhere else::
     ├── ConfigError                  settings missing or invalid (exit code 2)
     ├── RequestRejected              a command that is not accepted; nothing queued
     │   ├── UsageError               not a well-formed /image command
+    │   │   └── DidYouMean           nearly one: the right form, in one line
     │   ├── UnknownModel             the model name is not configured
     │   ├── EmptyPrompt
     │   ├── PromptTooLong
     │   ├── BadFlag                  a known flag with a bad value
     │   ├── UnsupportedFlag          a flag the chosen model does not take
     │   ├── RateLimited              the user's sliding window is full
+    │   ├── SlowDown                 refused too often: one warning, then silence
     │   ├── QueueFull                the model's queue is at its bound
     │   ├── TooManyPending           the user has too many jobs waiting
     │   ├── NothingToCancel          /image cancel found no waiting job
@@ -131,6 +133,14 @@ class UsageError(RequestRejected):
         return self.usage_text
 
 
+class DidYouMean(UsageError):
+    """Nearly a generation command (``/image flux a fox``): one line with the right form."""
+
+    def __init__(self, suggestion: str) -> None:
+        super().__init__(f"Did you mean: {suggestion}")
+        self.suggestion = suggestion
+
+
 class UnknownModel(RequestRejected):
     kind = "unknown_model"
 
@@ -230,6 +240,24 @@ class RateLimited(RequestRejected):
         return (
             f"You have reached the limit of {plural(self.limit, 'image')} per "
             f"{format_wait(self.window_s)}. Try again in {format_wait(self.retry_after_s)}."
+        )
+
+
+class SlowDown(RequestRejected):
+    """Told once, instead of a refusal, to a user whose commands keep being refused."""
+
+    kind = "slow_down"
+
+    def __init__(self, silent_for_s: float) -> None:
+        self.silent_for_s = silent_for_s
+        super().__init__(f"refusals muted for {silent_for_s:.0f} s")
+
+    @property
+    def user_message(self) -> str:
+        return (
+            "Slow down: too many of your commands could not be taken. Commands of yours "
+            f"that fail get no answer for the next {format_wait(self.silent_for_s)}; "
+            "/image help shows how to write them."
         )
 
 
@@ -683,14 +711,15 @@ class MessageNotModified(ChatError):
     kind = "not_modified"
 
 
-#: The one failure that is the user's own doing, and so keeps its rate-limit
-#: slot: a prompt the image service filtered. Every other failure is given
+#: The endings that are the user's own doing, and so keep their rate-limit
+#: slot: a prompt the image service filtered, and a job the user cancelled
+#: (else submit-then-cancel would pass any limit). Every other failure is given
 #: back (defect 5 of the original design): the bot validates prompts and flags
-#: before queueing, so a worker that refuses, breaks or cannot be reached is
-#: not the user's fault.
+#: before queueing, so a worker, an LLM or a chat that refuses, breaks or
+#: cannot be reached is not the user's fault.
 #: Decided by ``kind``, not by class, so an error that happened in another
 #: process (a generation worker on Redis) and came back as text counts the same.
-CHARGED_KINDS = frozenset({ContentFiltered.kind})
+CHARGED_KINDS = frozenset({ContentFiltered.kind, JobCancelled.kind})
 
 
 class NothingToCancel(RequestRejected):

@@ -3,8 +3,12 @@
 Only accepted requests count: callers first :meth:`SlidingWindowLimiter.check`,
 then run every other admission check, and only then :meth:`~SlidingWindowLimiter.record`.
 A generation that fails through no fault of the user is given back with
-:meth:`~SlidingWindowLimiter.refund` (defect 5 of the original design). The
-limiter belongs to the image feature alone; nothing else shares it.
+:meth:`~SlidingWindowLimiter.refund` (defect 5 of the original design); a job
+the user cancelled keeps its slot. The limiter belongs to the image feature
+alone; nothing else shares it.
+
+:class:`RejectionThrottle` bounds the other side: how many refusals one user
+hears in a window before one "slow down" and then silence.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import bisect
 import re
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -176,3 +181,84 @@ class LocalAllowance:
 
     def refund(self, key: str, stamp: float) -> None:
         self.limiter.refund(key, stamp)
+
+
+@dataclass(frozen=True)
+class RejectionPolicy:
+    """How many refusals a user hears per ``window_s`` before one "slow down" and silence.
+
+    Every refusal is a message sent from the owner's account, so one user
+    flooding a group with bad commands would make the owner flood it too.
+    ``replies`` of 0 turns the throttle off (every refusal is answered).
+    """
+
+    replies: int = 3
+    window_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.replies < 0:
+            raise ValueError(f"replies must not be negative, not {self.replies}")
+        if self.window_s <= 0:
+            raise ValueError(f"window_s must be positive, not {self.window_s}")
+
+
+class RejectionVerdict(StrEnum):
+    """What to do with one refusal."""
+
+    #: Answer it as usual.
+    REPLY = "reply"
+    #: Answer with the one "slow down" message instead.
+    SLOW_DOWN = "slow_down"
+    #: Say nothing: the user was told to slow down and the window has not passed.
+    SILENT = "silent"
+
+
+class RejectionThrottle:
+    """Counts the refusals answered per user, on an injected clock.
+
+    Up to ``replies`` refusals in any ``window_s`` are answered; the next one
+    gets the "slow down" message, and the user's refusals after it go
+    unanswered until ``window_s`` has passed since that message. Memory holds
+    only users refused within the last window.
+    """
+
+    def __init__(self, policy: RejectionPolicy, clock: Callable[[], float]) -> None:
+        self._policy = policy
+        self._clock = clock
+        self._answered: dict[Hashable, list[float]] = {}
+        self._silent_until_s: dict[Hashable, float] = {}
+
+    @property
+    def policy(self) -> RejectionPolicy:
+        return self._policy
+
+    def verdict(self, key: Hashable) -> RejectionVerdict:
+        """Count one refusal of ``key`` and say how to answer it."""
+        if self._policy.replies == 0:
+            return RejectionVerdict.REPLY
+        now_s = self._clock()
+        self._forget(now_s)
+        if key in self._silent_until_s:
+            return RejectionVerdict.SILENT
+        answered = self._answered.setdefault(key, [])
+        if len(answered) < self._policy.replies:
+            answered.append(now_s)
+            return RejectionVerdict.REPLY
+        del self._answered[key]
+        self._silent_until_s[key] = now_s + self._policy.window_s
+        return RejectionVerdict.SLOW_DOWN
+
+    def _forget(self, now_s: float) -> None:
+        """Drop silences that are over and answers that left the window."""
+        cut_s = now_s - self._policy.window_s
+        for key in [k for k, until_s in self._silent_until_s.items() if until_s <= now_s]:
+            del self._silent_until_s[key]
+        for key in list(self._answered):
+            stamps = self._answered[key]
+            del stamps[: bisect.bisect_right(stamps, cut_s)]
+            if not stamps:
+                del self._answered[key]
+
+    def tracked_keys(self) -> int:
+        """How many users are remembered (for tests of bounded memory)."""
+        return len(self._answered.keys() | self._silent_until_s.keys())

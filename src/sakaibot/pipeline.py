@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from functools import partial
 
-from sakaibot.breaker import Breakers, counts_as_unavailable
+from sakaibot.breaker import Breakers, CircuitBreaker, counts_as_unavailable
 from sakaibot.cache import Cache, CacheHit
 from sakaibot.captions import CaptionFacts, build_caption
 from sakaibot.chat.port import ChatPort, OutgoingImage
@@ -198,6 +198,9 @@ class JobPipeline:
         #: The task running each started job until its image is handed over,
         #: and an event set once :meth:`run` is over (the job ended one way or another).
         self._running: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
+        #: Jobs that hold a model's half-open probe, and that model's breaker,
+        #: until they report how the worker did (or end in some other way).
+        self._probes: dict[str, CircuitBreaker] = {}
 
     def _show(self, job: Job, text: str) -> None:
         self._status.show(job.id, chat_id=job.chat_id, reply_to=job.reply_to, text=text)
@@ -227,6 +230,11 @@ class JobPipeline:
             logger.exception("job %s: unexpected failure", job.id)
             self.fail(job, SakaiBotError(f"unexpected {type(exc).__name__}"))
         finally:
+            # Cancelled, failed unexpectedly or ended before generating: the
+            # probe says nothing about the worker, so the next job probes.
+            probe = self._probes.pop(job.id, None)
+            if probe is not None:
+                probe.release_probe()
             self._running.pop(job.id, None)
             over.set()
 
@@ -278,7 +286,7 @@ class JobPipeline:
         if result.error is not None and result.error.kind == JobCancelled.kind:
             await self.end_cancelled(job)  # taken back from a shared queue by /image cancel
             return
-        self._report_to_breaker(model, result.error if not result.success else None)
+        self._report_to_breaker(job, model, result.error if not result.success else None)
         if not result.success or result.data is None:
             error = result.error or SakaiBotError("generator returned no image")
             self.fail(job, error)
@@ -304,17 +312,26 @@ class JobPipeline:
         told = False
         while True:
             breaker = self._breakers.get(job.model.name)
-            if breaker.allow():
+            if self._allowed(job, breaker):
                 return job.model
             fallback = usable_fallback(job.model, job.request.options, self._registry)
-            if fallback is not None and self._breakers.get(fallback.name).allow():
+            if fallback is not None and self._allowed(job, self._breakers.get(fallback.name)):
                 return fallback
             if not told:
                 self._show(job, paused_text(job.model.display_name, breaker.retry_after_s()))
                 told = True
             await self._sleep(max(breaker.retry_after_s(), _PROBE_POLL_S))
 
-    def _report_to_breaker(self, model: ModelSpec, error: SakaiBotError | None) -> None:
+    def _allowed(self, job: Job, breaker: CircuitBreaker) -> bool:
+        """Whether ``job`` may use ``breaker``'s model now; notes it when it is the probe."""
+        if not breaker.allow():
+            return False
+        if breaker.probe_out:
+            self._probes[job.id] = breaker
+        return True
+
+    def _report_to_breaker(self, job: Job, model: ModelSpec, error: SakaiBotError | None) -> None:
+        self._probes.pop(job.id, None)  # reported: the breaker takes it from here
         if self._breakers is None:
             return
         breaker = self._breakers.get(model.name)
@@ -527,13 +544,12 @@ class JobPipeline:
                 await self._sleep(exc.retry_after_s)
 
     async def end_cancelled(self, job: Job) -> None:
-        """End a job the user cancelled: slot back, written down, status removed.
+        """End a job the user cancelled: written down, status removed.
 
-        The bot answers the ``/image cancel`` itself.
+        The job keeps its rate-limit slot (a cancel is the user's doing, see
+        ``CHARGED_KINDS``). The bot answers the ``/image cancel`` itself.
         """
         job.finished_at_s = self._clock()
-        if job.limiter_stamp is not None:
-            self._allowance.refund(job.user_id, job.limiter_stamp)
         cancelled = JobCancelled("cancelled by the user")
         # Waited for, so a restart does not bring the job back.
         await self._store.update_job(
@@ -541,7 +557,7 @@ class JobPipeline:
             **ended(
                 JobStates.CANCELLED,
                 at_s=self._wall_clock(),
-                refunded=True,
+                refunded=False,
                 kind=cancelled.kind,
                 message=cancelled.user_message,
             ),

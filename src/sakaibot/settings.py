@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -24,6 +25,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -47,6 +49,13 @@ _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 MAX_PUBLIC_KEY_FILE_BYTES = 64 * 1024
 #: MTProto encrypts with 2048-bit RSA keys; a shorter one fails at the first connection.
 MIN_PUBLIC_KEY_BITS = 2048
+#: ``IMAGE_MODELS`` names: they become file names and command words, so nothing
+#: that could leave a folder (``../x``) or hide in a command.
+MODEL_NAME_FORMAT = re.compile(r"[a-z0-9_-]{1,32}")
+MODEL_NAME_RULE = "a model name is 1 to 32 lowercase letters, digits, - or _ (e.g. turbo-xl)"
+#: A ``.env`` larger than this is not a settings file someone wrote.
+MAX_ENV_FILE_BYTES = 1024 * 1024
+_REDIS_URL_FORM = "redis://[:password@]host:port/db, e.g. redis://localhost:6379/0"
 _PUBLIC_KEY_HINT = (
     "give the path of the server's RSA public key, a PEM file that starts with "
     "-----BEGIN RSA PUBLIC KEY----- or -----BEGIN PUBLIC KEY-----"
@@ -218,6 +227,9 @@ class Settings(BaseSettings):
         hide_input_in_errors=True,
         # `inf` as a timeout would mean "never"; say so instead of accepting it.
         allow_inf_nan=False,
+        # `KEY=` lines copied from .env.example: an empty value means "not set",
+        # so the default applies (LLM_PROVIDER= is openrouter, not an error).
+        env_ignore_empty=True,
     )
 
     # Telegram (used by `sakaibot login` / `sakaibot run`).
@@ -273,14 +285,6 @@ class Settings(BaseSettings):
     #: `Authorization: Bearer`; unset sends none, for open workers.
     flux_api_key: SecretStr | None = None
 
-    @field_validator("flux_api_key", mode="before")
-    @classmethod
-    def _empty_flux_key_is_unset(cls, value: Any) -> Any:
-        # `FLUX_API_KEY=` copied from `.env.example` means "not set".
-        if isinstance(value, str) and not value.strip():
-            return None
-        return value
-
     # Requests, limits and queues.
     image_prompt_max_chars: int = Field(default=1000, ge=1, le=10_000)
     image_user_limits: Annotated[list[RateWindow], NoDecode] = Field(
@@ -288,6 +292,9 @@ class Settings(BaseSettings):
     )
     image_queue_max: int = Field(default=50, ge=1)
     image_user_max_pending: int = Field(default=3, ge=1)
+    #: Refusals one user hears per window before one "slow down" and silence (0: all).
+    image_rejection_replies: int = Field(default=3, ge=0, le=1000)
+    image_rejection_window_s: float = Field(default=60.0, gt=0, le=86_400)
 
     # Status messages and delivery.
     status_edit_interval_s: float = Field(default=3.0, ge=0)
@@ -318,6 +325,19 @@ class Settings(BaseSettings):
     sakaibot_data_dir: Path = Path("data")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_is_unset(cls, data: Any) -> Any:
+        # `KEY=` lines copied from .env.example: a value of only spaces means
+        # "not set" too, so the default applies (env_ignore_empty drops "").
+        if isinstance(data, dict):
+            return {
+                key: value
+                for key, value in data.items()
+                if not (isinstance(value, str) and not value.strip())
+            }
+        return data
+
     @field_validator("image_user_limits", mode="before")
     @classmethod
     def _parse_limits(cls, value: Any) -> Any:
@@ -328,12 +348,12 @@ class Settings(BaseSettings):
 
     @field_validator("redis_url")
     @classmethod
-    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().startswith(
-            ("redis://", "rediss://", "unix://")
-        ):
-            # Never echo the value: it may hold a password.
-            raise ValueError("must start with redis://, rediss:// or unix://")
+    def _redis_url_form(cls, value: SecretStr | None) -> SecretStr | None:
+        # Never echo the value, nor a part of it: it may hold a password.
+        if value is not None:
+            problem = _redis_url_problem(value.get_secret_value())
+            if problem is not None:
+                raise ValueError(problem)
         return value
 
     @field_validator("redis_prefix")
@@ -341,13 +361,6 @@ class Settings(BaseSettings):
     def _redis_prefix_word(cls, value: str) -> str:
         if not all(char.isalnum() or char in "-_.:" for char in value):
             raise ValueError(f"{value!r} may only hold letters, digits and - _ . :")
-        return value
-
-    @field_validator("sakaibot_data_dir", mode="before")
-    @classmethod
-    def _data_dir_not_empty(cls, value: Any) -> Any:
-        if isinstance(value, str) and not value.strip():
-            raise ValueError("empty; leave it unset for ./data or give a folder")
         return value
 
     @field_validator("allowed_user_ids", "allowed_chat_ids", mode="before")
@@ -377,26 +390,18 @@ class Settings(BaseSettings):
                 raise ValueError("nested too deeply; it is a JSON object of models") from None
         return value
 
-    @field_validator(
-        "flux_worker_url",
-        "sdxl_worker_url",
-        "sdxl_api_key",
-        "openrouter_api_key",
-        "gemini_api_key",
-        "telegram_api_hash",
-        "telegram_session",
-        "redis_url",
-        "llm_dev_url",
-        "telegram_bot_token",
-        "telegram_api_id",
-        "telegram_owner_id",
-        mode="before",
-    )
+    @field_validator("image_models")
     @classmethod
-    def _empty_is_unset(cls, value: Any) -> Any:
-        # `.env.example` copies leave `KEY=` lines; an empty value means "not set".
-        if isinstance(value, str) and not value.strip():
-            return None
+    def _model_names(cls, value: dict[str, ExtraModel]) -> dict[str, ExtraModel]:
+        seen: set[str] = set()
+        for name in value:
+            key = name.lower()
+            if not MODEL_NAME_FORMAT.fullmatch(key):
+                shown = name if len(name) <= 40 else name[:39] + "…"
+                raise ValueError(f"{shown!r} is not a valid model name; {MODEL_NAME_RULE}")
+            if key in seen:
+                raise ValueError(f"the model {key!r} is given twice (names ignore case)")
+            seen.add(key)
         return value
 
     @field_validator("telegram_server", mode="before")
@@ -404,13 +409,6 @@ class Settings(BaseSettings):
     def _parse_server(cls, value: Any) -> Any:
         if isinstance(value, str):
             return TelegramServer.parse(value) if value.strip() else None
-        return value
-
-    @field_validator("telegram_server_public_key", mode="before")
-    @classmethod
-    def _empty_key_is_unset(cls, value: Any) -> Any:
-        if isinstance(value, str) and not value.strip():
-            return None
         return value
 
     @field_validator("telegram_server_public_key")
@@ -525,6 +523,60 @@ def _builtin(
     )
 
 
+def _redis_url_problem(url: str) -> str | None:
+    """What is wrong with a ``REDIS_URL``, in words that quote none of it; ``None`` if nothing."""
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        return "must start with redis://, rediss:// or unix://"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        # urllib names the bad port or host in its message: say it without quoting.
+        return (
+            "is not a valid Redis URL (check the host, and that the port is a number "
+            f"from 1 to 65535); the form is {_REDIS_URL_FORM}"
+        )
+    if parts.scheme == "unix":
+        return None if parts.path else "names no socket; write unix:///path/to/redis.sock"
+    if port == 0:
+        return f"the port must be a number from 1 to 65535; the form is {_REDIS_URL_FORM}"
+    database = parts.path.removeprefix("/")
+    if database and not (database.isascii() and database.isdecimal()):
+        return (
+            f"the database after the port must be a number (e.g. /0); the form is {_REDIS_URL_FORM}"
+        )
+    return None
+
+
+def _env_file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a settings file; ``None`` if it can (or does not exist).
+
+    A ``.env`` that is not UTF-8 text (a binary file, a UTF-16 export) would
+    otherwise end in a decoding traceback deep inside the settings library.
+    """
+    try:
+        if not path.is_file():
+            return None  # no .env is fine: the environment alone is used
+        with path.open("rb") as handle:
+            data = handle.read(MAX_ENV_FILE_BYTES + 1)
+    except OSError as exc:
+        return (
+            f"{path} cannot be read ({exc.strerror or type(exc).__name__}); let the user "
+            "that runs SakaiBot read it, or give another file with --env-file"
+        )
+    hint = "it must be a text file of NAME=value lines in UTF-8 (see .env.example)"
+    if len(data) > MAX_ENV_FILE_BYTES:
+        limit_kib = MAX_ENV_FILE_BYTES // 1024
+        return f"{path} is larger than {limit_kib} KiB, so it is not a settings file; {hint}"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"{path} is not UTF-8 text (byte {exc.start} cannot be read); {hint}"
+    if "\x00" in text:
+        return f"{path} holds NUL bytes, so it is not a text file; {hint}"
+    return None
+
+
 def _describe(error: dict[str, Any]) -> str:
     parts = [str(part) for part in error.get("loc", ())]
     variable = parts[0].upper() if parts else "settings"
@@ -542,6 +594,10 @@ def load_settings(*, env_file: Path | None = Path(".env"), **overrides: Any) -> 
     ``overrides`` take precedence over the environment (used by the CLI's
     ``--local`` and by tests).
     """
+    if env_file is not None:
+        problem = _env_file_problem(env_file)
+        if problem is not None:
+            raise ConfigError([problem])
     try:
         return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:

@@ -18,6 +18,7 @@ from pathlib import Path
 from sakaibot.captions import Caption, CaptionPart
 from sakaibot.chat.port import OutgoingImage
 from sakaibot.generation import GeneratedImage
+from sakaibot.private_files import make_private_dir, write_private
 
 logger = logging.getLogger(__name__)
 
@@ -69,9 +70,9 @@ class UndeliveredImages:
             "kept_at": self._clock(),
         }
         try:
-            self._directory.mkdir(parents=True, exist_ok=True)
-            (self._directory / f"{job_id}{picture.extension}").write_bytes(picture.data)
-            (self._directory / f"{job_id}.json").write_text(json.dumps(record), "utf-8")
+            make_private_dir(self._directory)
+            write_private(self._directory / f"{job_id}{picture.extension}", picture.data)
+            write_private(self._directory / f"{job_id}.json", json.dumps(record).encode())
         except OSError:
             logger.exception("could not keep the undelivered image of job %s", job_id)
             return False

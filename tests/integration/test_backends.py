@@ -141,6 +141,30 @@ async def test_a_waiting_job_can_be_cancelled(make_bot: Callable[..., Bot]) -> N
     assert [params.prompt for _, params in bot.generator.calls] == ["enhanced: first"]
 
 
+async def test_submit_then_cancel_still_counts_toward_the_limit(
+    make_bot: Callable[..., Bot],
+) -> None:
+    bot = make_bot(image_user_limits="10/1m", image_user_max_pending=5)
+    bot.generator.gate = asyncio.Event()
+    await bot.app.start()
+    await bot.say(1, "/image=flux=first", user="bob")  # holds the model: ann's jobs wait
+    await bot.until(lambda: bot.generator.running == 1)
+    accepted = 0
+    refusal: list[str] = []
+    for n in range(300):
+        submit, cancel = 10 + 2 * n, 11 + 2 * n
+        await bot.say(submit, f"/image=flux=fox {n}")
+        refusal = [text for text in bot.replies(submit) if text.startswith("❌")]
+        if refusal:
+            break
+        accepted += 1
+        await bot.say(cancel, "/image cancel")
+        assert bot.replies(cancel)[0].startswith("🚫 Cancelled job "), bot.replies(cancel)
+    assert accepted == 10  # the 11th request is refused, cancels or not
+    assert refusal[0].startswith("❌ You have reached the limit of 10 images per 1 min.")
+    bot.generator.gate.set()
+
+
 async def test_a_failure_is_told_and_refunded(make_bot: Callable[..., Bot]) -> None:
     from sakaibot.errors import WorkerGaveUp
 

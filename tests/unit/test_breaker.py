@@ -198,6 +198,32 @@ def test_probe_non_counting_failure_frees_the_probe_slot() -> None:
     assert not breaker.allow()
 
 
+def test_a_released_probe_lets_the_next_job_probe() -> None:
+    clock = FakeClock()
+    breaker = opened(clock)
+    clock.advance(60.0)
+    assert breaker.allow()
+    assert breaker.probe_out
+    assert not breaker.allow()
+    breaker.release_probe()  # the probe was cancelled
+    assert not breaker.probe_out
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert breaker.allow()  # the next caller is the new probe
+    assert not breaker.allow()
+
+
+def test_releasing_when_no_probe_is_out_changes_nothing() -> None:
+    clock = FakeClock()
+    breaker = make(clock)
+    breaker.release_probe()
+    assert breaker.state is BreakerState.CLOSED
+    assert not breaker.probe_out
+    breaker = opened(clock)
+    breaker.release_probe()
+    assert breaker.state is BreakerState.OPEN
+    assert not breaker.allow()
+
+
 def test_retry_after_counts_down_with_the_clock() -> None:
     clock = FakeClock()
     breaker = opened(clock)

@@ -527,14 +527,49 @@ def test_subcommands(text: str, expected: object) -> None:
         "/image cache purge",
         "/image cache #",
         "/image histories",
-        "/image =flux=cat",
-        "/image flux=cat",
     ],
 )
 def test_other_image_text_shows_the_usage(text: str) -> None:
     with pytest.raises(UsageError) as caught:
         parse(text)
     assert caught.value.user_message == usage_text(REGISTRY)
+
+
+@pytest.mark.parametrize(
+    ("text", "suggestion"),
+    [
+        ("/image flux a fox", "/image=flux=a fox"),
+        ("/image FLUX a fox", "/image=flux=a fox"),
+        ("/image sdxl=a fox --ar 16:9", "/image=sdxl=a fox --ar 16:9"),
+        ("/image=flux a fox", "/image=flux=a fox"),
+        ("/image =flux=cat", "/image=flux=cat"),
+        ("/image flux=cat", "/image=flux=cat"),
+        ("/image = flux = a = b", "/image=flux=a = b"),
+        ("/image=flux a fox = tall", "/image=flux=a fox = tall"),
+        ("/image flux", "/image=flux=a red fox in the snow"),
+    ],
+)
+def test_a_near_miss_of_a_generation_command_is_one_line(text: str, suggestion: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        parse(text)
+    assert caught.value.user_message == f"Did you mean: {suggestion}"
+    # The suggestion is itself a command that works.
+    assert isinstance(parse(suggestion), ImageRequest)
+
+
+@pytest.mark.parametrize("text", ["/image dalle a fox", "/image fluxx=a fox"])
+def test_a_near_miss_without_a_known_model_still_shows_the_usage(text: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        parse(text)
+    assert caught.value.user_message == usage_text(REGISTRY)
+
+
+def test_a_model_and_prompt_without_the_second_equals_sign_is_not_an_unknown_model() -> None:
+    with pytest.raises(UsageError) as caught:
+        parse("/image=sdxl a lighthouse --seed 5")
+    assert caught.value.user_message == "Did you mean: /image=sdxl=a lighthouse --seed 5"
+    with pytest.raises(UnknownModel):
+        parse("/image=dalle a cat")
 
 
 def test_subcommand_defaults() -> None:

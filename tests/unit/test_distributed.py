@@ -7,11 +7,13 @@ Redis adapter (whose own tests run against a real redis-server).
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 
 import pytest
 
-from sakaibot.distributed import GenerationWorker, RemoteGenerator
+from sakaibot import distributed
+from sakaibot.distributed import GenerationWorker, OutageLog, RemoteGenerator
 from sakaibot.errors import ContentFiltered
 from sakaibot.generation import GenerationParams, GenerationResult
 from sakaibot.models import ModelSpec
@@ -292,3 +294,59 @@ async def test_a_front_end_that_stops_waiting_drops_the_late_answer() -> None:
         await front.aclose()
     assert worker.done == 1
     assert shared.processing["bot-a"] == []  # the late answer was acknowledged and dropped
+
+
+def outage_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "sakaibot.distributed" and record.levelno == logging.WARNING
+    ]
+
+
+def test_outage_warnings_go_out_at_most_once_a_second(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    outage = OutageLog(clock)
+    with caplog.at_level(logging.WARNING, logger="sakaibot.distributed"):
+        for _ in range(35):  # 3.5 s of an outage, a retry every 0.1 s
+            outage.warn("shared queue unreachable; retrying: %s", "Redis is down")
+            clock.advance(0.1)
+    lines = outage_lines(caplog)
+    assert lines[0] == "shared queue unreachable; retrying: Redis is down"
+    assert (
+        lines[1:]
+        == ["shared queue unreachable; retrying: Redis is down (and 9 more such warnings)"] * 3
+    )
+    assert len(lines) == 4
+
+
+async def test_a_worker_lane_during_an_outage_warns_at_most_once_a_second(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sakaibot.errors import StoreUnavailable
+
+    monkeypatch.setattr(distributed, "_IDLE_POLL_S", 0.0)  # retry at once: many tries
+    clock = FakeClock()
+    stop = asyncio.Event()
+
+    class DownQueue(MemoryQueue):
+        tries = 0
+
+        async def claim(
+            self, model: str, worker_id: str, lease_s: float, now_s: float
+        ) -> tuple[str, str] | None:
+            self.tries += 1
+            clock.advance(0.05)
+            if self.tries == 100:  # 5 s of an outage
+                stop.set()
+            raise StoreUnavailable("Redis at 127.0.0.1:6379 is unreachable")
+
+    worker = GenerationWorker(
+        DownQueue(clock), registry(flux_concurrency=2), FakeGenerator(), clock=clock
+    )
+    worker.outage = OutageLog(clock)
+    with caplog.at_level(logging.WARNING, logger="sakaibot.distributed"):
+        await asyncio.wait_for(worker.run(stop), timeout=10)
+    lines = outage_lines(caplog)
+    assert 5 <= len(lines) <= 6, lines  # about 5 s, two models with lanes of their own
+    assert all(line.startswith("shared queue unreachable; retrying: ") for line in lines)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from sakaibot.limits import RateWindow, SlidingWindowLimiter, parse_limit_spec
+from sakaibot.limits import (
+    RateWindow,
+    RejectionPolicy,
+    RejectionThrottle,
+    RejectionVerdict,
+    SlidingWindowLimiter,
+    parse_limit_spec,
+)
 from tests.support.fakes import FakeClock
 
 
@@ -102,3 +109,48 @@ def test_off_never_limits_and_keeps_nothing() -> None:
         limiter.record("ann")
     assert limiter.check("ann") is None
     assert limiter.tracked_keys() == 0
+
+
+# -- the rejection throttle ----------------------------------------------------------
+
+
+def test_rejections_are_answered_then_one_slow_down_then_silence_until_the_window_passes() -> None:
+    clock = FakeClock()
+    throttle = RejectionThrottle(RejectionPolicy(replies=3, window_s=60.0), clock)
+    verdicts = [throttle.verdict("mallory") for _ in range(6)]
+    assert verdicts == [RejectionVerdict.REPLY] * 3 + [
+        RejectionVerdict.SLOW_DOWN,
+        RejectionVerdict.SILENT,
+        RejectionVerdict.SILENT,
+    ]
+    assert throttle.verdict("ann") is RejectionVerdict.REPLY  # per user
+    clock.advance(59.9)
+    assert throttle.verdict("mallory") is RejectionVerdict.SILENT
+    clock.advance(0.1)
+    assert throttle.verdict("mallory") is RejectionVerdict.REPLY
+
+
+def test_rejections_spread_out_are_always_answered() -> None:
+    clock = FakeClock()
+    throttle = RejectionThrottle(RejectionPolicy(replies=3, window_s=60.0), clock)
+    for _ in range(20):
+        assert throttle.verdict("ann") is RejectionVerdict.REPLY
+        clock.advance(20.01)  # never a fourth within any 60 s
+
+
+def test_the_throttle_forgets_users_once_their_window_passed() -> None:
+    clock = FakeClock()
+    throttle = RejectionThrottle(RejectionPolicy(replies=1, window_s=10.0), clock)
+    for n in range(100):
+        throttle.verdict(f"user{n}")
+        throttle.verdict(f"user{n}")
+    assert throttle.tracked_keys() == 100
+    clock.advance(10.0)
+    throttle.verdict("late")
+    assert throttle.tracked_keys() == 1
+
+
+@pytest.mark.parametrize(("replies", "window_s"), [(-1, 60.0), (3, 0.0), (3, -1.0)])
+def test_a_rejection_policy_refuses_nonsense(replies: int, window_s: float) -> None:
+    with pytest.raises(ValueError, match="must"):
+        RejectionPolicy(replies=replies, window_s=window_s)

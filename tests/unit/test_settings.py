@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -98,8 +99,6 @@ def test_a_model_is_added_from_configuration_alone(monkeypatch: pytest.MonkeyPat
         ("LLM_PROVIDER", "chatgpt", "LLM_PROVIDER:"),
         ("REDIS_URL", "http://:secret@127.0.0.1:6379", "REDIS_URL: must start with redis://"),
         ("REDIS_PREFIX", "my bot", "REDIS_PREFIX: 'my bot' may only hold"),
-        ("OPENROUTER_MODEL", "", "OPENROUTER_MODEL:"),
-        ("SAKAIBOT_DATA_DIR", " ", "SAKAIBOT_DATA_DIR: empty; leave it unset"),
     ],
 )
 def test_bad_values_name_the_variable(
@@ -167,3 +166,95 @@ def test_flux_without_a_key_stays_offered(monkeypatch: pytest.MonkeyPatch) -> No
     flux = load_settings(env_file=None).model_registry().get("flux")
     assert flux is not None
     assert flux.api_key is None
+
+
+def test_empty_values_in_a_real_env_file_mean_unset(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "LLM_PROVIDER=\nOPENROUTER_MODEL=\nSAKAIBOT_DATA_DIR=  \nIMAGE_QUEUE_MAX=\n"
+        "FLUX_WORKER_URL=http://127.0.0.1:8787/flux\n",
+        "utf-8",
+    )
+    settings = load_settings(env_file=env_file)
+    assert settings.llm_provider == "openrouter"
+    assert settings.openrouter_model == "openai/gpt-4o-mini"
+    assert settings.sakaibot_data_dir == Path("data")
+    assert settings.image_queue_max == 50
+    assert settings.model_registry().names() == ["flux"]
+
+
+@pytest.mark.parametrize(
+    "name", ["../../x", "a/b", "Flux 2", "x" * 33, "", ".hidden", "caf\u00e9", "a\\b"]
+)
+def test_an_image_models_name_that_could_leave_the_folder_is_refused(name: str) -> None:
+    value = json.dumps({name: {"contract": "get", "url": "http://127.0.0.1:1/"}})
+    with pytest.raises(ConfigError) as info:
+        load_settings(env_file=None, image_models=value)
+    (problem,) = info.value.problems
+    assert problem.startswith("IMAGE_MODELS:"), problem
+    assert "1 to 32 lowercase letters, digits, - or _" in problem
+
+
+@pytest.mark.parametrize("name", ["turbo-xl", "sd_15", "x" * 32, "Turbo"])
+def test_a_plain_image_models_name_is_accepted(name: str) -> None:
+    value = json.dumps({name: {"contract": "get", "url": "http://127.0.0.1:1/"}})
+    registry = load_settings(env_file=None, image_models=value).model_registry()
+    assert registry.names() == [name.lower()]
+
+
+def test_two_image_models_names_that_differ_only_in_case_are_refused() -> None:
+    value = json.dumps(
+        {name: {"contract": "get", "url": "http://127.0.0.1:1/"} for name in ("turbo", "TURBO")}
+    )
+    with pytest.raises(ConfigError, match="'turbo' is given twice"):
+        load_settings(env_file=None, image_models=value)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("redis://:hunter2@127.0.0.1:99999/0", "port is a number from 1 to 65535"),
+        ("redis://:hunter2@127.0.0.1:abc/0", "port is a number from 1 to 65535"),
+        ("redis://:hunter2@127.0.0.1:0/0", "the port must be a number from 1 to 65535"),
+        ("redis://:hunter2@[::1/0", "not a valid Redis URL"),
+        ("redis://:hunter2@127.0.0.1:6379/zero", "the database after the port must be a number"),
+        ("unix://", "names no socket"),
+    ],
+)
+def test_a_bad_redis_url_is_one_line_that_quotes_none_of_it(url: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(env_file=None, redis_url=url)
+    (problem,) = info.value.problems
+    assert problem.startswith("REDIS_URL:"), problem
+    assert expected in problem
+    assert "hunter2" not in info.value.user_message
+    assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://localhost:6379/0", "rediss://:pw@cache.example:6380", "unix:///run/r.sock"]
+)
+def test_a_good_redis_url_is_accepted(url: str) -> None:
+    settings = load_settings(env_file=None, redis_url=url)
+    assert settings.redis_url is not None
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (bytes(range(256)), "is not UTF-8 text (byte 128 cannot be read)"),
+        ("FLUX_WORKER_URL=x\n".encode("utf-16"), "is not UTF-8 text"),
+        (b"FLUX_WORKER_URL=http://h\x00\n", "holds NUL bytes"),
+    ],
+)
+def test_an_env_file_that_is_not_text_is_one_clear_config_error(
+    tmp_path: Path, content: bytes, expected: str
+) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        load_settings(env_file=env_file)
+    (problem,) = info.value.problems
+    assert problem.startswith(str(env_file)), problem
+    assert expected in problem
+    assert "NAME=value lines in UTF-8" in problem

@@ -36,6 +36,7 @@ INT_VARIABLES = (
     "IMAGE_PROMPT_MAX_CHARS",
     "IMAGE_QUEUE_MAX",
     "IMAGE_USER_MAX_PENDING",
+    "IMAGE_REJECTION_REPLIES",
     "HISTORY_RETENTION_DAYS",
     "CACHE_MAX_BYTES",
     "REDIS_INFLIGHT_PER_MODEL",
@@ -53,6 +54,7 @@ FLOAT_VARIABLES = (
     "UNDELIVERED_RETENTION_S",
     "CACHE_TTL_S",
     "REDIS_LEASE_S",
+    "IMAGE_REJECTION_WINDOW_S",
 )
 SECRET_VARIABLES = (
     "FLUX_API_KEY",
@@ -227,9 +229,12 @@ def cut(text: str, fraction: float) -> str:
 
 
 image_models_json = st.one_of(
-    st.dictionaries(st.text(ENV_CHARACTERS, max_size=10), model_entries, max_size=3).map(
-        json.dumps
-    ),
+    st.dictionaries(
+        # Valid names (so the entries are checked too), and anything else.
+        st.one_of(st.from_regex(r"[a-z0-9_-]{1,32}", fullmatch=True), st.text(ENV_CHARACTERS)),
+        model_entries,
+        max_size=3,
+    ).map(json.dumps),
     json_values.map(json.dumps),
 )
 models_near_misses = st.one_of(

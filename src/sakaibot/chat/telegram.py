@@ -52,6 +52,7 @@ from sakaibot.errors import (
     plural,
 )
 from sakaibot.generation import GeneratedImage
+from sakaibot.private_files import make_private_dir, narrow_file
 from sakaibot.settings import Settings, TelegramServer, read_server_public_key
 
 logger = logging.getLogger(__name__)
@@ -686,8 +687,9 @@ def build_client(settings: Settings, *, connection_retries: int = RUN_CONNECTION
             raise ConfigError([problem])
         session = _string_session(settings.telegram_session.get_secret_value())
     else:
-        settings.sakaibot_data_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(settings.sakaibot_data_dir)
         session = SQLiteSession(str(settings.session_path))
+        narrow_file(Path(f"{settings.session_path}.session"))  # it holds the account's key
     try:
         check_session_server(session, settings)
         _point_session_at(session, settings.telegram_server)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import secrets
 from pathlib import Path
 
 from sakaibot.errors import InvalidImage
 from sakaibot.generation import GeneratedImage
+from sakaibot.private_files import make_private_dir, write_private
 from sakaibot.workers.images import inspect_image
 
 _EXTENSIONS = (".jpg", ".png", ".webp", ".gif")
@@ -45,13 +45,10 @@ class ImageFiles:
         if not path.exists():
             if self._size_bytes is not None:
                 self._size_bytes += len(image.data)
-            self._directory.mkdir(parents=True, exist_ok=True)
+            make_private_dir(self._directory)
             # A name of its own: the same image may be kept twice at once.
             partial = path.with_name(f"{path.name}.{secrets.token_hex(4)}.partial")
-            with partial.open("wb") as handle:
-                handle.write(image.data)
-                handle.flush()
-                os.fsync(handle.fileno())
+            write_private(partial, image.data, sync=True)
             partial.replace(path)
         return digest
 

@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import fcntl
 import logging
+import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from sakaibot.errors import StoreUnavailable
+from sakaibot.private_files import make_private_dir, open_private, touch_private
 from sakaibot.store import CacheEntry, JobRecord, JobStates
 
 logger = logging.getLogger(__name__)
@@ -160,7 +162,7 @@ class SqliteStore:
     def _lock_sync(self) -> None:
         """One process per data file: two bots on one store would both recover its jobs."""
         lock_path = self._path.with_name(f"{self._path.name}.lock")
-        handle = lock_path.open("w")
+        handle = os.fdopen(open_private(lock_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "w")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -173,9 +175,11 @@ class SqliteStore:
 
     def _open_sync(self) -> None:
         try:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dir(self._path.parent)
             if self._exclusive:
                 self._lock_sync()
+            # Created 0600 here: SQLite gives its -wal and -shm files the same mode.
+            touch_private(self._path)
             connection = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
         except (sqlite3.Error, OSError) as exc:
             self._unlock_sync()
