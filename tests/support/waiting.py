@@ -79,7 +79,7 @@ async def until_ended(app: App, outcomes: Sized, count: int, *, within_s: float 
     ``count`` jobs that ended, delivered or not."""
     await until(
         lambda: len(outcomes) == count,
-        waiting_for=f"{count} job(s) to end (ended so far: {len(outcomes)})",
+        waiting_for=f"{count} job(s) to end",
         settle=app_work(app),
         within_s=within_s,
     )
