@@ -20,6 +20,7 @@ from sakaibot.pipeline import JobOutcome
 from sakaibot.settings import load_settings
 from tests.support.fakes import FakeEnhancer, FakeGenerator, RecordingChat
 from tests.support.redis_server import RedisServer, redis_server_executable
+from tests.support.waiting import until, until_ended
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +40,6 @@ class Bot:
     async def say(self, message_id: int, text: str, user: str = "ann") -> None:
         await self.app.bot.handle(IncomingMessage("chat", message_id, user, text))
 
-    async def until(self, condition: Callable[[], bool]) -> None:
-        for _ in range(5000):
-            if condition():
-                return
-            await asyncio.sleep(0.001)
-        raise AssertionError("the condition never held")
-
     def replies(self, message_id: int) -> list[str]:
         return [e.text for e in self.chat.events if e.reply_to == message_id]
 
@@ -55,6 +49,7 @@ async def make_bot(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[Callable[..., Bot]]:
     built: list[App] = []
+    bots: list[Bot] = []
     extra: dict[str, object] = {}
     if request.param == "redis":
         url = request.getfixturevalue("redis_url")
@@ -87,11 +82,16 @@ async def make_bot(
             enhancer=FakeEnhancer(),
         )
         built.append(app)
-        return Bot(app, chat, generator, outcomes)
+        bots.append(Bot(app, chat, generator, outcomes))
+        return bots[-1]
 
     yield make
+    for bot_made in bots:
+        if bot_made.generator.gate is not None:
+            bot_made.generator.gate.set()  # a test that failed early left a job held
     for app in built:
-        await app.aclose()
+        async with asyncio.timeout(15):  # a stuck stop fails the test, never hangs the run
+            await app.aclose()
 
 
 async def test_each_command_gets_its_image_in_order(make_bot: Callable[..., Bot]) -> None:
@@ -99,7 +99,7 @@ async def test_each_command_gets_its_image_in_order(make_bot: Callable[..., Bot]
     await bot.app.start()
     for n in range(1, 5):
         await bot.say(n, f"/image=flux=fox {n}", user=f"u{n}")
-    await bot.until(lambda: len(bot.outcomes) == 4)
+    await until_ended(bot.app, bot.outcomes, 4)
     assert [params.prompt for _, params in bot.generator.calls] == [
         f"enhanced: fox {n}" for n in range(1, 5)
     ]
@@ -120,9 +120,9 @@ async def test_the_same_request_again_comes_from_the_cache(make_bot: Callable[..
     bot = make_bot(image_user_limits="off")
     await bot.app.start()
     await bot.say(1, "/image=flux=a red fox")
-    await bot.until(lambda: len(bot.outcomes) == 1)
+    await until_ended(bot.app, bot.outcomes, 1)
     await bot.say(2, "/image=flux=a  RED fox")
-    await bot.until(lambda: len(bot.outcomes) == 2)
+    await until_ended(bot.app, bot.outcomes, 2)
     assert len(bot.generator.calls) == 1
     assert " · from cache" in bot.chat.of_kind("image")[-1].text.split("\n")[0]
 
@@ -132,12 +132,12 @@ async def test_a_waiting_job_can_be_cancelled(make_bot: Callable[..., Bot]) -> N
     bot.generator.gate = asyncio.Event()
     await bot.app.start()
     await bot.say(1, "/image=flux=first", user="bob")
-    await bot.until(lambda: bot.generator.running == 1)
+    await until(lambda: bot.generator.running == 1, waiting_for="bob's job to start")
     await bot.say(2, "/image=flux=second")
     await bot.say(3, "/image cancel")
     assert bot.replies(3)[0].startswith("🚫 Cancelled job ")
     bot.generator.gate.set()
-    await bot.until(lambda: len(bot.outcomes) == 2)
+    await until_ended(bot.app, bot.outcomes, 2)
     assert [params.prompt for _, params in bot.generator.calls] == ["enhanced: first"]
 
 
@@ -148,7 +148,7 @@ async def test_submit_then_cancel_still_counts_toward_the_limit(
     bot.generator.gate = asyncio.Event()
     await bot.app.start()
     await bot.say(1, "/image=flux=first", user="bob")  # holds the model: ann's jobs wait
-    await bot.until(lambda: bot.generator.running == 1)
+    await until(lambda: bot.generator.running == 1, waiting_for="bob's job to start")
     accepted = 0
     refusal: list[str] = []
     for n in range(300):
@@ -174,12 +174,12 @@ async def test_a_failure_is_told_and_refunded(make_bot: Callable[..., Bot]) -> N
     )
     await bot.app.start()
     await bot.say(1, "/image=flux=one")
-    await bot.until(lambda: len(bot.outcomes) == 1)
+    await until_ended(bot.app, bot.outcomes, 1)
     assert not bot.outcomes[0].ok
     assert bot.outcomes[0].error is not None
     assert "tried 2 times" in bot.outcomes[0].error
     await bot.say(2, "/image=flux=two")  # the slot came back
-    await bot.until(lambda: len(bot.outcomes) == 2)
+    await until_ended(bot.app, bot.outcomes, 2)
     assert bot.outcomes[1].ok
 
 
@@ -192,7 +192,7 @@ async def test_a_filtered_prompt_keeps_its_slot(make_bot: Callable[..., Bot]) ->
     )
     await bot.app.start()
     await bot.say(1, "/image=flux=something")
-    await bot.until(lambda: len(bot.outcomes) == 1)
+    await until_ended(bot.app, bot.outcomes, 1)
     assert bot.outcomes[0].error_kind == "content_filtered"
     await bot.say(2, "/image=flux=another")
     assert bot.replies(2)[0].startswith("❌ You have reached the limit of 1 image per 1 h.")

@@ -7,7 +7,7 @@ separate front ends would be; they meet only in a real redis-server.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from uuid import uuid4
 
@@ -21,6 +21,7 @@ from sakaibot.redis_backend import RedisBackend
 from sakaibot.settings import load_settings
 from tests.support.fakes import FakeClock, FakeEnhancer, FakeGenerator, RecordingChat, registry
 from tests.support.redis_server import RedisServer
+from tests.support.waiting import app_work, until
 
 
 @pytest.fixture(scope="module")
@@ -58,14 +59,6 @@ def front_end(
     return app, chat, outcomes
 
 
-async def until(condition: Callable[[], bool]) -> None:
-    for _ in range(5000):
-        if condition():
-            return
-        await asyncio.sleep(0.001)
-    raise AssertionError("the condition never held")
-
-
 async def say(app: App, message_id: int, text: str, user: str) -> None:
     await app.bot.handle(IncomingMessage("chat", message_id, user, text))
 
@@ -88,7 +81,10 @@ async def test_two_front_ends_share_one_queue_and_each_delivers_its_own(
         for n in range(1, 4):
             await say(first, n, f"/image=flux=from a {n}", user="ann")
             await say(second, n, f"/image=flux=from b {n}", user="bob")
-        await until(lambda: len(first_outcomes) == 3 and len(second_outcomes) == 3)
+        await until(
+            lambda: len(first_outcomes) == 3 and len(second_outcomes) == 3,
+            waiting_for="three images in each chat",
+        )
     finally:
         await first.aclose()
         await second.aclose()
@@ -142,13 +138,18 @@ async def test_a_worker_that_dies_mid_job_loses_nothing(
     dying = asyncio.create_task(doomed.run(stop))
     try:
         await say(app, 1, "/image=flux=a fox", user="ann")
-        await until(lambda: doomed.generator.running == 1)  # type: ignore[attr-defined]
+        await until(
+            lambda: doomed.generator.running == 1,  # type: ignore[attr-defined]
+            waiting_for="the doomed worker to take the job",
+        )
         dying.cancel()  # the worker process dies with the job in hand
         await asyncio.gather(dying, return_exceptions=True)
         clock.advance(31)  # its lease runs out
         healthy = GenerationWorker(backend, registry(), FakeGenerator(), lease_s=30, clock=clock)
         working = asyncio.create_task(healthy.run(stop))
-        await until(lambda: len(outcomes) == 1)
+        await until(
+            lambda: len(outcomes) == 1, waiting_for="the job's outcome", settle=app_work(app)
+        )
         stop.set()
         await asyncio.wait_for(working, timeout=5)
     finally:
@@ -229,14 +230,16 @@ async def test_redis_restarting_under_load_loses_nothing_acknowledged(
         try:
             for n in range(1, 4):
                 await say(app, n, f"/image=flux=fox {n}", user=f"u{n}")
-            await until(lambda: generator.running == 1)
+            await until(lambda: generator.running == 1, waiting_for="the first job to start")
             server.restart()  # without persistence: every queued request is gone
             generator.gate.set()
             # The requests are asked again; every accepted job still gets its image.
-            for _ in range(300):
-                if len(outcomes) == 3:
-                    break
-                await asyncio.sleep(0.05)
+            await until(
+                lambda: len(outcomes) == 3,
+                waiting_for="every accepted job to end",
+                settle=app_work(app),
+                within_s=15,
+            )
         finally:
             await app.aclose()
     assert sorted((o.reply_to, o.ok) for o in outcomes) == [(1, True), (2, True), (3, True)]
@@ -257,9 +260,13 @@ async def test_front_ends_share_one_result_cache(redis_server: RedisServer, tmp_
     await second.start()
     try:
         await say(first, 1, "/image=flux=a red fox", user="ann")
-        await until(lambda: len(first_outcomes) == 1)
+        await until(
+            lambda: len(first_outcomes) == 1, waiting_for="ann's image", settle=app_work(first)
+        )
         await say(second, 1, "/image=flux=A red  FOX", user="bob")
-        await until(lambda: len(second_outcomes) == 1)
+        await until(
+            lambda: len(second_outcomes) == 1, waiting_for="bob's image", settle=app_work(second)
+        )
     finally:
         await first.aclose()
         await second.aclose()
@@ -277,14 +284,20 @@ async def test_a_job_waiting_in_the_shared_queue_can_be_cancelled(
     await app.start()
     try:
         await say(app, 1, "/image=flux=first", user="bob")
-        await until(lambda: generator.running == 1)
+        await until(lambda: generator.running == 1, waiting_for="the first job to start")
         await say(app, 2, "/image=flux=second", user="ann")  # waits in the shared queue
-        await until(lambda: any(e.reply_to == 2 for e in chat.of_kind("send")))
+        await until(
+            lambda: any(e.reply_to == 2 for e in chat.of_kind("send")),
+            waiting_for="the second job's status message",
+            settle=app_work(app),
+        )
         await say(app, 3, "/image cancel", user="ann")
         [reply] = [e.text for e in chat.events if e.reply_to == 3]
         assert reply.startswith("🚫 Cancelled job ")
         generator.gate.set()
-        await until(lambda: len(outcomes) == 2)
+        await until(
+            lambda: len(outcomes) == 2, waiting_for="both jobs to end", settle=app_work(app)
+        )
     finally:
         await app.aclose()
     assert sorted((o.reply_to, o.ok, o.error_kind) for o in outcomes) == [

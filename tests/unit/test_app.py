@@ -30,6 +30,7 @@ from tests.support.fakes import (
     RecordingChat,
     tiny_image,
 )
+from tests.support.waiting import until
 
 
 @dataclass
@@ -269,7 +270,7 @@ async def test_status_lists_positions_and_cancel_moves_others_up() -> None:
     await h.app.start()
     try:
         await h.say("/image=flux=first", user="bob")
-        await asyncio.sleep(0)
+        await until(lambda: not h.app.queues.waiting_jobs("flux"), waiting_for="bob's job to start")
         await h.say("/image=flux=second")
         await h.say("/image=flux=third")
         status_msg = await h.say("/image status")
@@ -403,7 +404,11 @@ async def test_shutdown_finishes_the_running_job_and_keeps_the_waiting_one() -> 
     waiting = await h.say("/image=flux=waiting", user="bob")
     await asyncio.wait_for(h.app.status.drain(), timeout=5)
     stopping = asyncio.create_task(h.app.shutdown(grace_s=10))
-    await asyncio.sleep(0)  # let shutdown take the waiting job off the queue first
+    # Shutdown takes the waiting job off the queue before the running one can end.
+    await until(
+        lambda: not h.app.queues.waiting_jobs("flux"),
+        waiting_for="shutdown to take the waiting job off the queue",
+    )
     h.generator.gate.set()
     await asyncio.wait_for(stopping, timeout=10)
     assert [(o.user_id, o.ok) for o in h.outcomes] == [("ann", True)]

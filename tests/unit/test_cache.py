@@ -18,6 +18,7 @@ from sakaibot.models import Contract, ModelSpec
 from sakaibot.pipeline import JobOutcome
 from sakaibot.settings import load_settings
 from tests.support.fakes import FakeClock, FakeEnhancer, FakeGenerator, RecordingChat
+from tests.support.waiting import until_idle
 
 
 class UploadingChat(RecordingChat):
@@ -58,10 +59,8 @@ class Bot:
 
     async def settle(self) -> None:
         """Let every job so far finish, without stopping the bot."""
-        while self.app.queues.live_job_count() or self.app.pipeline.delivering():
-            await asyncio.wait_for(self.app.pipeline.drain(), timeout=5)
-            await asyncio.sleep(0)
-        await asyncio.wait_for(self.app.status.drain(), timeout=5)
+        await until_idle(self.app)
+        await asyncio.wait_for(self.app.status.drain(), timeout=10)
 
     def replies(self, message_id: int) -> list[str]:
         return [e.text for e in self.chat.events if e.reply_to == message_id]

@@ -18,6 +18,7 @@ from sakaibot.errors import ContentFiltered
 from sakaibot.generation import GenerationParams, GenerationResult
 from sakaibot.models import ModelSpec
 from tests.support.fakes import FakeClock, FakeGenerator, registry
+from tests.support.waiting import until
 
 
 @dataclass
@@ -178,10 +179,7 @@ async def test_a_dead_workers_request_is_taken_over_and_answered_once() -> None:
     front = RemoteGenerator(shared, frontend_id="bot-a", max_waiting=50, max_pending=50)
     front.start()
     asking = asyncio.create_task(front.generate(FLUX, GenerationParams("a fox", request_id="j3")))
-    for _ in range(100):  # let the request reach the shared queue
-        if shared.waiting.get("flux"):
-            break
-        await asyncio.sleep(0)
+    await until(lambda: shared.waiting.get("flux"), waiting_for="the request in the shared queue")
     # A worker claims it and dies without answering.
     claimed = await shared.claim("flux", "dead-worker", 120.0, clock())
     assert claimed is not None
@@ -227,10 +225,10 @@ async def test_a_worker_rides_out_a_failed_hand_back() -> None:
     asking = asyncio.create_task(front.generate(FLUX, GenerationParams("a fox", request_id="j9")))
     working = asyncio.create_task(worker.run(stop))
     try:
-        for _ in range(500):  # the first answer is lost on the way back
-            if shared.failures == 0 and not asking.done():
-                break
-            await asyncio.sleep(0.001)
+        await until(
+            lambda: shared.failures == 0 and not asking.done(),
+            waiting_for="the first answer to be lost on the way back",
+        )
         clock.advance(6)  # its lease runs out; the same worker takes it again
         result = await asyncio.wait_for(asking, timeout=5)
     finally:

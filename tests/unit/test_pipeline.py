@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable
 
 from sakaibot.app import App, build_app
 from sakaibot.chat.port import IncomingMessage
@@ -12,6 +11,7 @@ from sakaibot.errors import ContentFiltered, WorkerGaveUp
 from sakaibot.pipeline import JobOutcome
 from sakaibot.settings import load_settings
 from tests.support.fakes import FakeClock, FakeEnhancer, FakeGenerator, RecordingChat
+from tests.support.waiting import app_work, until, until_ended
 
 GAVE_UP = WorkerGaveUp("503 503 503", model="Flux", attempts=3)
 
@@ -45,15 +45,6 @@ def make_app(
     return app, outcomes
 
 
-async def until(app: App, condition: Callable[[], bool]) -> None:
-    for _ in range(2000):
-        if condition():
-            return
-        await asyncio.wait_for(app.status.drain(), timeout=5)
-        await asyncio.sleep(0)
-    raise AssertionError("the condition never held")
-
-
 def hold_pauses(app: App, clock: FakeClock) -> asyncio.Event:
     """Make the pipeline's waits (a paused model) last until the test sets the event."""
     release = asyncio.Event()
@@ -82,9 +73,13 @@ async def test_a_failing_model_is_paused_then_probed_back() -> None:
         for n in range(1, 5):
             await say(app, n, f"/image=flux=fox {n}")
         generator.gate.set()
-        await until(app, lambda: len(outcomes) == 3)
+        await until_ended(app, outcomes, 3)
         # The fourth job waits for the model, and its status says so once.
-        await until(app, lambda: any(text.startswith("⏸") for text in chat.visible_texts()))
+        await until(
+            lambda: any(text.startswith("⏸") for text in chat.visible_texts()),
+            waiting_for="the paused message in the fourth job's status",
+            settle=app_work(app),
+        )
         assert sum(text.startswith("⏸") for text in chat.visible_texts()) == 1
         # A new request hears at once that the model is paused.
         await say(app, 5, "/image=flux=fox 5")
@@ -98,7 +93,7 @@ async def test_a_failing_model_is_paused_then_probed_back() -> None:
         # Other models are not affected.
         await say(app, 6, "/image=sdxl=a lighthouse")
         cooldown_over.set()  # the cool-down passes; the waiting job is the probe
-        await until(app, lambda: len(outcomes) == 6)
+        await until_ended(app, outcomes, 6)
         assert sorted((o.reply_to, o.ok, o.error_kind) for o in outcomes) == [
             (1, False, "worker_unavailable"),
             (2, False, "worker_unavailable"),
@@ -109,7 +104,7 @@ async def test_a_failing_model_is_paused_then_probed_back() -> None:
         ]
         # The probe closed the breaker: new flux requests are taken again.
         await say(app, 7, "/image=flux=fox 7")
-        await until(app, lambda: len(outcomes) == 7)
+        await until_ended(app, outcomes, 7)
         assert outcomes[-1].ok is True
     finally:
         await app.aclose()
@@ -125,7 +120,7 @@ async def test_failures_that_are_not_the_workers_fault_do_not_pause_it() -> None
     try:
         for n in range(1, 6):
             await say(app, n, f"/image=flux=fox {n}")
-        await until(app, lambda: len(outcomes) == 5)
+        await until_ended(app, outcomes, 5)
         assert [o.ok for o in outcomes] == [False] * 4 + [True]
         assert not any(text.startswith("⏸") for text in chat.visible_texts())
     finally:
@@ -144,9 +139,9 @@ async def test_a_fallback_model_takes_over_while_paused() -> None:
         for n in range(1, 4):
             await say(app, n, f"/image=flux=fox {n}")
         generator.gate.set()
-        await until(app, lambda: len(outcomes) == 3)
+        await until_ended(app, outcomes, 3)
         await say(app, 4, "/image=flux=fox 4")  # taken: the fallback will make it
-        await until(app, lambda: len(outcomes) == 4)
+        await until_ended(app, outcomes, 4)
         assert outcomes[-1].ok is True
         [image] = chat.of_kind("image")
         assert image.text.startswith("🎨 SDXL (fallback for Flux) · prompt:")
@@ -167,9 +162,9 @@ async def test_a_fallback_image_is_not_cached_as_the_asked_models() -> None:
         for n in range(1, 4):
             await say(app, n, f"/image=flux=fox {n}")
         generator.gate.set()
-        await until(app, lambda: len(outcomes) == 3)
+        await until_ended(app, outcomes, 3)
         await say(app, 4, "/image=flux=a fox made by sdxl")
-        await until(app, lambda: len(outcomes) == 4)
+        await until_ended(app, outcomes, 4)
         assert generator.calls[-1][0] == "sdxl"
         assert await app.store.cache_entries() == []
     finally:

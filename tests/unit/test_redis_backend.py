@@ -25,6 +25,7 @@ from sakaibot.errors import QueueFull, StoreUnavailable, TooManyPending
 from sakaibot.limits import Denial, RateWindow, SlidingWindowLimiter
 from sakaibot.redis_backend import RedisBackend
 from tests.support.redis_server import RedisServer
+from tests.support.waiting import until
 
 MINUTE = RateWindow(limit=2, window_s=60.0)
 HOUR = RateWindow(limit=3, window_s=3600.0)
@@ -546,16 +547,27 @@ async def test_redis_restarting_is_reported_and_survived(tmp_path: Path) -> None
             assert await store.claim("flux", "w1", 30.0, 0.0) == ("b", "payload-b")
 
             # A restart between two calls: once the event loop has seen the old
-            # connections close (a running bot's loop does so at once; here a few
-            # bare yields let it), they are replaced unseen, and the scripts the
-            # new Redis does not know are loaded again.
+            # connections close (a running bot's loop does so at once), they are
+            # replaced unseen, and the scripts the new Redis does not know are
+            # loaded again.
             server.restart()
-            for _ in range(3):
-                await asyncio.sleep(0)
+            await until(
+                lambda: _saw_idle_connections_close(store),
+                waiting_for="the event loop to see the old connections close",
+            )
             assert await store.admit("u1", [MINUTE], 1.0) == 1.0
             assert await store.claim("flux", "w1", 30.0, 0.0) is None
         finally:
             await store.close()
+
+
+def _saw_idle_connections_close(store: RedisBackend) -> bool:
+    """Whether the event loop has read the end of every idle connection in the pool."""
+    idle = store._redis.connection_pool._get_free_connections()
+    return all(
+        connection._reader is None or connection._reader.at_eof()  # type: ignore[attr-defined]
+        for connection in idle
+    )
 
 
 @contextmanager

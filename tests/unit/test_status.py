@@ -8,6 +8,7 @@ import itertools
 from sakaibot.errors import ChatError, FloodWait, MessageNotModified
 from sakaibot.status import SEND_GAP_S, StatusScheduler
 from tests.support.fakes import FakeClock, RecordingChat
+from tests.support.waiting import until
 
 INTERVAL_S = 3.0
 
@@ -152,11 +153,14 @@ async def test_flood_wait_mutes_the_chat_then_the_final_still_goes_out() -> None
     status = make(chat, clock)
     status.show("j1", chat_id="c", reply_to=1, text="queued")
     await settle(status)
+    clock.advance(INTERVAL_S)  # the next edit may go at once
+    clock.gate = asyncio.Event()  # the muted lane sleeps until we let it go
     started = clock()
     status.show("j1", chat_id="c", reply_to=1, text="generating")  # hits the flood wait
-    await asyncio.sleep(0)
+    await until(lambda: status.counters.flood_waits == 1, waiting_for="the edit's flood wait")
     status.show("j1", chat_id="c", reply_to=1, text="sending")
     status.finish("j1", final_text="❌ failed")
+    clock.gate.set()
     await settle(status)
     assert status.counters.flood_waits == 1
     last = chat.events[-1]

@@ -53,6 +53,7 @@ from tests.support.telegram_fakes import (
     make_event,
     make_message,
 )
+from tests.support.waiting import app_work, until, until_idle
 
 FRIEND = 2_000_002  # on ALLOWED_USER_IDS where a test says so
 STRANGER = 3_000_003
@@ -372,20 +373,9 @@ class TelegramHarness:
     async def finish(self) -> None:
         await asyncio.wait_for(self.app.drain(), timeout=5)
 
-    async def until(self, condition: Any) -> None:
-        """Let the bot run until ``condition()`` holds (status lanes flushed each turn)."""
-        for _ in range(1000):
-            if condition():
-                return
-            await asyncio.wait_for(self.app.status.drain(), timeout=5)
-            await asyncio.sleep(0)
-        raise AssertionError("the condition never held")
-
     async def finish_jobs(self) -> None:
         """Let the jobs so far finish, without stopping the bot."""
-        while self.app.queues.live_job_count() or self.app.pipeline.delivering():
-            await asyncio.wait_for(self.app.pipeline.drain(), timeout=5)
-            await asyncio.sleep(0)
+        await until_idle(self.app)
 
     def status_messages_for(self, command_id: int) -> list[int]:
         """Ids of the text messages sent in reply to ``command_id``."""
@@ -585,7 +575,11 @@ async def test_a_flood_wait_on_a_status_edit_mutes_the_lane_and_the_job_complete
         await asyncio.wait_for(h.app.status.drain(), timeout=5)
         [status_id] = h.status_messages_for(command)
         # The job is generating (held) and its status says so; the lane is idle.
-        await h.until(lambda: h.client.texts.get(status_id, "").startswith("🎨"))
+        await until(
+            lambda: h.client.texts.get(status_id, "").startswith("🎨"),
+            waiting_for="the status to say the image is being generated",
+            settle=app_work(h.app),
+        )
         # Past the pacing interval, so the next status change is an edit at once.
         h.clock.advance(10)
         h.client.fail_next("edit_message", errors.FloodWaitError(request=None, capture=30))
@@ -626,7 +620,11 @@ async def test_message_not_modified_on_an_edit_counts_as_done() -> None:
         command = await h.say("/image=flux=a fox")
         await asyncio.wait_for(h.app.status.drain(), timeout=5)
         [status_id] = h.status_messages_for(command)
-        await h.until(lambda: h.client.texts.get(status_id, "").startswith("🎨"))
+        await until(
+            lambda: h.client.texts.get(status_id, "").startswith("🎨"),
+            waiting_for="the status to say the image is being generated",
+            settle=app_work(h.app),
+        )
         h.clock.advance(10)
         h.client.fail_next("edit_message", errors.MessageNotModifiedError(request=None))
         h.generator.gate.set()

@@ -16,6 +16,7 @@ import pytest
 from sakaibot.errors import StoreUnavailable
 from sakaibot.store import CacheEntry, JobRecord, JobStates
 from sakaibot.store.sqlite import SCHEMA_VERSION, SqliteStore, migrate
+from tests.support.waiting import until
 
 HASH_A = "a" * 64
 HASH_B = "b" * 64
@@ -364,8 +365,10 @@ async def test_a_failed_background_update_is_logged(
         # NOT NULL column: the update fails on the store thread, not in the caller.
         store.update_job_soon("j1", state=None)
         assert await store.get_job("j1") is not None
-        await asyncio.sleep(0)  # let the done callback run
-    assert "background update failed" in caplog.text
+        await until(
+            lambda: "background update failed" in caplog.text,
+            waiting_for="the failed update to be logged",
+        )
 
 
 async def test_accepted_since_skips_refunded_and_older_jobs(store: SqliteStore) -> None:

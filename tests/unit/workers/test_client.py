@@ -7,7 +7,6 @@ import base64
 import io
 import json
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -714,8 +713,9 @@ async def test_no_key_or_prompt_in_logs_or_errors(
 # --- deadlines: a worker that trickles its body over real loopback HTTP ------------
 
 #: The development worker's ``trickle`` fault sends 16 pieces this far apart
-#: (about 5 s in all): each pause is well inside the read timeout below.
-SLOW_TRICKLE_DELAY_MS = 300
+#: (about 30 s in all): each pause is well inside the read timeout below, so only
+#: an overall deadline can end the answer before the test's own bound.
+SLOW_TRICKLE_DELAY_MS = 2000
 #: How long the whole test may take: the deadlines below add up to about 1.5 s.
 TRICKLE_TEST_BOUND_S = 10.0
 
@@ -738,7 +738,7 @@ def slow_worker() -> Iterator[DevWorker]:
 async def test_a_trickling_worker_fails_in_bounded_time(
     slow_worker: DevWorker, attempt_timeout_s: float | None, retry_budget_s: float
 ) -> None:
-    http = build_http_client(connect_timeout_s=1.0, read_timeout_s=1.0)
+    http = build_http_client(connect_timeout_s=1.0, read_timeout_s=5.0)
     client = WorkerClient(
         http,
         max_image_bytes=1_000_000,
@@ -748,22 +748,19 @@ async def test_a_trickling_worker_fails_in_bounded_time(
         sleep=lambda _seconds: asyncio.sleep(0),  # no backoff between the two attempts
     )
     model = ModelSpec(name="flux", contract=Contract.GET, url=f"{slow_worker.url}/flux")
-    started_s = time.monotonic()
     try:
+        # A third of the trickle's length: ending inside it shows a deadline ended
+        # the generation (a timed assertion would flake on a busy machine).
         async with asyncio.timeout(TRICKLE_TEST_BOUND_S):
             result = await client.generate(model, GenerationParams(prompt="a fox [fault:trickle]"))
     finally:
         await http.aclose()
-    elapsed_s = time.monotonic() - started_s
 
     assert not result.success
     assert isinstance(result.error, WorkerGaveUp)
     assert isinstance(result.error.__cause__, WorkerTimeout)
     assert "worker too slow" in result.error.detail
     assert "took too long to answer" in result.error.user_message
-    # One trickled answer takes about 5 s; the deadlines end the generation well before.
-    limit_s = attempt_timeout_s * 2 if attempt_timeout_s is not None else retry_budget_s
-    assert elapsed_s < limit_s + 1.0
     assert [what for _path, what in slow_worker.served].count("trickle") >= 1
 
 
