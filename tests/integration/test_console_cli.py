@@ -11,22 +11,7 @@ from pathlib import Path
 from PIL import Image
 
 from sakaibot.settings import Settings
-
-
-def run_cli(args: list[str], stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
-    clean.update({"LLM_PROVIDER": "none", "STATUS_EDIT_INTERVAL_S": "0"})
-    clean.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "sakaibot", "--env-file", "none", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=clean,
-        check=False,
-    )
-
+from tests.support.cli import run_cli
 
 CONVERSATION = "\n".join(
     [

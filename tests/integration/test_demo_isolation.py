@@ -9,31 +9,14 @@ listed the demo's users. Each test runs ``sakaibot`` as a subprocess.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from sakaibot.settings import Settings
 from sakaibot.workers.devserver import DevWorker, DevWorkerConfig
+from tests.support.cli import run_cli
 
 PROMPT = "/image=flux=a red fox in the snow"
-
-
-def run_cli(args: list[str], stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
-    clean.update({"LLM_PROVIDER": "none", "STATUS_EDIT_INTERVAL_S": "0"})
-    clean.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "sakaibot", "--env-file", "none", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=clean,
-        check=False,
-    )
 
 
 def events_of(done: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:

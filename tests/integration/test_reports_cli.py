@@ -3,28 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from sakaibot.settings import Settings
 from sakaibot.store import JobRecord, JobStates
 from sakaibot.store.sqlite import SqliteStore
-
-
-def run_cli(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
-    clean.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "sakaibot", "--env-file", "none", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=clean,
-        check=False,
-    )
+from tests.support.cli import run_cli
 
 
 def record(job_id: str, user: str, age_s: float, *, now: float, **fields: object) -> JobRecord:

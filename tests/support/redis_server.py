@@ -11,20 +11,16 @@ from __future__ import annotations
 
 import shutil
 import socket
-import subprocess
-import time
 from pathlib import Path
-from types import TracebackType
 
 import pytest
+
+from tests.support.server_process import ServerProcess
 
 SKIP_MESSAGE = (
     "redis-server is not installed: `apt-get install redis-server` (CI installs it) "
     "to run the Redis tests"
 )
-#: How long a start may take before the test fails (a cold CI machine is slow).
-START_TIMEOUT_S = 10.0
-STOP_TIMEOUT_S = 10.0
 
 
 def redis_server_executable() -> str:
@@ -33,13 +29,6 @@ def redis_server_executable() -> str:
     if path is None:
         pytest.skip(SKIP_MESSAGE)
     return path
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _answers_ping(port: int) -> bool:
@@ -51,27 +40,25 @@ def _answers_ping(port: int) -> bool:
         return False
 
 
-class RedisServer:
+class RedisServer(ServerProcess):
     """One ``redis-server`` subprocess bound to 127.0.0.1 on a port kept across restarts."""
+
+    name = "redis-server"
+    poll_s = 0.01
 
     def __init__(self, directory: Path, *, executable: str | None = None) -> None:
         self._executable = executable or redis_server_executable()
-        self._directory = directory
-        self._directory.mkdir(parents=True, exist_ok=True)
-        self._log = directory / "redis.log"
-        self.port = _free_port()
-        self._process: subprocess.Popen[bytes] | None = None
+        super().__init__(directory, "redis.log")
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+    def answers(self) -> bool:
+        return _answers_ping(self.port)
 
     def start(self) -> None:
-        """Start the server and return once it answers PING (bounded by START_TIMEOUT_S)."""
+        """Start the server and return once it answers PING (bounded by ``start_timeout_s``)."""
         if self.running:
             return
         command = [
@@ -91,59 +78,9 @@ class RedisServer:
             "--daemonize",
             "no",
         ]
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
-        self._process = process
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not _answers_ping(self.port):
-            try:
-                # Waiting on the process is the pause between attempts, and it
-                # notices at once a server that exited (port taken, bad flag).
-                process.wait(timeout=0.01)
-            except subprocess.TimeoutExpired:
-                if time.monotonic() < deadline:
-                    continue
-                self.stop()
-                raise RuntimeError(
-                    f"redis-server on port {self.port} did not answer PING within "
-                    f"{START_TIMEOUT_S:g} s:\n{self._log_tail()}"
-                ) from None
-            self._process = None
-            raise RuntimeError(
-                f"redis-server on port {self.port} exited with code {process.returncode}:\n"
-                f"{self._log_tail()}"
-            )
-
-    def stop(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL if it lingers) and wait for it."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        self._launch(command, log_output=False)
 
     def restart(self) -> None:
         """Stop and start again on the same port; nothing is persisted, so it comes back empty."""
         self.stop()
         self.start()
-
-    def _log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self._log.read_text("utf-8", "replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def __enter__(self) -> RedisServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

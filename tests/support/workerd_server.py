@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import time
 import tomllib
 from pathlib import Path
-from types import TracebackType
 
 import httpx
 import pytest
+
+from tests.support.server_process import ServerProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLOUDFLARE_DIR = REPO_ROOT / "cloudflare"
@@ -33,9 +31,6 @@ MISSING_MESSAGE = (
     "workerd is not installed: run `make workerd` (needs Node.js, npm and the npm registry) "
     "to run the Cloudflare worker tests"
 )
-#: A cold start compiles the scripts; a loaded CI machine is slow.
-START_TIMEOUT_S = 20.0
-STOP_TIMEOUT_S = 10.0
 
 
 def workerd_executable() -> Path:
@@ -50,20 +45,17 @@ def workerd_executable() -> Path:
     pytest.skip(MISSING_MESSAGE)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _capnp_text(value: str) -> str:
     escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{escaped}"'
 
 
-class WorkerdServer:
+class WorkerdServer(ServerProcess):
     """One ``workerd serve`` subprocess running the shipped worker with a fake ``AI``."""
+
+    name = "workerd"
+    #: A cold start compiles the scripts; a loaded CI machine is slow.
+    start_timeout_s = 20.0
 
     def __init__(
         self,
@@ -75,14 +67,10 @@ class WorkerdServer:
         executable: Path | None = None,
     ) -> None:
         self._executable = executable or workerd_executable()
-        self._directory = directory
-        self._directory.mkdir(parents=True, exist_ok=True)
-        self._log = directory / "workerd.log"
+        super().__init__(directory, "workerd.log")
         self._token = token
         (directory / "fake.jpg").write_bytes(jpeg)
         (directory / "fake.png").write_bytes(png)
-        self.port = _free_port()
-        self._process: subprocess.Popen[bytes] | None = None
         self._config = directory / "config.capnp"
         self._config.write_text(self._render_config(), "utf-8")
 
@@ -139,68 +127,14 @@ const images :Workerd.Worker = (
 """
 
     def start(self) -> None:
-        """Start workerd and return once it answers HTTP (bounded by START_TIMEOUT_S)."""
-        with self._log.open("wb") as log:
-            process = subprocess.Popen(
-                [str(self._executable), "serve", str(self._config)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self._directory,
-            )
-        self._process = process
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not self._answers():
-            try:
-                # Waiting on the process is the pause between attempts, and it
-                # notices at once a workerd that exited (a bad config, port taken).
-                process.wait(timeout=0.05)
-            except subprocess.TimeoutExpired:
-                if time.monotonic() < deadline:
-                    continue
-                self.stop()
-                raise RuntimeError(
-                    f"workerd on port {self.port} did not answer within "
-                    f"{START_TIMEOUT_S:g} s:\n{self.log_tail()}"
-                ) from None
-            self._process = None
-            raise RuntimeError(f"workerd exited with code {process.returncode}:\n{self.log_tail()}")
+        """Start workerd and return once it answers HTTP (bounded by ``start_timeout_s``)."""
+        command = [str(self._executable), "serve", str(self._config)]
+        self._launch(command, log_output=True, cwd=self._directory)
 
-    def _answers(self) -> bool:
+    def answers(self) -> bool:
         try:
             # Any HTTP answer means the worker is loaded; "/" is a 404 of the worker's own.
             httpx.get(f"{self.url}/", timeout=1.0)
         except httpx.HTTPError:
             return False
         return True
-
-    def stop(self) -> None:
-        """Stop workerd (SIGTERM, then SIGKILL if it lingers) and wait for it."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    def log_tail(self, lines: int = 30) -> str:
-        """The end of workerd's output (the worker's console.error lines land here)."""
-        try:
-            return "\n".join(self._log.read_text("utf-8", "replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def __enter__(self) -> WorkerdServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
