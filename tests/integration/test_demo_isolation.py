@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sakaibot.devworker import DevWorker, DevWorkerConfig
 from sakaibot.settings import Settings
-from sakaibot.workers.devserver import DevWorker, DevWorkerConfig
 
 PROMPT = "/image=flux=a red fox in the snow"
 
