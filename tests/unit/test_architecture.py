@@ -1,6 +1,7 @@
-"""The core knows nothing of Telegram, the OpenAI SDK, httpx, SQLite, Redis or RSA (STYLE.md).
+"""The core knows nothing of Telegram, the OpenAI SDK, httpx, SQLite, Redis or RSA.
 
-Each outside library is imported by exactly one adapter module.
+Each outside library is imported by exactly one adapter module (the layers of
+``docs/image-generation/architecture.md``).
 """
 
 from __future__ import annotations
