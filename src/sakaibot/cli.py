@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
+    from sakaibot.devworker import DevWorker
     from sakaibot.settings import Settings
-    from sakaibot.workers.devserver import DevWorker
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -270,7 +270,7 @@ def _configure_logging(verbose: bool, level_name: str, *, quiet: bool, command: 
 
 def _start_local_worker(args: argparse.Namespace) -> tuple[DevWorker, dict[str, Any]]:
     """Start the development worker on a free port; returns settings that point at it."""
-    from sakaibot.workers.devserver import DevWorker, DevWorkerConfig
+    from sakaibot.devworker import DevWorker, DevWorkerConfig
 
     api_key = secrets.token_urlsafe(16)
     worker = DevWorker(
@@ -587,7 +587,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
 
 
 def _run_dev_worker(args: argparse.Namespace) -> int:
-    from sakaibot.workers.devserver import DevWorker, DevWorkerConfig
+    from sakaibot.devworker import DevWorker, DevWorkerConfig
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
     try:

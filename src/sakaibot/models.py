@@ -1,8 +1,8 @@
 """The model registry: every image model is data (contract, URL, key, options, limits).
 
 Adding a model is configuration, not code (defect 10 of the original design):
-a model speaks one of the two worker contracts of
-``shared/reference/cloudflare-workers.md`` and says which per-request flags
+a model speaks one of the two worker contracts described in
+``docs/image-generation/configuration.md`` and says which per-request flags
 it honours. A model whose worker is not configured is simply not offered.
 """
 

@@ -47,8 +47,6 @@ _SERVER_FORMAT = re.compile(r"(?P<dc>[0-9]+)@(?P<host>\[[^\[\]]*\]|[^\[\]@:]+):(
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 #: A PEM public key is well under a kilobyte; anything this large is not one.
 MAX_PUBLIC_KEY_FILE_BYTES = 64 * 1024
-#: MTProto encrypts with 2048-bit RSA keys; a shorter one fails at the first connection.
-MIN_PUBLIC_KEY_BITS = 2048
 #: ``IMAGE_MODELS`` names: they become file names and command words, so nothing
 #: that could leave a folder (``../x``) or hide in a command.
 MODEL_NAME_FORMAT = re.compile(r"[a-z0-9_-]{1,32}")
@@ -56,7 +54,8 @@ MODEL_NAME_RULE = "a model name is 1 to 32 lowercase letters, digits, - or _ (e.
 #: A ``.env`` larger than this is not a settings file someone wrote.
 MAX_ENV_FILE_BYTES = 1024 * 1024
 _REDIS_URL_FORM = "redis://[:password@]host:port/db, e.g. redis://localhost:6379/0"
-_PUBLIC_KEY_HINT = (
+#: What to give instead of a wrong ``TELEGRAM_SERVER_PUBLIC_KEY``.
+PUBLIC_KEY_HINT = (
     "give the path of the server's RSA public key, a PEM file that starts with "
     "-----BEGIN RSA PUBLIC KEY----- or -----BEGIN PUBLIC KEY-----"
 )
@@ -139,24 +138,24 @@ def _server_host(host: str) -> str | None:
     return name.lower()
 
 
-def read_server_public_key(path: Path) -> bytes:
-    """The RSA public key in ``path`` as PKCS#1 PEM, the form Telethon registers.
+def read_server_key_file(path: Path) -> bytes:
+    """The start of ``path``: at most :data:`MAX_PUBLIC_KEY_FILE_BYTES` + 1 bytes.
 
-    PKCS#1 (``BEGIN RSA PUBLIC KEY``) and SubjectPublicKeyInfo (``BEGIN PUBLIC
-    KEY``) are both read. Anything else is a :class:`ValueError` with one line
-    saying what is wrong and what to do.
+    Only whether the file is there and can be read is checked here, so a
+    misspelt path is found when the settings are read. Whether the bytes hold
+    an RSA public key is for the Telegram adapter to judge: it parses them with
+    the ``rsa`` library when it builds the client, before anything connects.
+    A :class:`ValueError` says in one line what is wrong and what to do.
     """
-    import rsa  # Telethon's own RSA library; only needed when a key is configured
-
     try:
         if not path.exists():
-            raise ValueError(f"there is no file {path}; {_PUBLIC_KEY_HINT}")
+            raise ValueError(f"there is no file {path}; {PUBLIC_KEY_HINT}")
         if path.is_dir():
-            raise ValueError(f"{path} is a folder, not a file; {_PUBLIC_KEY_HINT}")
+            raise ValueError(f"{path} is a folder, not a file; {PUBLIC_KEY_HINT}")
         if not path.is_file():
-            raise ValueError(f"{path} is not a regular file; {_PUBLIC_KEY_HINT}")
+            raise ValueError(f"{path} is not a regular file; {PUBLIC_KEY_HINT}")
         with path.open("rb") as handle:
-            data = handle.read(MAX_PUBLIC_KEY_FILE_BYTES + 1)
+            return handle.read(MAX_PUBLIC_KEY_FILE_BYTES + 1)
     except PermissionError:
         raise ValueError(
             f"{path} cannot be read (permission denied); let the user that runs SakaiBot "
@@ -164,30 +163,8 @@ def read_server_public_key(path: Path) -> bytes:
         ) from None
     except OSError as exc:
         raise ValueError(
-            f"{path} cannot be read ({exc.strerror or type(exc).__name__}); {_PUBLIC_KEY_HINT}"
+            f"{path} cannot be read ({exc.strerror or type(exc).__name__}); {PUBLIC_KEY_HINT}"
         ) from None
-    key: rsa.PublicKey | None = None
-    if len(data) <= MAX_PUBLIC_KEY_FILE_BYTES:
-        for load in (rsa.PublicKey.load_pkcs1, rsa.PublicKey.load_pkcs1_openssl_pem):
-            try:
-                key = load(data)
-                break
-            except Exception:  # rsa and pyasn1 raise many kinds on a bad file
-                continue
-    if key is None:
-        if b"PRIVATE KEY-----" in data:
-            raise ValueError(
-                f"{path} holds a private key; give the server's public key instead "
-                "(never put a private key on the bot's machine)"
-            )
-        raise ValueError(f"{path} holds no RSA public key in PEM form; {_PUBLIC_KEY_HINT}")
-    bits = key.n.bit_length()
-    if bits < MIN_PUBLIC_KEY_BITS:
-        raise ValueError(
-            f"{path} holds a {bits}-bit RSA key, but MTProto servers use "
-            f"{MIN_PUBLIC_KEY_BITS}-bit keys; check that this is the server's public key"
-        )
-    return key.save_pkcs1()
 
 
 class ExtraModel(BaseModel):
@@ -426,7 +403,7 @@ class Settings(BaseSettings):
             path = value.expanduser()
         except RuntimeError:  # ~someone who has no home here: "no file ~someone/..." says it
             path = value
-        read_server_public_key(path)
+        read_server_key_file(path)
         return path
 
     def model_registry(self) -> ModelRegistry:

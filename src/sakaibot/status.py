@@ -1,7 +1,7 @@
 """The status scheduler: one live status message per job, paced per chat, never blocking.
 
 Every front end uses this same scheduler, so the console shows exactly what
-Telegram would. Rules (see ``shared/reference/telegram.md``):
+Telegram would. Rules (``docs/image-generation/architecture.md``, "The status scheduler"):
 
 - :meth:`StatusScheduler.show` and :meth:`~StatusScheduler.finish` only record
   what is wanted and return at once: a queue worker never waits on a chat.

@@ -124,6 +124,16 @@ async def _telegram_checks(settings: Settings, *, connect: bool) -> list[tuple[b
     checks: list[tuple[bool | None, str]] = [
         (True, "Telegram: TELEGRAM_API_ID and TELEGRAM_API_HASH are set")
     ]
+    key_path = settings.telegram_server_public_key
+    if key_path is not None:
+        # The settings only saw that the file is there; what it holds is read here,
+        # as `run` and `login` will read it.
+        try:
+            telegram.read_server_public_key(key_path)
+        except ValueError as exc:
+            checks.append((False, f"Telegram: TELEGRAM_SERVER_PUBLIC_KEY: {exc}"))
+        else:
+            checks.append((True, "Telegram: TELEGRAM_SERVER_PUBLIC_KEY holds an RSA public key"))
     session = telegram.check_session_offline(settings)
     # Asked to check the login, a missing one is a failure, not just a hint.
     checks.append(

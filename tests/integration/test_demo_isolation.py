@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from sakaibot.workers.devserver import DevWorker, DevWorkerConfig
+from sakaibot.devworker import DevWorker, DevWorkerConfig
 from tests.support.cli import run_cli
 
 PROMPT = "/image=flux=a red fox in the snow"

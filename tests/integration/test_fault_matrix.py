@@ -22,6 +22,13 @@ import pytest
 
 from sakaibot.app import App, build_app
 from sakaibot.chat.port import IncomingMessage
+from sakaibot.devworker import (
+    DEV_LLM_MODEL,
+    FAULT_NAMES,
+    LLM_FAULT_NAMES,
+    DevWorker,
+    DevWorkerConfig,
+)
 from sakaibot.errors import (
     ContentFiltered,
     GenerationError,
@@ -36,13 +43,6 @@ from sakaibot.pipeline import JobOutcome
 from sakaibot.settings import load_settings
 from sakaibot.status import failed_text
 from sakaibot.workers.client import WorkerClient, build_http_client
-from sakaibot.workers.devserver import (
-    DEV_LLM_MODEL,
-    FAULT_NAMES,
-    LLM_FAULT_NAMES,
-    DevWorker,
-    DevWorkerConfig,
-)
 from sakaibot.workers.images import inspect_image
 from tests.support.fakes import FakeClock, RecordingChat
 

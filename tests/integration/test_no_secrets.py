@@ -25,9 +25,9 @@ from pydantic import SecretStr
 
 from sakaibot.app import build_app
 from sakaibot.chat.port import IncomingMessage, OutgoingImage
+from sakaibot.devworker import DevWorker, DevWorkerConfig
 from sakaibot.pipeline import JobOutcome
 from sakaibot.settings import Settings, load_settings
-from sakaibot.workers.devserver import DevWorker, DevWorkerConfig
 from tests.support.fakes import RecordingChat
 
 #: The key the development worker wants; every configured key is a (wrong) canary.

@@ -168,8 +168,8 @@ def test_a_separate_worker_process_generates_for_the_console(
     import subprocess
     import sys
 
+    from sakaibot.devworker import DevWorker, DevWorkerConfig
     from sakaibot.settings import Settings
-    from sakaibot.workers.devserver import DevWorker, DevWorkerConfig
 
     with DevWorker(DevWorkerConfig(fast=True)) as worker_url:
         env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import io
 
+from sakaibot.devworker import DevWorker, DevWorkerConfig
 from sakaibot.settings import load_settings
 from sakaibot.verify import run_verify
-from sakaibot.workers.devserver import DevWorker, DevWorkerConfig
 from tests.support.llm_stub import Completion, LlmStub, Status
 
 KEY = "verify-test-key"

@@ -8,11 +8,11 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from sakaibot.devworker import DevWorker, DevWorkerConfig
 from sakaibot.errors import WorkerAuthError, WorkerBadRequest, WorkerGaveUp
 from sakaibot.generation import GenerationParams
 from sakaibot.models import Contract, ModelSpec
 from sakaibot.workers.client import WorkerClient, build_http_client
-from sakaibot.workers.devserver import DevWorker, DevWorkerConfig
 from tests.support.fakes import FakeClock
 
 API_KEY = "loopback-test-key"

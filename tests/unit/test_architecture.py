@@ -1,4 +1,8 @@
-"""The core knows nothing of Telegram, the OpenAI SDK, httpx or SQLite (STYLE.md)."""
+"""The core knows nothing of Telegram, the OpenAI SDK, httpx, SQLite, Redis or RSA.
+
+Each outside library is imported by exactly one adapter module (the layers of
+``docs/image-generation/architecture.md``).
+"""
 
 from __future__ import annotations
 
@@ -35,10 +39,12 @@ CORE_MODULES = [
     "chat/console.py",
     "enhancer/__init__.py",
 ]
-OUTSIDE_THINGS = {"telethon", "openai", "httpx", "sqlite3", "aiosqlite", "redis"}
+OUTSIDE_THINGS = {"telethon", "openai", "httpx", "sqlite3", "aiosqlite", "redis", "rsa"}
 #: The one adapter module allowed to import each outside thing.
 ADAPTERS = {
     "telethon": {"chat/telegram.py"},
+    # Telethon's RSA library: only the Telegram adapter reads a server's key with it.
+    "rsa": {"chat/telegram.py"},
     "openai": {"enhancer/llm.py"},
     "httpx": {"workers/client.py"},
     "sqlite3": {"store/sqlite.py"},

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, TextIO, TypeVar
 
+import rsa
 from telethon import TelegramClient, errors, events, utils
 from telethon.client.telegrambaseclient import (
     DEFAULT_DC_ID,
@@ -53,7 +54,13 @@ from sakaibot.errors import (
 )
 from sakaibot.generation import GeneratedImage
 from sakaibot.private_files import make_private_dir, narrow_file
-from sakaibot.settings import Settings, TelegramServer, read_server_public_key
+from sakaibot.settings import (
+    MAX_PUBLIC_KEY_FILE_BYTES,
+    PUBLIC_KEY_HINT,
+    Settings,
+    TelegramServer,
+    read_server_key_file,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -621,13 +628,50 @@ def _point_session_at(session: Any, server: TelegramServer | None) -> None:
         session.set_dc(DEFAULT_DC_ID, DEFAULT_IPV4_IP, DEFAULT_PORT)
 
 
+#: MTProto encrypts with 2048-bit RSA keys; a shorter one fails at the first connection.
+MIN_PUBLIC_KEY_BITS = 2048
+
+
+def read_server_public_key(path: Path) -> bytes:
+    """The RSA public key in ``path`` as PKCS#1 PEM, the form Telethon registers.
+
+    PKCS#1 (``BEGIN RSA PUBLIC KEY``) and SubjectPublicKeyInfo (``BEGIN PUBLIC
+    KEY``) are both read, with ``rsa``, Telethon's own RSA library (only this
+    module imports it). Anything else is a :class:`ValueError` with one line
+    saying what is wrong and what to do.
+    """
+    data = read_server_key_file(path)
+    key: rsa.PublicKey | None = None
+    if len(data) <= MAX_PUBLIC_KEY_FILE_BYTES:
+        for load in (rsa.PublicKey.load_pkcs1, rsa.PublicKey.load_pkcs1_openssl_pem):
+            try:
+                key = load(data)
+                break
+            except Exception:  # rsa and pyasn1 raise many kinds on a bad file
+                continue
+    if key is None:
+        if b"PRIVATE KEY-----" in data:
+            raise ValueError(
+                f"{path} holds a private key; give the server's public key instead "
+                "(never put a private key on the bot's machine)"
+            )
+        raise ValueError(f"{path} holds no RSA public key in PEM form; {PUBLIC_KEY_HINT}")
+    bits = key.n.bit_length()
+    if bits < MIN_PUBLIC_KEY_BITS:
+        raise ValueError(
+            f"{path} holds a {bits}-bit RSA key, but MTProto servers use "
+            f"{MIN_PUBLIC_KEY_BITS}-bit keys; check that this is the server's public key"
+        )
+    return key.save_pkcs1()
+
+
 def _register_server_key(settings: Settings) -> None:
     path = settings.telegram_server_public_key
     if path is None:
         return
     try:
         pem = read_server_public_key(path)
-    except ValueError as exc:  # changed since the settings were read
+    except ValueError as exc:  # not a key, or the file changed since the settings were read
         raise ConfigError([f"TELEGRAM_SERVER_PUBLIC_KEY: {exc}"]) from None
     # Keys are looked up by the fingerprint the server names; adding one is idempotent.
     telethon_rsa.add_key(pem.decode("ascii"), old=False)

@@ -1,4 +1,4 @@
-"""The httpx adapter for both worker contracts (``shared/reference/cloudflare-workers.md``).
+"""The httpx adapter for both worker contracts (``docs/image-generation/configuration.md``).
 
 This is the one module that talks HTTP to image workers. Every httpx error
 and every unhappy response is translated here, exactly once, into the

@@ -261,12 +261,27 @@ def bad_key_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     }
 
 
+def bad_key_problems(tmp_path: Path, case: str) -> tuple[Path, str, list[str]]:
+    """The problems a bad key file gives, where they are found: a file that is not
+    there when the settings are read, one that holds no usable key when the
+    Telegram adapter builds the client (before anything connects)."""
+    path, expected = bad_key_files(tmp_path)[case]
+    if case in ("missing", "folder"):
+        problems = problems_of(telegram_server=TEST_DC2, telegram_server_public_key=str(path))
+        return path, expected, problems
+    settings = settings_with(
+        tmp_path, telegram_server=TEST_DC2, telegram_server_public_key=str(path)
+    )
+    with pytest.raises(ConfigError) as info:
+        build_client(settings)
+    return path, expected, info.value.problems
+
+
 @pytest.mark.parametrize(
     "case", ["missing", "folder", "text", "binary", "broken-pem", "private", "short", "huge"]
 )
 def test_a_bad_server_key_is_one_clear_line(tmp_path: Path, case: str) -> None:
-    path, expected = bad_key_files(tmp_path)[case]
-    problems = problems_of(telegram_server=TEST_DC2, telegram_server_public_key=str(path))
+    path, expected, problems = bad_key_problems(tmp_path, case)
     assert len(problems) == 1
     (problem,) = problems
     assert problem.startswith("TELEGRAM_SERVER_PUBLIC_KEY: ")

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import io
 import os
+import random
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import rsa
 from telethon import TelegramClient
 from telethon.crypto import AuthKey
 from telethon.sessions import SQLiteSession, StringSession
@@ -145,6 +147,29 @@ async def test_a_broken_string_session_is_a_failure_and_is_not_echoed(tmp_path: 
         "✗ Telegram: TELEGRAM_SESSION is not a Telethon string session; print a new one "
         "with `sakaibot login --string-session`"
     )
+
+
+async def test_the_server_key_is_read_without_connecting(tmp_path: Path) -> None:
+    n = random.Random(1).getrandbits(2048) | (1 << 2047) | 1  # only n and e are read
+    good = tmp_path / "server.pem"
+    good.write_bytes(rsa.PublicKey(n, 65537).save_pkcs1())
+    private = tmp_path / "private.pem"
+    private.write_bytes(rsa.newkeys(512)[1].save_pkcs1())
+    server = "1@127.0.0.1:8443"
+
+    _, good_lines = await telegram_lines(
+        settings_with(tmp_path, telegram_server=server, telegram_server_public_key=str(good))
+    )
+    code, bad_lines = await telegram_lines(
+        settings_with(tmp_path, telegram_server=server, telegram_server_public_key=str(private))
+    )
+
+    assert "✓ Telegram: TELEGRAM_SERVER_PUBLIC_KEY holds an RSA public key" in good_lines
+    assert code == 1
+    assert (
+        f"✗ Telegram: TELEGRAM_SERVER_PUBLIC_KEY: {private} holds a private key; give the "
+        "server's public key instead (never put a private key on the bot's machine)"
+    ) in bad_lines
 
 
 async def test_a_session_for_another_server_is_a_failure(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 from pydantic import SecretStr
 
+from sakaibot.devworker import DevWorker, DevWorkerConfig
 from sakaibot.errors import (
     ContentFiltered,
     GenerationError,
@@ -33,7 +34,6 @@ from sakaibot.errors import (
 from sakaibot.generation import GenerationParams
 from sakaibot.models import Contract, ModelSpec
 from sakaibot.workers.client import WorkerClient, build_http_client, parse_retry_after
-from sakaibot.workers.devserver import DevWorker, DevWorkerConfig
 
 API_KEY = "sk-test-SECRET-bearer-0123456789"
 PROMPT = "a very private prompt about my cat"
