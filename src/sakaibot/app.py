@@ -44,6 +44,7 @@ from sakaibot.pipeline import JobOutcome, JobPipeline, OutcomeListener
 from sakaibot.private_files import make_private_dir, tighten, write_private
 from sakaibot.queues import JobQueues, QueuePlace
 from sakaibot.recovery import Recovery
+from sakaibot.reports import DAY_S
 from sakaibot.settings import Settings
 from sakaibot.status import (
     RESTARTING_TEXT,
@@ -92,7 +93,7 @@ class App:
         self._closers.append(self.store.close)
         for start in self._starters:
             await start()
-        retention_s = self.settings.history_retention_days * 86_400
+        retention_s = self.settings.history_retention_days * DAY_S
         pruned = await self.store.prune_jobs(self.recovery.wall_clock() - retention_s)
         if pruned:
             logger.info("store: %d job(s) past HISTORY_RETENTION_DAYS removed", pruned)

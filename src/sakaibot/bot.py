@@ -36,6 +36,7 @@ from sakaibot.commands import (
     usage_text,
 )
 from sakaibot.distributed import RemoteGenerator
+from sakaibot.enhancer import ORIGINAL_PROMPT
 from sakaibot.errors import (
     ChatError,
     ImageGone,
@@ -57,9 +58,9 @@ from sakaibot.limits import Allowance, Denial, RejectionThrottle, RejectionVerdi
 from sakaibot.models import ModelRegistry, ModelSpec
 from sakaibot.pipeline import JobOutcome, JobPipeline, OutcomeListener, usable_fallback
 from sakaibot.queues import JobQueues
-from sakaibot.reports import compute_stats, format_history, format_stats
+from sakaibot.reports import DAY_S, compute_stats, format_history, format_stats
 from sakaibot.status import StatusScheduler, failed_text, show_place
-from sakaibot.store import JobRecord, JobStates, Store
+from sakaibot.store import JobRecord, Store, StoredJobState
 from sakaibot.store.images import ImageFiles
 from sakaibot.undelivered import UndeliveredImages
 
@@ -359,7 +360,7 @@ class ImageBot:
         try:
             await self._store.update_job(
                 record.id,
-                state=JobStates.DONE,
+                state=StoredJobState.DONE,
                 delivered_message_id=message_id,
                 finished_at_s=self._wall_clock(),
             )
@@ -402,7 +403,7 @@ class ImageBot:
         caption = build_caption(
             CaptionFacts(
                 model_label=model.display_name if model is not None else record.model,
-                prompt_source=record.enhancer or "original prompt",
+                prompt_source=record.enhancer or ORIGINAL_PROMPT,
                 prompt_used=record.prompt_used or record.prompt,
                 options=request.options,
                 elapsed_s=(record.finished_at_s or record.created_at_s) - record.created_at_s,
@@ -425,7 +426,7 @@ class ImageBot:
     async def _stats(self, message: IncomingMessage, command: StatsCommand) -> None:
         if not message.from_owner:
             raise OwnerOnly("/image stats")
-        since_s = self._wall_clock() - command.days * 86_400
+        since_s = self._wall_clock() - command.days * DAY_S
         records = await self._store.jobs_since(since_s)
         queue = [(load.model.name, load.waiting, load.running) for load in self._queues.loads()]
         stats = compute_stats(records, days=command.days, queue=queue)
@@ -444,8 +445,8 @@ class ImageBot:
             )
             return
         summary = await self._cache.summary()
-        since_s = self._wall_clock() - self._stats_days_default * 86_400
-        done = [r for r in await self._store.jobs_since(since_s) if r.state == JobStates.DONE]
+        since_s = self._wall_clock() - self._stats_days_default * DAY_S
+        done = [r for r in await self._store.jobs_since(since_s) if r.state == StoredJobState.DONE]
         hits = sum(1 for r in done if r.cache_hit)
         rate = f"{100 * hits / len(done):.0f}%" if done else "no images yet"
         await self._reply(

@@ -48,7 +48,7 @@ from sakaibot.status import (
     generating_text,
     paused_text,
 )
-from sakaibot.store import JobStates, Store, ended
+from sakaibot.store import Store, StoredJobState, ended
 from sakaibot.store.images import ImageFiles
 from sakaibot.undelivered import UndeliveredImages
 
@@ -421,7 +421,7 @@ class JobPipeline:
                 )
             await self._store.update_job(
                 job.id,
-                state=JobStates.DELIVERING,
+                state=StoredJobState.DELIVERING,
                 prompt_used=prompt_used,
                 enhancer=prompt_source,
                 image_hash=digest,
@@ -520,7 +520,7 @@ class JobPipeline:
         job.finished_at_s = self._clock()
         self._store.update_job_soon(
             job.id,
-            state=JobStates.DONE,
+            state=StoredJobState.DONE,
             delivered_message_id=message_id,
             uploading_s=job.timings_s.get(JobState.SENDING.value),
             finished_at_s=self._wall_clock(),
@@ -555,7 +555,7 @@ class JobPipeline:
         await self._store.update_job(
             job.id,
             **ended(
-                JobStates.CANCELLED,
+                StoredJobState.CANCELLED,
                 at_s=self._wall_clock(),
                 refunded=False,
                 kind=cancelled.kind,
@@ -579,7 +579,9 @@ class JobPipeline:
         self._store.update_job_soon(
             job.id,
             **ended(
-                JobStates.CANCELLED if job.state is JobState.CANCELLED else JobStates.FAILED,
+                StoredJobState.CANCELLED
+                if job.state is JobState.CANCELLED
+                else StoredJobState.FAILED,
                 at_s=self._wall_clock(),
                 refunded=refunded,
                 kind=error.kind,

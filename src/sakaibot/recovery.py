@@ -19,34 +19,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sakaibot.chat.port import ChatPort
-from sakaibot.errors import ChatError, SakaiBotError, StoreUnavailable
+from sakaibot.enhancer import ORIGINAL_PROMPT
+from sakaibot.errors import ChatError, ModelGone, SakaiBotError, StoreUnavailable
 from sakaibot.jobs import Job, decode_request
 from sakaibot.limits import SlidingWindowLimiter
 from sakaibot.models import ModelRegistry
 from sakaibot.pipeline import JobOutcome, JobPipeline, OutcomeListener
 from sakaibot.queues import JobQueues
 from sakaibot.status import StatusScheduler, failed_text, show_place
-from sakaibot.store import JobRecord, JobStates, Store, ended
+from sakaibot.store import JobRecord, Store, StoredJobState, ended
 from sakaibot.store.images import ImageFiles
 
 logger = logging.getLogger(__name__)
-
-
-class ModelGone(SakaiBotError):
-    """A recovered job's model is no longer configured."""
-
-    kind = "model_gone"
-
-    def __init__(self, model: str) -> None:
-        super().__init__(f"model {model} is no longer configured")
-        self.model = model
-
-    @property
-    def user_message(self) -> str:
-        return (
-            f"SakaiBot restarted and the {self.model} model is no longer offered, so this "
-            "image could not be made. Your allowance was not used; see /image models."
-        )
 
 
 @dataclass
@@ -117,7 +101,7 @@ class Recovery:
         if job is None:
             await self._give_up(record, ModelGone(record.model))
             return
-        if record.state == JobStates.DELIVERING:
+        if record.state == StoredJobState.DELIVERING:
             try:
                 delivered = await self.chat.find_delivered(
                     record.chat_id, reply_to=record.reply_to, job_id=record.id
@@ -132,7 +116,7 @@ class Recovery:
             if delivered is not None:
                 await self.store.update_job(
                     record.id,
-                    state=JobStates.DONE,
+                    state=StoredJobState.DONE,
                     delivered_message_id=delivered or None,
                     finished_at_s=self.wall_clock(),
                 )
@@ -146,7 +130,7 @@ class Recovery:
                 await self.pipeline.hand_over(
                     job,
                     image,
-                    record.enhancer or "original prompt",
+                    record.enhancer or ORIGINAL_PROMPT,
                     record.prompt_used or job.request.prompt,
                     self.clock(),
                 )
@@ -160,7 +144,7 @@ class Recovery:
         await self.store.update_job(
             record.id,
             **ended(
-                JobStates.FAILED,
+                StoredJobState.FAILED,
                 at_s=self.wall_clock(),
                 refunded=True,
                 kind=error.kind,
