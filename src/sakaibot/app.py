@@ -458,7 +458,6 @@ def build_app(
         chat=chat,
         clock=clock,
         wall_clock=wall_clock,
-        on_outcome=report,
     )
     return App(
         settings=settings,

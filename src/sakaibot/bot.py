@@ -40,6 +40,7 @@ from sakaibot.enhancer import ORIGINAL_PROMPT
 from sakaibot.errors import (
     ChatError,
     ImageGone,
+    JobCancelled,
     ModelUnavailable,
     NothingToCancel,
     NothingToRetry,
@@ -296,7 +297,7 @@ class ImageBot:
                 message, f"🚫 Cancelled job {stopped.id} ({stopped.model.display_name})."
             )
             return
-        await self._pipeline.end_cancelled(job)
+        await self._pipeline.finish(job, JobCancelled("cancelled by the user"))
         await self._reply(message, f"🚫 Cancelled job {job.id} ({job.model.display_name}).")
 
     async def _cancel_started(self, user_id: str, job_id: str | None) -> Job | None:
@@ -346,7 +347,7 @@ class ImageBot:
         await asyncio.to_thread(store.forget, kept.job_id)
         if record is not None:
             # History and statistics count the job as delivered from now on.
-            await self._note_retried(record, message_id)
+            await self._pipeline.note_delivered_late(record.id, message_id)
 
     async def _record_or_none(self, job_id: str) -> JobRecord | None:
         """The job's record, or ``None`` when the store cannot say (the image matters more)."""
@@ -355,17 +356,6 @@ class ImageBot:
         except StoreUnavailable as exc:
             logger.error("job %s: could not read its record: %s", job_id, exc)
             return None
-
-    async def _note_retried(self, record: JobRecord, message_id: int) -> None:
-        try:
-            await self._store.update_job(
-                record.id,
-                state=StoredJobState.DONE,
-                delivered_message_id=message_id,
-                finished_at_s=self._wall_clock(),
-            )
-        except StoreUnavailable as exc:
-            logger.error("job %s: delivered by retry but not written down: %s", record.id, exc)
 
     async def _history(self, message: IncomingMessage, command: HistoryCommand) -> None:
         records = await self._store.history(message.user_id, command.limit)

@@ -48,7 +48,7 @@ from sakaibot.status import (
     generating_text,
     paused_text,
 )
-from sakaibot.store import Store, StoredJobState, ended
+from sakaibot.store import JobRecord, Store, StoredJobState, ended
 from sakaibot.store.images import ImageFiles
 from sakaibot.undelivered import UndeliveredImages
 
@@ -95,6 +95,13 @@ class JobOutcome:
 
 
 OutcomeListener = Callable[[JobOutcome], None]
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """A job's image reached the chat (``message_id``: where; ``None`` when unknown)."""
+
+    message_id: int | None
 
 
 #: How often a job waiting for a half-open model checks whether the probe is done.
@@ -225,16 +232,14 @@ class JobPipeline:
             stopping = current is not None and current.cancelling() > 0
             if stopping or not work.cancelled() or job.state is not JobState.CANCELLED:
                 raise  # a hard stop of the queue worker, not /image cancel
-            await self.end_cancelled(job)
+            await self.finish(job, JobCancelled("cancelled by the user"))
         except Exception as exc:
             logger.exception("job %s: unexpected failure", job.id)
-            self.fail(job, SakaiBotError(f"unexpected {type(exc).__name__}"))
+            await self.finish(job, SakaiBotError(f"unexpected {type(exc).__name__}"))
         finally:
-            # Cancelled, failed unexpectedly or ended before generating: the
-            # probe says nothing about the worker, so the next job probes.
-            probe = self._probes.pop(job.id, None)
-            if probe is not None:
-                probe.release_probe()
+            # A hard stop ends no job (it runs again after the restart), but the
+            # probe must still go back; every other way out went through finish().
+            self._release_probe(job.id)
             self._running.pop(job.id, None)
             over.set()
 
@@ -284,12 +289,12 @@ class JobPipeline:
         params = replace(generation_params(prompt_used, request), request_id=job.id)
         result = await self._generator.generate(model, params)
         if result.error is not None and result.error.kind == JobCancelled.kind:
-            await self.end_cancelled(job)  # taken back from a shared queue by /image cancel
+            # Taken back from a shared queue by /image cancel.
+            await self.finish(job, JobCancelled("cancelled by the user"))
             return
         self._report_to_breaker(job, model, result.error if not result.success else None)
         if not result.success or result.data is None:
-            error = result.error or SakaiBotError("generator returned no image")
-            self.fail(job, error)
+            await self.finish(job, result.error or SakaiBotError("generator returned no image"))
             return
         image = result.data
 
@@ -510,23 +515,14 @@ class JobPipeline:
             kept_for_s = undelivered.retention_s if kept and undelivered is not None else None
             failure = DeliveryFailed(str(exc), job_id=job.id, kept_for_s=kept_for_s)
             failure.__cause__ = exc
-            self.fail(job, failure)
+            await self.finish(job, failure)
             return
         except Exception as exc:
             logger.exception("job %s: unexpected failure while delivering", job.id)
-            self.fail(job, SakaiBotError(f"unexpected {type(exc).__name__}"))
+            await self.finish(job, SakaiBotError(f"unexpected {type(exc).__name__}"))
             return
         self._step(job, JobState.DONE, started_s)
-        job.finished_at_s = self._clock()
-        self._store.update_job_soon(
-            job.id,
-            state=StoredJobState.DONE,
-            delivered_message_id=message_id,
-            uploading_s=job.timings_s.get(JobState.SENDING.value),
-            finished_at_s=self._wall_clock(),
-        )
-        self._status.finish(job.id)
-        self._on_outcome(JobOutcome.of_job(job, image_message_id=message_id))
+        await self.finish(job, Delivered(message_id))
 
     async def send_image(self, chat_id: str, outgoing: OutgoingImage, *, reply_to: int) -> int:
         """Send an image; a flood wait is waited out, up to the delivery budget."""
@@ -543,52 +539,120 @@ class JobPipeline:
                 waited_s += exc.retry_after_s
                 await self._sleep(exc.retry_after_s)
 
-    async def end_cancelled(self, job: Job) -> None:
-        """End a job the user cancelled: written down, status removed.
+    async def finish(self, job: Job | JobRecord, outcome: Delivered | SakaiBotError) -> None:
+        """End ``job`` with ``outcome``: the one way every job ends, whatever happened.
 
-        The job keeps its rate-limit slot (a cancel is the user's doing, see
-        ``CHARGED_KINDS``). The bot answers the ``/image cancel`` itself.
+        In this order: the half-open probe goes back (if the job held it and
+        never reported), the rate-limit slot is refunded when the failure is not
+        the user's doing (see ``CHARGED_KINDS``), the ending is written to the
+        store *and waited for*, and only then is the user told (status, outcome).
+        So a restart never brings back a job whose user saw it end. A store that
+        fails here is logged and the user is told anyway: what they see is true.
+
+        ``job`` is a :class:`JobRecord` only when recovery gives up on a job it
+        could not rebuild (its model is gone).
         """
-        job.finished_at_s = self._clock()
-        cancelled = JobCancelled("cancelled by the user")
-        # Waited for, so a restart does not bring the job back.
-        await self._store.update_job(
+        self._release_probe(job.id)
+        if isinstance(job, Job):
+            job.finished_at_s = self._clock()
+        if isinstance(outcome, Delivered):
+            fields: dict[str, object] = {
+                "state": StoredJobState.DONE,
+                "delivered_message_id": outcome.message_id,
+                "finished_at_s": self._wall_clock(),
+            }
+            if isinstance(job, Job) and JobState.SENDING.value in job.timings_s:
+                fields["uploading_s"] = job.timings_s[JobState.SENDING.value]
+            await self._write_ending(job.id, fields)
+            self._status.finish(job.id)
+            self._on_outcome(_outcome_of(job, image_message_id=outcome.message_id))
+            return
+        error = outcome
+        cancelled = isinstance(error, JobCancelled)
+        if isinstance(job, Job):
+            if cancelled and job.state is not JobState.CANCELLED:
+                job.advance(JobState.CANCELLED)
+            elif not job.state.finished:
+                job.state = JobState.FAILED
+            job.error_kind = error.kind
+            stamp, refunded_before = job.limiter_stamp, False
+            cancelled = cancelled or job.state is JobState.CANCELLED
+        else:
+            stamp = None if job.refunded else job.created_at_s
+            refunded_before = job.refunded
+        refund = error.kind not in CHARGED_KINDS and stamp is not None
+        if refund and stamp is not None:
+            self._allowance.refund(job.user_id, stamp)
+        await self._write_ending(
             job.id,
-            **ended(
-                StoredJobState.CANCELLED,
+            ended(
+                StoredJobState.CANCELLED if cancelled else StoredJobState.FAILED,
                 at_s=self._wall_clock(),
-                refunded=False,
-                kind=cancelled.kind,
-                message=cancelled.user_message,
-            ),
-        )
-        self._status.finish(job.id)
-        self._on_outcome(
-            JobOutcome.of_job(job, error_kind=cancelled.kind, error=cancelled.user_message)
-        )
-
-    def fail(self, job: Job, error: SakaiBotError) -> None:
-        """End ``job`` with ``error``: refund when not the user's fault, tell the user."""
-        if not job.state.finished:
-            job.state = JobState.FAILED
-        job.finished_at_s = self._clock()
-        job.error_kind = error.kind
-        refunded = error.kind not in CHARGED_KINDS and job.limiter_stamp is not None
-        if refunded and job.limiter_stamp is not None:
-            self._allowance.refund(job.user_id, job.limiter_stamp)
-        self._store.update_job_soon(
-            job.id,
-            **ended(
-                StoredJobState.CANCELLED
-                if job.state is JobState.CANCELLED
-                else StoredJobState.FAILED,
-                at_s=self._wall_clock(),
-                refunded=refunded,
+                refunded=refund or refunded_before,
                 kind=error.kind,
                 message=error.user_message,
             ),
         )
-        logger.info("job %s (%s) failed: %s: %s", job.id, job.model.name, error.kind, error)
         message = error.user_message
-        self._status.finish(job.id, final_text=failed_text(message))
-        self._on_outcome(JobOutcome.of_job(job, error_kind=error.kind, error=message))
+        if isinstance(error, JobCancelled):
+            # The bot answers the /image cancel itself: the status just goes.
+            self._status.finish(job.id)
+        else:
+            logger.info("job %s (%s) failed: %s: %s", job.id, _model_name(job), error.kind, error)
+            self._status.finish(job.id, final_text=failed_text(message))
+        self._on_outcome(_outcome_of(job, error_kind=error.kind, error=message))
+
+    async def _write_ending(self, job_id: str, fields: dict[str, object]) -> None:
+        try:
+            await self._store.update_job(job_id, **fields)
+        except StoreUnavailable as exc:
+            logger.error("job %s: its ending could not be written down: %s", job_id, exc)
+
+    async def note_delivered_late(self, job_id: str, message_id: int) -> None:
+        """A failed delivery was sent after all (``/image retry``): count it delivered.
+
+        The job ended already (its user was told), so only the store changes.
+        """
+        await self._write_ending(
+            job_id,
+            {
+                "state": StoredJobState.DONE,
+                "delivered_message_id": message_id,
+                "finished_at_s": self._wall_clock(),
+            },
+        )
+
+    def _release_probe(self, job_id: str) -> None:
+        """A job that held the half-open probe ends without a worker's verdict
+        (cancelled, failed elsewhere, stopped): the next job probes."""
+        probe = self._probes.pop(job_id, None)
+        if probe is not None:
+            probe.release_probe()
+
+
+def _model_name(job: Job | JobRecord) -> str:
+    return job.model.name if isinstance(job, Job) else job.model
+
+
+def _outcome_of(
+    job: Job | JobRecord,
+    *,
+    error_kind: str | None = None,
+    error: str | None = None,
+    image_message_id: int | None = None,
+) -> JobOutcome:
+    if isinstance(job, Job):
+        return JobOutcome.of_job(
+            job, error_kind=error_kind, error=error, image_message_id=image_message_id
+        )
+    return JobOutcome(
+        chat_id=job.chat_id,
+        reply_to=job.reply_to,
+        user_id=job.user_id,
+        ok=error_kind is None,
+        job_id=job.id,
+        model=job.model,
+        error_kind=error_kind,
+        error=error,
+        image_message_id=image_message_id,
+    )

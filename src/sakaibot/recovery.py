@@ -24,10 +24,10 @@ from sakaibot.errors import ChatError, ModelGone, SakaiBotError, StoreUnavailabl
 from sakaibot.jobs import Job, decode_request
 from sakaibot.limits import SlidingWindowLimiter
 from sakaibot.models import ModelRegistry
-from sakaibot.pipeline import JobOutcome, JobPipeline, OutcomeListener
+from sakaibot.pipeline import Delivered, JobPipeline
 from sakaibot.queues import JobQueues
-from sakaibot.status import StatusScheduler, failed_text, show_place
-from sakaibot.store import JobRecord, Store, StoredJobState, ended
+from sakaibot.status import StatusScheduler, show_place
+from sakaibot.store import JobRecord, Store, StoredJobState
 from sakaibot.store.images import ImageFiles
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,6 @@ class Recovery:
     chat: ChatPort
     clock: Callable[[], float]
     wall_clock: Callable[[], float]
-    on_outcome: OutcomeListener
 
     async def restore_limits(self) -> int:
         longest_s = max((w.window_s for w in self.limiter.windows), default=0.0)
@@ -114,14 +113,7 @@ class Recovery:
                 )
                 delivered = None
             if delivered is not None:
-                await self.store.update_job(
-                    record.id,
-                    state=StoredJobState.DONE,
-                    delivered_message_id=delivered or None,
-                    finished_at_s=self.wall_clock(),
-                )
-                self.status.finish(record.id)
-                self.on_outcome(JobOutcome.of_job(job, image_message_id=delivered or None))
+                await self.pipeline.finish(job, Delivered(delivered or None))
                 return
             image = None
             if self.images is not None and record.image_hash and record.image_ext:
@@ -139,30 +131,7 @@ class Recovery:
         show_place(self.status, job, place)
 
     async def _give_up(self, record: JobRecord, error: SakaiBotError) -> None:
-        if not record.refunded:
-            self.limiter.refund(record.user_id, record.created_at_s)
-        await self.store.update_job(
-            record.id,
-            **ended(
-                StoredJobState.FAILED,
-                at_s=self.wall_clock(),
-                refunded=True,
-                kind=error.kind,
-                message=error.user_message,
-            ),
-        )
         if record.status_message_id is None:
+            # Nothing was shown yet: the failure is a new message.
             self.status.adopt(record.id, chat_id=record.chat_id, reply_to=record.reply_to)
-        self.status.finish(record.id, final_text=failed_text(error.user_message))
-        self.on_outcome(
-            JobOutcome(
-                chat_id=record.chat_id,
-                reply_to=record.reply_to,
-                user_id=record.user_id,
-                ok=False,
-                job_id=record.id,
-                model=record.model,
-                error_kind=error.kind,
-                error=error.user_message,
-            )
-        )
+        await self.pipeline.finish(record, error)
