@@ -19,10 +19,12 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, SecretStr
 
+from sakaibot.admission import Admission
 from sakaibot.bot import ImageBot
 from sakaibot.breaker import Breakers, BreakerSettings
 from sakaibot.cache import Cache, ResultCache, SharedCacheStore, SharedResultCache
 from sakaibot.chat.port import ChatPort
+from sakaibot.commands import STATS_DEFAULT_DAYS
 from sakaibot.distributed import (
     GenerationWorker,
     OutageLog,
@@ -57,6 +59,7 @@ from sakaibot.status import (
 from sakaibot.store import Store
 from sakaibot.store.images import ImageFiles
 from sakaibot.store.sqlite import SqliteStore
+from sakaibot.subcommands import Subcommands
 from sakaibot.undelivered import UndeliveredImages
 
 logger = logging.getLogger(__name__)
@@ -421,24 +424,39 @@ def build_app(
         for job in queues.waiting_jobs(model.name):
             status.show(job.id, chat_id=job.chat_id, reply_to=job.reply_to, text=text)
 
-    bot = ImageBot(
+    admission = Admission(
         registry=registry,
-        max_prompt_chars=settings.image_prompt_max_chars,
         allowance=allowance,
+        breakers=breakers,
+        cache=cache,
         queues=queues,
+        store=store,
         status=status,
-        chat=chat,
+        pipeline=pipeline,
         clock=clock,
         new_job_id=new_job_id,
-        on_outcome=report,
+    )
+    subcommands = Subcommands(
+        registry=registry,
+        chat=chat,
+        queues=queues,
+        status=status,
         pipeline=pipeline,
+        admission=admission,
         store=store,
-        undelivered=undelivered,
         cache=cache,
         images=images,
-        wall_clock=wall_clock,
-        breakers=breakers,
+        undelivered=undelivered,
         remote=shared.remote if shared is not None else None,
+        wall_clock=wall_clock,
+        stats_days_default=STATS_DEFAULT_DAYS,
+    )
+    bot = ImageBot(
+        chat=chat,
+        registry=registry,
+        max_prompt_chars=settings.image_prompt_max_chars,
+        admission=admission,
+        subcommands=subcommands,
         rejections=RejectionThrottle(
             RejectionPolicy(
                 replies=settings.image_rejection_replies,
@@ -446,6 +464,7 @@ def build_app(
             ),
             clock,
         ),
+        on_outcome=report,
     )
     recovery = Recovery(
         store=store,

@@ -119,10 +119,10 @@ def model_label(job: Job, model: ModelSpec) -> str:
 
 
 def usable_fallback(
-    model: ModelSpec, options: ImageOptions, registry: ModelRegistry | None
+    model: ModelSpec, options: ImageOptions, registry: ModelRegistry
 ) -> ModelSpec | None:
     """``model``'s fallback, if it exists and takes every flag the request uses."""
-    if registry is None or model.fallback is None:
+    if model.fallback is None:
         return None
     fallback = registry.get(model.fallback)
     if fallback is None or fallback is model:
@@ -176,11 +176,11 @@ class JobPipeline:
         max_delivery_wait_s: float = 300.0,
         undelivered: UndeliveredImages | None = None,
         store: Store,
-        images: ImageFiles | None = None,
+        images: ImageFiles,
         wall_clock: Callable[[], float] = time.time,
-        cache: Cache | None = None,
-        breakers: Breakers | None = None,
-        registry: ModelRegistry | None = None,
+        cache: Cache,
+        breakers: Breakers,
+        registry: ModelRegistry,
         on_model_paused: Callable[[ModelSpec, float], None] | None = None,
     ) -> None:
         self._generator = generator
@@ -269,11 +269,10 @@ class JobPipeline:
         step_started_s = job.started_at_s if job.started_at_s is not None else self._clock()
         job.timings_s["waited"] = step_started_s - job.created_at_s
         # An identical request may have finished while this one waited.
-        if self._cache is not None:
-            hit = await self._cache.lookup(job.model, request)
-            if hit is not None:
-                await self.deliver_cached(job, hit)
-                return
+        hit = await self._cache.lookup(job.model, request)
+        if hit is not None:
+            await self.deliver_cached(job, hit)
+            return
         model = await self._model_for(job)
         if request.options.raw or self._enhancer is None:
             enhanced = EnhancedPrompt(text=request.prompt)
@@ -312,8 +311,6 @@ class JobPipeline:
     async def _model_for(self, job: Job) -> ModelSpec:
         """The model to generate with: the job's own, or its fallback while the
         job's model is paused by its circuit breaker; else wait for the probe."""
-        if self._breakers is None:
-            return job.model
         told = False
         while True:
             breaker = self._breakers.get(job.model.name)
@@ -337,8 +334,6 @@ class JobPipeline:
 
     def _report_to_breaker(self, job: Job, model: ModelSpec, error: SakaiBotError | None) -> None:
         self._probes.pop(job.id, None)  # reported: the breaker takes it from here
-        if self._breakers is None:
-            return
         breaker = self._breakers.get(model.name)
         if error is None:
             if breaker.record_success():
@@ -412,10 +407,9 @@ class JobPipeline:
         """
         request = job.request
         try:
-            digest = await self._images.put(image) if self._images is not None else None
-            if self._cache is not None and digest is not None:
-                await self._cache.trim(keep=digest)
-            if self._cache is not None and cacheable and digest is not None:
+            digest = await self._images.put(image)
+            await self._cache.trim(keep=digest)
+            if cacheable:
                 cache_key = await self._cache.remember(
                     job.model,
                     request,
@@ -460,11 +454,7 @@ class JobPipeline:
             filename=f"sakaibot-{job.model.name}-{job.id}{image.extension}",
             as_file=request.options.as_file,
             upload_ref=upload_ref,
-            remember_upload=(
-                self._cache.note_upload(cache_key)
-                if self._cache is not None and cache_key is not None
-                else None
-            ),
+            remember_upload=self._cache.note_upload(cache_key) if cache_key is not None else None,
         )
         await self._deliver(job, outgoing, started_s)
 

@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class Recovery:
     store: Store
-    images: ImageFiles | None
+    images: ImageFiles
     registry: ModelRegistry
     limiter: SlidingWindowLimiter
     queues: JobQueues
@@ -116,7 +116,7 @@ class Recovery:
                 await self.pipeline.finish(job, Delivered(delivered or None))
                 return
             image = None
-            if self.images is not None and record.image_hash and record.image_ext:
+            if record.image_hash and record.image_ext:
                 image = await self.images.get(record.image_hash, record.image_ext)
             if image is not None:
                 await self.pipeline.hand_over(

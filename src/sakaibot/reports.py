@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from sakaibot.commands import EXAMPLE_PROMPT
 from sakaibot.enhancer import ORIGINAL_PROMPT
 from sakaibot.errors import (
     ChatError,
@@ -45,7 +46,7 @@ DAY_S = 86_400
 
 PROMPT_PREVIEW_CHARS = 60
 
-EMPTY_HISTORY = "You have no images yet. Start with /image=flux=a red fox in the snow"
+EMPTY_HISTORY = f"You have no images yet. Start with /image=flux={EXAMPLE_PROMPT}"
 HISTORY_FOOTER = "Send one again: /image resend <id> · Make a new one: /image again <id>"
 #: What ``format_stats`` says when no queue lengths were passed (the command line).
 NO_QUEUES = "(only shown in chat)"
