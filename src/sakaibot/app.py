@@ -50,6 +50,7 @@ from sakaibot.reports import DAY_S
 from sakaibot.settings import Settings
 from sakaibot.status import (
     RESTARTING_TEXT,
+    Sleep,
     StatusScheduler,
     generating_text,
     paused_text,
@@ -69,6 +70,20 @@ Closer = Callable[[], Awaitable[None]]
 #: Longest the enhancer may make a prompt: flux-1-schnell takes up to 2048
 #: characters and the style words still have to fit after it.
 ENHANCED_PROMPT_MAX_CHARS = 1500
+
+
+@dataclass(frozen=True)
+class Sleeps:
+    """How each component waits, so a test can hold one component's waits alone."""
+
+    #: The status scheduler's pacing between edits.
+    status: Sleep = asyncio.sleep
+    #: The pipeline's waits: a paused model, a chat's flood wait.
+    pipeline: Sleep = asyncio.sleep
+
+    @classmethod
+    def every(cls, sleep: Sleep) -> Sleeps:
+        return cls(status=sleep, pipeline=sleep)
 
 
 @dataclass
@@ -298,15 +313,17 @@ def build_app(
     enhancer: PromptEnhancer | None = None,
     clock: Callable[[], float] = time.monotonic,
     wall_clock: Callable[[], float] = time.time,
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    sleep: Sleep | Sleeps = asyncio.sleep,
     edit_interval_s: Callable[[str], float] | None = None,
     new_job_id: JobIdFactory = random_job_id,
 ) -> App:
     """Wire a bot for ``chat`` from ``settings``.
 
     ``generator`` and ``enhancer`` are built from the settings unless given; with
-    no LLM configured there is no enhancer and jobs skip that step.
+    no LLM configured there is no enhancer and jobs skip that step. ``sleep`` is
+    every component's, or each its own (:class:`Sleeps`).
     """
+    sleeps = sleep if isinstance(sleep, Sleeps) else Sleeps.every(sleep)
     closers: list[Closer] = []
     starters: list[Closer] = []
     registry = settings.model_registry()
@@ -356,7 +373,7 @@ def build_app(
         chat,
         edit_interval_s=edit_interval_s,
         clock=clock,
-        sleep=sleep,
+        sleep=sleeps.status,
         # Kept so that after a restart the same status message is edited.
         on_message=lambda key, message_id: store.update_job_soon(key, status_message_id=message_id),
     )
@@ -381,7 +398,7 @@ def build_app(
         allowance=allowance,
         clock=clock,
         on_outcome=report,
-        sleep=sleep,
+        sleep=sleeps.pipeline,
         max_delivery_wait_s=settings.delivery_max_wait_s,
         undelivered=undelivered,
         store=store,

@@ -98,6 +98,37 @@ OutcomeListener = Callable[[JobOutcome], None]
 
 
 @dataclass(frozen=True)
+class Delivery:
+    """One image on its way to the chat, with what its caption and the cache need."""
+
+    job: Job
+    image: GeneratedImage
+    #: Which enhancer wrote the prompt, or :data:`ORIGINAL_PROMPT`.
+    prompt_source: str
+    prompt_used: str
+    #: When the step before sending began (``clock`` seconds).
+    started_s: float
+    #: How the caption names the model; the job's model when ``None``.
+    model_label: str | None = None
+    from_cache: bool = False
+    #: The cache entry this image came from or went to, for its upload reference.
+    cache_key: str | None = None
+    #: The chat's reference to an earlier upload of the same image.
+    upload_ref: str | None = None
+    #: ``False`` for an image the cache must not keep as the asked model's (a fallback's).
+    cacheable: bool = True
+
+    @property
+    def label(self) -> str:
+        return self.model_label or self.job.model.display_name
+
+    @property
+    def to_cache(self) -> bool:
+        """Whether the image is new and may answer the same request later."""
+        return self.cacheable and not self.from_cache
+
+
+@dataclass(frozen=True)
 class Delivered:
     """A job's image reached the chat (``message_id``: where; ``None`` when unknown)."""
 
@@ -298,14 +329,16 @@ class JobPipeline:
         image = result.data
 
         await self.hand_over(
-            job,
-            image,
-            enhanced.source,
-            prompt_used,
-            step_started_s,
-            model_label=label,
-            # A fallback's image is not the asked model's result: never cache it as one.
-            cacheable=model is job.model,
+            Delivery(
+                job,
+                image,
+                enhanced.source,
+                prompt_used,
+                step_started_s,
+                model_label=label,
+                # A fallback's image is not the asked model's result: never cache it as one.
+                cacheable=model is job.model,
+            )
         )
 
     async def _model_for(self, job: Job) -> ModelSpec:
@@ -346,87 +379,51 @@ class JobPipeline:
             if self._on_model_paused is not None:
                 self._on_model_paused(model, breaker.retry_after_s())
 
-    async def hand_over(
-        self,
-        job: Job,
-        image: GeneratedImage,
-        prompt_source: str,
-        prompt_used: str,
-        started_s: float,
-        *,
-        from_cache: bool = False,
-        cache_key: str | None = None,
-        upload_ref: str | None = None,
-        model_label: str | None = None,
-        cacheable: bool = True,
-    ) -> None:
+    async def hand_over(self, delivery: Delivery) -> None:
         """The image exists: keep it, note that it is being sent, and send it.
 
         All of that runs in its own task, so the model's slot is free for the
         next job at once; ``drain()`` waits for every delivery.
         """
+        job = delivery.job
         if job.state is not JobState.SENDING:
-            started_s = self._step(job, JobState.SENDING, started_s)
+            delivery = replace(
+                delivery, started_s=self._step(job, JobState.SENDING, delivery.started_s)
+            )
         self._show(job, SENDING_TEXT)
-        delivery = asyncio.create_task(
-            self._keep_and_deliver(
-                job,
-                image,
-                prompt_source,
-                prompt_used,
-                started_s,
-                from_cache=from_cache,
-                cache_key=cache_key,
-                upload_ref=upload_ref,
-                model_label=model_label or job.model.display_name,
-                cacheable=cacheable and not from_cache,
-            ),
-            name=f"deliver-{job.id}",
-        )
-        self._deliveries[delivery] = job
-        delivery.add_done_callback(self._deliveries.pop)
+        task = asyncio.create_task(self._keep_and_deliver(delivery), name=f"deliver-{job.id}")
+        self._deliveries[task] = job
+        task.add_done_callback(self._deliveries.pop)
 
-    async def _keep_and_deliver(
-        self,
-        job: Job,
-        image: GeneratedImage,
-        prompt_source: str,
-        prompt_used: str,
-        started_s: float,
-        *,
-        from_cache: bool,
-        cache_key: str | None,
-        upload_ref: str | None,
-        model_label: str,
-        cacheable: bool,
-    ) -> None:
+    async def _keep_and_deliver(self, delivery: Delivery) -> None:
         """Keep the image, write down that it is being sent, then send it.
 
         The note is written (and waited for) before the upload starts, so that
         after a crash the job is looked for in the chat instead of being sent twice.
         """
-        request = job.request
+        job, image = delivery.job, delivery.image
+        cache_key = delivery.cache_key
         try:
             digest = await self._images.put(image)
             await self._cache.trim(keep=digest)
-            if cacheable:
+            if delivery.to_cache:
                 cache_key = await self._cache.remember(
                     job.model,
-                    request,
+                    job.request,
                     image,
                     image_hash=digest,
-                    prompt_used=prompt_used,
-                    enhancer=prompt_source,
+                    prompt_used=delivery.prompt_used,
+                    enhancer=delivery.prompt_source,
                 )
             await self._store.update_job(
                 job.id,
                 state=StoredJobState.DELIVERING,
-                prompt_used=prompt_used,
-                enhancer=prompt_source,
+                prompt_used=delivery.prompt_used,
+                enhancer=delivery.prompt_source,
                 image_hash=digest,
                 image_ext=image.extension,
                 image_bytes=image.size_bytes,
-                cache_hit=from_cache,
+                cache_hit=delivery.from_cache,
                 waited_s=job.timings_s.get("waited"),
                 enhancing_s=job.timings_s.get(JobState.ENHANCING.value),
                 generating_s=job.timings_s.get(JobState.GENERATING.value),
@@ -435,40 +432,45 @@ class JobPipeline:
             # Sending matters more than the note; without it a crash in the next
             # seconds could send this image twice, which is the lesser harm.
             logger.error("job %s: could not note the delivery: %s", job.id, exc)
+        await self._deliver(job, self._outgoing(delivery, cache_key), delivery.started_s)
+
+    def _outgoing(self, delivery: Delivery, cache_key: str | None) -> OutgoingImage:
+        job, options = delivery.job, delivery.job.request.options
         caption = build_caption(
             CaptionFacts(
-                model_label=model_label,
-                prompt_source=prompt_source,
-                prompt_used=prompt_used,
-                options=request.options,
-                elapsed_s=started_s - job.created_at_s,
-                seed=request.options.seed,
-                steps_requested=request.steps_requested,
+                model_label=delivery.label,
+                prompt_source=delivery.prompt_source,
+                prompt_used=delivery.prompt_used,
+                options=options,
+                elapsed_s=delivery.started_s - job.created_at_s,
+                seed=options.seed,
+                steps_requested=job.request.steps_requested,
                 job_id=job.id,
-                from_cache=from_cache,
+                from_cache=delivery.from_cache,
             )
         )
-        outgoing = OutgoingImage(
-            image=image,
+        return OutgoingImage(
+            image=delivery.image,
             caption=caption,
-            filename=f"sakaibot-{job.model.name}-{job.id}{image.extension}",
-            as_file=request.options.as_file,
-            upload_ref=upload_ref,
+            filename=f"sakaibot-{job.model.name}-{job.id}{delivery.image.extension}",
+            as_file=options.as_file,
+            upload_ref=delivery.upload_ref,
             remember_upload=self._cache.note_upload(cache_key) if cache_key is not None else None,
         )
-        await self._deliver(job, outgoing, started_s)
 
     async def deliver_cached(self, job: Job, hit: CacheHit) -> None:
         """Answer ``job`` with a stored result: no LLM, no worker."""
         await self.hand_over(
-            job,
-            hit.image,
-            hit.entry.enhancer,
-            hit.entry.prompt_used,
-            job.started_at_s if job.started_at_s is not None else self._clock(),
-            from_cache=True,
-            cache_key=hit.entry.key,
-            upload_ref=hit.entry.upload_ref,
+            Delivery(
+                job,
+                hit.image,
+                hit.entry.enhancer,
+                hit.entry.prompt_used,
+                job.started_at_s if job.started_at_s is not None else self._clock(),
+                from_cache=True,
+                cache_key=hit.entry.key,
+                upload_ref=hit.entry.upload_ref,
+            )
         )
 
     def delivering(self) -> list[Job]:

@@ -24,7 +24,7 @@ from sakaibot.errors import ChatError, ModelGone, SakaiBotError, StoreUnavailabl
 from sakaibot.jobs import Job, decode_request
 from sakaibot.limits import SlidingWindowLimiter
 from sakaibot.models import ModelRegistry
-from sakaibot.pipeline import Delivered, JobPipeline
+from sakaibot.pipeline import Delivered, Delivery, JobPipeline
 from sakaibot.queues import JobQueues
 from sakaibot.status import StatusScheduler, show_place
 from sakaibot.store import JobRecord, Store, StoredJobState
@@ -120,11 +120,13 @@ class Recovery:
                 image = await self.images.get(record.image_hash, record.image_ext)
             if image is not None:
                 await self.pipeline.hand_over(
-                    job,
-                    image,
-                    record.enhancer or ORIGINAL_PROMPT,
-                    record.prompt_used or job.request.prompt,
-                    self.clock(),
+                    Delivery(
+                        job,
+                        image,
+                        record.enhancer or ORIGINAL_PROMPT,
+                        record.prompt_used or job.request.prompt,
+                        self.clock(),
+                    )
                 )
                 return
         place = self.queues.submit_recovered(job)
