@@ -41,10 +41,10 @@ from sakaibot.limits import (
     RejectionThrottle,
     SlidingWindowLimiter,
 )
-from sakaibot.models import ModelRegistry, ModelSpec
+from sakaibot.models import ModelRegistry
 from sakaibot.pipeline import JobOutcome, JobPipeline, OutcomeListener
 from sakaibot.private_files import make_private_dir, tighten, write_private
-from sakaibot.queues import JobQueues, QueuePlace
+from sakaibot.queues import JobQueues
 from sakaibot.recovery import Recovery
 from sakaibot.reports import DAY_S
 from sakaibot.settings import Settings
@@ -52,9 +52,6 @@ from sakaibot.status import (
     RESTARTING_TEXT,
     Sleep,
     StatusScheduler,
-    generating_text,
-    paused_text,
-    queued_text,
     show_place,
 )
 from sakaibot.store import Store
@@ -117,7 +114,7 @@ class App:
             logger.info("store: %d job(s) past HISTORY_RETENTION_DAYS removed", pruned)
         await self.recovery.restore_limits()
         await self.recovery.resume_jobs()
-        self.queues.start()
+        self.queues.start(self.pipeline.run)
 
     async def drain(self) -> None:
         """Finish every accepted job and flush every status message, then stop."""
@@ -304,6 +301,15 @@ def _build_enhancer(settings: Settings, closers: list[Closer]) -> PromptEnhancer
     return enhancer
 
 
+def _same_interval(interval_s: float, chat_id: str) -> float:
+    """STATUS_EDIT_INTERVAL_S, the same for every chat."""
+    return interval_s
+
+
+def _no_listener(outcome: JobOutcome) -> None:
+    """Outcomes nobody listens to (the log has them)."""
+
+
 def build_app(
     settings: Settings,
     chat: ChatPort,
@@ -356,12 +362,6 @@ def build_app(
         generator = build_generator(settings, closers)
     if enhancer is None:
         enhancer = _build_enhancer(settings, closers)
-    if edit_interval_s is None:
-        interval_s = settings.status_edit_interval_s
-
-        def edit_interval_s(chat_id: str) -> float:
-            return interval_s
-
     breakers = Breakers(
         BreakerSettings(
             failure_threshold=settings.breaker_failure_threshold,
@@ -371,7 +371,7 @@ def build_app(
     )
     status = StatusScheduler(
         chat,
-        edit_interval_s=edit_interval_s,
+        edit_interval_s=edit_interval_s or partial(_same_interval, settings.status_edit_interval_s),
         clock=clock,
         sleep=sleeps.status,
         # Kept so that after a restart the same status message is edited.
@@ -384,12 +384,15 @@ def build_app(
             retention_s=settings.undelivered_retention_s,
             clock=wall_clock,
         )
-
-    def report(outcome: JobOutcome) -> None:
-        if on_outcome is not None:
-            on_outcome(outcome)
-
+    report = on_outcome or _no_listener
     allowance: Allowance = LocalAllowance(limiter) if shared is None else shared.allowance
+    queues = JobQueues(
+        registry,
+        max_waiting_per_model=settings.image_queue_max,
+        max_pending_per_user=settings.image_user_max_pending,
+        on_position=partial(show_place, status),
+        clock=clock,
+    )
     pipeline = JobPipeline(
         generator=generator,
         enhancer=enhancer,
@@ -407,40 +410,10 @@ def build_app(
         cache=cache,
         breakers=breakers,
         registry=registry,
-        on_model_paused=lambda model, retry_after_s: tell_paused(model, retry_after_s),
+        queues=queues,
     )
-    queues = JobQueues(
-        registry,
-        max_waiting_per_model=settings.image_queue_max,
-        max_pending_per_user=settings.image_user_max_pending,
-        run_job=pipeline.run,
-        on_position=partial(show_place, status),
-        clock=clock,
-    )
-
     if shared is not None:
-
-        def show_shared_place(job_id: str, position: int) -> None:
-            # Other front ends share the queue: its positions are looked up, not computed.
-            job = queues.find(job_id)
-            if job is None:
-                return
-            label = job.model.display_name
-            text = (
-                queued_text(label, QueuePlace(position, position * job.model.typical_duration_s))
-                if position > 0
-                else generating_text(label)
-            )
-            status.show(job.id, chat_id=job.chat_id, reply_to=job.reply_to, text=text)
-
-        shared.remote.on_position = show_shared_place
-
-    def tell_paused(model: ModelSpec, retry_after_s: float) -> None:
-        # Everyone waiting for the model hears it once, with when it is tried again.
-        text = paused_text(model.display_name, retry_after_s)
-        for job in queues.waiting_jobs(model.name):
-            status.show(job.id, chat_id=job.chat_id, reply_to=job.reply_to, text=text)
-
+        shared.remote.on_position = pipeline.show_shared_place
     admission = Admission(
         registry=registry,
         allowance=allowance,

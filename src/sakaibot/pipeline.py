@@ -40,6 +40,7 @@ from sakaibot.generation import GeneratedImage, GenerationParams, ImageGenerator
 from sakaibot.jobs import Job, JobState
 from sakaibot.limits import Allowance
 from sakaibot.models import ASPECT_RATIOS, ModelRegistry, ModelSpec
+from sakaibot.queues import JobQueues, QueuePlace
 from sakaibot.status import (
     ENHANCING_TEXT,
     SENDING_TEXT,
@@ -47,6 +48,7 @@ from sakaibot.status import (
     failed_text,
     generating_text,
     paused_text,
+    queued_text,
 )
 from sakaibot.store import JobRecord, Store, StoredJobState, ended
 from sakaibot.store.images import ImageFiles
@@ -212,7 +214,7 @@ class JobPipeline:
         cache: Cache,
         breakers: Breakers,
         registry: ModelRegistry,
-        on_model_paused: Callable[[ModelSpec, float], None] | None = None,
+        queues: JobQueues,
     ) -> None:
         self._generator = generator
         self._enhancer = enhancer
@@ -230,7 +232,8 @@ class JobPipeline:
         self._cache = cache
         self._breakers = breakers
         self._registry = registry
-        self._on_model_paused = on_model_paused
+        #: The jobs still waiting, to tell them when their model is paused.
+        self._queues = queues
         #: Uploads under way, and the job each one delivers.
         self._deliveries: dict[asyncio.Task[None], Job] = {}
         #: The task running each started job until its image is handed over,
@@ -376,8 +379,29 @@ class JobPipeline:
             logger.warning(
                 "%s keeps failing: paused for %.0f s", model.name, breaker.retry_after_s()
             )
-            if self._on_model_paused is not None:
-                self._on_model_paused(model, breaker.retry_after_s())
+            self._tell_paused(model, breaker.retry_after_s())
+
+    def _tell_paused(self, model: ModelSpec, retry_after_s: float) -> None:
+        # Everyone waiting for the model hears it once, with when it is tried again.
+        text = paused_text(model.display_name, retry_after_s)
+        for job in self._queues.waiting_jobs(model.name):
+            self._show(job, text)
+
+    def show_shared_place(self, job_id: str, position: int) -> None:
+        """Show a job's place in the shared queue (Redis mode), ``0`` meaning generating.
+
+        Other front ends share that queue: its positions are looked up, not computed.
+        """
+        job = self._queues.find(job_id)
+        if job is None:
+            return
+        label = job.model.display_name
+        self._show(
+            job,
+            queued_text(label, QueuePlace(position, position * job.model.typical_duration_s))
+            if position > 0
+            else generating_text(label),
+        )
 
     async def hand_over(self, delivery: Delivery) -> None:
         """The image exists: keep it, note that it is being sent, and send it.
