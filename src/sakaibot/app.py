@@ -19,10 +19,12 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, SecretStr
 
+from sakaibot.admission import Admission
 from sakaibot.bot import ImageBot
 from sakaibot.breaker import Breakers, BreakerSettings
 from sakaibot.cache import Cache, ResultCache, SharedCacheStore, SharedResultCache
 from sakaibot.chat.port import ChatPort
+from sakaibot.commands import STATS_DEFAULT_DAYS
 from sakaibot.distributed import (
     GenerationWorker,
     OutageLog,
@@ -39,23 +41,23 @@ from sakaibot.limits import (
     RejectionThrottle,
     SlidingWindowLimiter,
 )
-from sakaibot.models import ModelRegistry, ModelSpec
+from sakaibot.models import ModelRegistry
 from sakaibot.pipeline import JobOutcome, JobPipeline, OutcomeListener
 from sakaibot.private_files import make_private_dir, tighten, write_private
-from sakaibot.queues import JobQueues, QueuePlace
+from sakaibot.queues import JobQueues
 from sakaibot.recovery import Recovery
+from sakaibot.reports import DAY_S
 from sakaibot.settings import Settings
 from sakaibot.status import (
     RESTARTING_TEXT,
+    Sleep,
     StatusScheduler,
-    generating_text,
-    paused_text,
-    queued_text,
     show_place,
 )
 from sakaibot.store import Store
 from sakaibot.store.images import ImageFiles
 from sakaibot.store.sqlite import SqliteStore
+from sakaibot.subcommands import Subcommands
 from sakaibot.undelivered import UndeliveredImages
 
 logger = logging.getLogger(__name__)
@@ -65,6 +67,20 @@ Closer = Callable[[], Awaitable[None]]
 #: Longest the enhancer may make a prompt: flux-1-schnell takes up to 2048
 #: characters and the style words still have to fit after it.
 ENHANCED_PROMPT_MAX_CHARS = 1500
+
+
+@dataclass(frozen=True)
+class Sleeps:
+    """How each component waits, so a test can hold one component's waits alone."""
+
+    #: The status scheduler's pacing between edits.
+    status: Sleep = asyncio.sleep
+    #: The pipeline's waits: a paused model, a chat's flood wait.
+    pipeline: Sleep = asyncio.sleep
+
+    @classmethod
+    def every(cls, sleep: Sleep) -> Sleeps:
+        return cls(status=sleep, pipeline=sleep)
 
 
 @dataclass
@@ -92,13 +108,13 @@ class App:
         self._closers.append(self.store.close)
         for start in self._starters:
             await start()
-        retention_s = self.settings.history_retention_days * 86_400
+        retention_s = self.settings.history_retention_days * DAY_S
         pruned = await self.store.prune_jobs(self.recovery.wall_clock() - retention_s)
         if pruned:
             logger.info("store: %d job(s) past HISTORY_RETENTION_DAYS removed", pruned)
         await self.recovery.restore_limits()
         await self.recovery.resume_jobs()
-        self.queues.start()
+        self.queues.start(self.pipeline.run)
 
     async def drain(self) -> None:
         """Finish every accepted job and flush every status message, then stop."""
@@ -285,6 +301,15 @@ def _build_enhancer(settings: Settings, closers: list[Closer]) -> PromptEnhancer
     return enhancer
 
 
+def _same_interval(interval_s: float, chat_id: str) -> float:
+    """STATUS_EDIT_INTERVAL_S, the same for every chat."""
+    return interval_s
+
+
+def _no_listener(outcome: JobOutcome) -> None:
+    """Outcomes nobody listens to (the log has them)."""
+
+
 def build_app(
     settings: Settings,
     chat: ChatPort,
@@ -294,15 +319,17 @@ def build_app(
     enhancer: PromptEnhancer | None = None,
     clock: Callable[[], float] = time.monotonic,
     wall_clock: Callable[[], float] = time.time,
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    sleep: Sleep | Sleeps = asyncio.sleep,
     edit_interval_s: Callable[[str], float] | None = None,
     new_job_id: JobIdFactory = random_job_id,
 ) -> App:
     """Wire a bot for ``chat`` from ``settings``.
 
     ``generator`` and ``enhancer`` are built from the settings unless given; with
-    no LLM configured there is no enhancer and jobs skip that step.
+    no LLM configured there is no enhancer and jobs skip that step. ``sleep`` is
+    every component's, or each its own (:class:`Sleeps`).
     """
+    sleeps = sleep if isinstance(sleep, Sleeps) else Sleeps.every(sleep)
     closers: list[Closer] = []
     starters: list[Closer] = []
     registry = settings.model_registry()
@@ -335,12 +362,6 @@ def build_app(
         generator = build_generator(settings, closers)
     if enhancer is None:
         enhancer = _build_enhancer(settings, closers)
-    if edit_interval_s is None:
-        interval_s = settings.status_edit_interval_s
-
-        def edit_interval_s(chat_id: str) -> float:
-            return interval_s
-
     breakers = Breakers(
         BreakerSettings(
             failure_threshold=settings.breaker_failure_threshold,
@@ -350,9 +371,9 @@ def build_app(
     )
     status = StatusScheduler(
         chat,
-        edit_interval_s=edit_interval_s,
+        edit_interval_s=edit_interval_s or partial(_same_interval, settings.status_edit_interval_s),
         clock=clock,
-        sleep=sleep,
+        sleep=sleeps.status,
         # Kept so that after a restart the same status message is edited.
         on_message=lambda key, message_id: store.update_job_soon(key, status_message_id=message_id),
     )
@@ -363,12 +384,15 @@ def build_app(
             retention_s=settings.undelivered_retention_s,
             clock=wall_clock,
         )
-
-    def report(outcome: JobOutcome) -> None:
-        if on_outcome is not None:
-            on_outcome(outcome)
-
+    report = on_outcome or _no_listener
     allowance: Allowance = LocalAllowance(limiter) if shared is None else shared.allowance
+    queues = JobQueues(
+        registry,
+        max_waiting_per_model=settings.image_queue_max,
+        max_pending_per_user=settings.image_user_max_pending,
+        on_position=partial(show_place, status),
+        clock=clock,
+    )
     pipeline = JobPipeline(
         generator=generator,
         enhancer=enhancer,
@@ -377,7 +401,7 @@ def build_app(
         allowance=allowance,
         clock=clock,
         on_outcome=report,
-        sleep=sleep,
+        sleep=sleeps.pipeline,
         max_delivery_wait_s=settings.delivery_max_wait_s,
         undelivered=undelivered,
         store=store,
@@ -386,58 +410,43 @@ def build_app(
         cache=cache,
         breakers=breakers,
         registry=registry,
-        on_model_paused=lambda model, retry_after_s: tell_paused(model, retry_after_s),
-    )
-    queues = JobQueues(
-        registry,
-        max_waiting_per_model=settings.image_queue_max,
-        max_pending_per_user=settings.image_user_max_pending,
-        run_job=pipeline.run,
-        on_position=partial(show_place, status),
-        clock=clock,
-    )
-
-    if shared is not None:
-
-        def show_shared_place(job_id: str, position: int) -> None:
-            # Other front ends share the queue: its positions are looked up, not computed.
-            job = queues.find(job_id)
-            if job is None:
-                return
-            label = job.model.display_name
-            text = (
-                queued_text(label, QueuePlace(position, position * job.model.typical_duration_s))
-                if position > 0
-                else generating_text(label)
-            )
-            status.show(job.id, chat_id=job.chat_id, reply_to=job.reply_to, text=text)
-
-        shared.remote.on_position = show_shared_place
-
-    def tell_paused(model: ModelSpec, retry_after_s: float) -> None:
-        # Everyone waiting for the model hears it once, with when it is tried again.
-        text = paused_text(model.display_name, retry_after_s)
-        for job in queues.waiting_jobs(model.name):
-            status.show(job.id, chat_id=job.chat_id, reply_to=job.reply_to, text=text)
-
-    bot = ImageBot(
-        registry=registry,
-        max_prompt_chars=settings.image_prompt_max_chars,
-        allowance=allowance,
         queues=queues,
+    )
+    if shared is not None:
+        shared.remote.on_position = pipeline.show_shared_place
+    admission = Admission(
+        registry=registry,
+        allowance=allowance,
+        breakers=breakers,
+        cache=cache,
+        queues=queues,
+        store=store,
         status=status,
-        chat=chat,
+        pipeline=pipeline,
         clock=clock,
         new_job_id=new_job_id,
-        on_outcome=report,
+    )
+    subcommands = Subcommands(
+        registry=registry,
+        chat=chat,
+        queues=queues,
+        status=status,
         pipeline=pipeline,
+        admission=admission,
         store=store,
-        undelivered=undelivered,
         cache=cache,
         images=images,
-        wall_clock=wall_clock,
-        breakers=breakers,
+        undelivered=undelivered,
         remote=shared.remote if shared is not None else None,
+        wall_clock=wall_clock,
+        stats_days_default=STATS_DEFAULT_DAYS,
+    )
+    bot = ImageBot(
+        chat=chat,
+        registry=registry,
+        max_prompt_chars=settings.image_prompt_max_chars,
+        admission=admission,
+        subcommands=subcommands,
         rejections=RejectionThrottle(
             RejectionPolicy(
                 replies=settings.image_rejection_replies,
@@ -445,6 +454,7 @@ def build_app(
             ),
             clock,
         ),
+        on_outcome=report,
     )
     recovery = Recovery(
         store=store,
@@ -457,7 +467,6 @@ def build_app(
         chat=chat,
         clock=clock,
         wall_clock=wall_clock,
-        on_outcome=report,
     )
     return App(
         settings=settings,

@@ -492,7 +492,7 @@ async def _run_report(args: argparse.Namespace, settings: Settings, out: TextIO)
     await store.open()
     try:
         if args.command == "stats":
-            records = await store.jobs_since(now_s - args.days * 86_400)
+            records = await store.jobs_since(now_s - args.days * reports.DAY_S)
         elif args.user is not None:
             records = await store.history(args.user, args.limit)
         else:

@@ -68,6 +68,11 @@ class ImageRequest:
     steps_requested: int | None = None
 
 
+#: ``/image history``: how many images; ``/image stats``: how many days (by default).
+HISTORY_DEFAULT = 10
+STATS_DEFAULT_DAYS = 7
+
+
 @dataclass(frozen=True)
 class HelpCommand:
     """``/image`` or ``/image help``."""
@@ -101,7 +106,7 @@ class RetryCommand:
 class HistoryCommand:
     """``/image history [n]``: the user's ``limit`` most recent images."""
 
-    limit: int = 10
+    limit: int = HISTORY_DEFAULT
 
 
 @dataclass(frozen=True)
@@ -122,7 +127,7 @@ class ResendCommand:
 class StatsCommand:
     """``/image stats [days]`` (for the owner): usage over the last ``days`` days."""
 
-    days: int = 7
+    days: int = STATS_DEFAULT_DAYS
 
 
 @dataclass(frozen=True)
@@ -175,15 +180,12 @@ _MAX_SEED = 4_294_967_295
 _MAX_NUMBER_DIGITS = 20
 #: How much of a user's text an error message quotes.
 _QUOTE_CHARS = 40
-_EXAMPLE_PROMPT = "a red fox in the snow"
+EXAMPLE_PROMPT = "a red fox in the snow"
 #: A generation command with its "=" signs astray: "flux a fox", "= flux = a fox".
 _TYPO_FORM = re.compile(r"=? ?(?P<model>[^ =]+) ?=? ?(?P<prompt>.*)")
 
-#: ``/image history [n]``: how many images, by default and at most.
-_HISTORY_DEFAULT = 10
+#: ``/image history [n]`` and ``/image stats [days]``: at most.
 _HISTORY_MAX = 50
-#: ``/image stats [days]``: how many days, by default and at most.
-_STATS_DEFAULT_DAYS = 7
 _STATS_MAX_DAYS = 365
 
 
@@ -249,7 +251,7 @@ def _examples(models: Sequence[tuple[str, ModelSpec]]) -> list[str]:
         spec = next(spec for name, spec in models if name == flagged)
         flags = "--seed 42" if spec.supports("seed") else "--style photographic"
     return [
-        f"/image={first}={_EXAMPLE_PROMPT}",
+        f"/image={first}={EXAMPLE_PROMPT}",
         f"/image={flagged}=a lighthouse at dusk, stormy sea {flags}",
         f"/image={first}=a cosy cabin in the woods --style anime --raw",
     ]
@@ -351,7 +353,7 @@ def _typo(text: str, registry: ModelRegistry) -> DidYouMean | None:
     if match is None or registry.get(match.group("model")) is None:
         return None
     model = match.group("model").lower()
-    prompt = match.group("prompt") or _EXAMPLE_PROMPT
+    prompt = match.group("prompt") or EXAMPLE_PROMPT
     return DidYouMean(f"{_COMMAND_WORD}={model}={prompt}")
 
 
@@ -370,9 +372,9 @@ def _subcommand(verb: str, args: Sequence[str]) -> Command | None:
         if verb == "cancel":
             return CancelCommand(None)
         if verb == "history":
-            return HistoryCommand(_HISTORY_DEFAULT)
+            return HistoryCommand(HISTORY_DEFAULT)
         if verb == "stats":
-            return StatsCommand(_STATS_DEFAULT_DAYS)
+            return StatsCommand(STATS_DEFAULT_DAYS)
         if verb == "cache":
             return CacheCommand(clear=False)
         if verb == "whoami":
@@ -629,7 +631,7 @@ class _FlagParser:
         stray = " ".join(self._tokens[self._pos : end])
         where = (
             f"Flags go at the end: write the whole prompt first, then the flags, "
-            f"e.g. /image={self._model}={_EXAMPLE_PROMPT} {self._example(last_flag[2:])}."
+            f"e.g. /image={self._model}={EXAMPLE_PROMPT} {self._example(last_flag[2:])}."
         )
         if token.startswith("--") and len(token) > 2:
             supported = ", ".join(_supported_flags(self._spec))

@@ -40,6 +40,7 @@ so the wording lives here and nowhere else::
     ├── StoreUnavailable             the data file could not be read or written
     ├── LoginFailed                  ``sakaibot login`` could not log in; nothing was saved
     ├── JobCancelled                 the job was cancelled while waiting
+    ├── ModelGone                    a recovered job's model is no longer configured
     └── ChatError                    the chat refused an operation
         ├── DeliveryFailed           the image was made but not sent (kept for a retry)
         ├── TelegramUnreachable      connecting to Telegram failed
@@ -464,6 +465,23 @@ class JobCancelled(SakaiBotError):
     @property
     def user_message(self) -> str:
         return "Cancelled."
+
+
+class ModelGone(SakaiBotError):
+    """A recovered job's model is no longer configured."""
+
+    kind = "model_gone"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"model {model} is no longer configured")
+        self.model = model
+
+    @property
+    def user_message(self) -> str:
+        return (
+            f"SakaiBot restarted and the {self.model} model is no longer offered, so this "
+            "image could not be made. Your allowance was not used; see /image models."
+        )
 
 
 class ChatError(SakaiBotError):

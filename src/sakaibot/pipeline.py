@@ -40,6 +40,7 @@ from sakaibot.generation import GeneratedImage, GenerationParams, ImageGenerator
 from sakaibot.jobs import Job, JobState
 from sakaibot.limits import Allowance
 from sakaibot.models import ASPECT_RATIOS, ModelRegistry, ModelSpec
+from sakaibot.queues import JobQueues, QueuePlace
 from sakaibot.status import (
     ENHANCING_TEXT,
     SENDING_TEXT,
@@ -47,8 +48,9 @@ from sakaibot.status import (
     failed_text,
     generating_text,
     paused_text,
+    queued_text,
 )
-from sakaibot.store import JobStates, Store, ended
+from sakaibot.store import JobRecord, Store, StoredJobState, ended
 from sakaibot.store.images import ImageFiles
 from sakaibot.undelivered import UndeliveredImages
 
@@ -97,6 +99,44 @@ class JobOutcome:
 OutcomeListener = Callable[[JobOutcome], None]
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """One image on its way to the chat, with what its caption and the cache need."""
+
+    job: Job
+    image: GeneratedImage
+    #: Which enhancer wrote the prompt, or :data:`ORIGINAL_PROMPT`.
+    prompt_source: str
+    prompt_used: str
+    #: When the step before sending began (``clock`` seconds).
+    started_s: float
+    #: How the caption names the model; the job's model when ``None``.
+    model_label: str | None = None
+    from_cache: bool = False
+    #: The cache entry this image came from or went to, for its upload reference.
+    cache_key: str | None = None
+    #: The chat's reference to an earlier upload of the same image.
+    upload_ref: str | None = None
+    #: ``False`` for an image the cache must not keep as the asked model's (a fallback's).
+    cacheable: bool = True
+
+    @property
+    def label(self) -> str:
+        return self.model_label or self.job.model.display_name
+
+    @property
+    def to_cache(self) -> bool:
+        """Whether the image is new and may answer the same request later."""
+        return self.cacheable and not self.from_cache
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """A job's image reached the chat (``message_id``: where; ``None`` when unknown)."""
+
+    message_id: int | None
+
+
 #: How often a job waiting for a half-open model checks whether the probe is done.
 _PROBE_POLL_S = 1.0
 #: A started job may be cancelled until its image is being sent (QUEUED: taken
@@ -112,10 +152,10 @@ def model_label(job: Job, model: ModelSpec) -> str:
 
 
 def usable_fallback(
-    model: ModelSpec, options: ImageOptions, registry: ModelRegistry | None
+    model: ModelSpec, options: ImageOptions, registry: ModelRegistry
 ) -> ModelSpec | None:
     """``model``'s fallback, if it exists and takes every flag the request uses."""
-    if registry is None or model.fallback is None:
+    if model.fallback is None:
         return None
     fallback = registry.get(model.fallback)
     if fallback is None or fallback is model:
@@ -169,12 +209,12 @@ class JobPipeline:
         max_delivery_wait_s: float = 300.0,
         undelivered: UndeliveredImages | None = None,
         store: Store,
-        images: ImageFiles | None = None,
+        images: ImageFiles,
         wall_clock: Callable[[], float] = time.time,
-        cache: Cache | None = None,
-        breakers: Breakers | None = None,
-        registry: ModelRegistry | None = None,
-        on_model_paused: Callable[[ModelSpec, float], None] | None = None,
+        cache: Cache,
+        breakers: Breakers,
+        registry: ModelRegistry,
+        queues: JobQueues,
     ) -> None:
         self._generator = generator
         self._enhancer = enhancer
@@ -192,7 +232,8 @@ class JobPipeline:
         self._cache = cache
         self._breakers = breakers
         self._registry = registry
-        self._on_model_paused = on_model_paused
+        #: The jobs still waiting, to tell them when their model is paused.
+        self._queues = queues
         #: Uploads under way, and the job each one delivers.
         self._deliveries: dict[asyncio.Task[None], Job] = {}
         #: The task running each started job until its image is handed over,
@@ -225,16 +266,14 @@ class JobPipeline:
             stopping = current is not None and current.cancelling() > 0
             if stopping or not work.cancelled() or job.state is not JobState.CANCELLED:
                 raise  # a hard stop of the queue worker, not /image cancel
-            await self.end_cancelled(job)
+            await self.finish(job, JobCancelled("cancelled by the user"))
         except Exception as exc:
             logger.exception("job %s: unexpected failure", job.id)
-            self.fail(job, SakaiBotError(f"unexpected {type(exc).__name__}"))
+            await self.finish(job, SakaiBotError(f"unexpected {type(exc).__name__}"))
         finally:
-            # Cancelled, failed unexpectedly or ended before generating: the
-            # probe says nothing about the worker, so the next job probes.
-            probe = self._probes.pop(job.id, None)
-            if probe is not None:
-                probe.release_probe()
+            # A hard stop ends no job (it runs again after the restart), but the
+            # probe must still go back; every other way out went through finish().
+            self._release_probe(job.id)
             self._running.pop(job.id, None)
             over.set()
 
@@ -264,11 +303,10 @@ class JobPipeline:
         step_started_s = job.started_at_s if job.started_at_s is not None else self._clock()
         job.timings_s["waited"] = step_started_s - job.created_at_s
         # An identical request may have finished while this one waited.
-        if self._cache is not None:
-            hit = await self._cache.lookup(job.model, request)
-            if hit is not None:
-                await self.deliver_cached(job, hit)
-                return
+        hit = await self._cache.lookup(job.model, request)
+        if hit is not None:
+            await self.deliver_cached(job, hit)
+            return
         model = await self._model_for(job)
         if request.options.raw or self._enhancer is None:
             enhanced = EnhancedPrompt(text=request.prompt)
@@ -284,31 +322,31 @@ class JobPipeline:
         params = replace(generation_params(prompt_used, request), request_id=job.id)
         result = await self._generator.generate(model, params)
         if result.error is not None and result.error.kind == JobCancelled.kind:
-            await self.end_cancelled(job)  # taken back from a shared queue by /image cancel
+            # Taken back from a shared queue by /image cancel.
+            await self.finish(job, JobCancelled("cancelled by the user"))
             return
         self._report_to_breaker(job, model, result.error if not result.success else None)
         if not result.success or result.data is None:
-            error = result.error or SakaiBotError("generator returned no image")
-            self.fail(job, error)
+            await self.finish(job, result.error or SakaiBotError("generator returned no image"))
             return
         image = result.data
 
         await self.hand_over(
-            job,
-            image,
-            enhanced.source,
-            prompt_used,
-            step_started_s,
-            model_label=label,
-            # A fallback's image is not the asked model's result: never cache it as one.
-            cacheable=model is job.model,
+            Delivery(
+                job,
+                image,
+                enhanced.source,
+                prompt_used,
+                step_started_s,
+                model_label=label,
+                # A fallback's image is not the asked model's result: never cache it as one.
+                cacheable=model is job.model,
+            )
         )
 
     async def _model_for(self, job: Job) -> ModelSpec:
         """The model to generate with: the job's own, or its fallback while the
         job's model is paused by its circuit breaker; else wait for the probe."""
-        if self._breakers is None:
-            return job.model
         told = False
         while True:
             breaker = self._breakers.get(job.model.name)
@@ -332,8 +370,6 @@ class JobPipeline:
 
     def _report_to_breaker(self, job: Job, model: ModelSpec, error: SakaiBotError | None) -> None:
         self._probes.pop(job.id, None)  # reported: the breaker takes it from here
-        if self._breakers is None:
-            return
         breaker = self._breakers.get(model.name)
         if error is None:
             if breaker.record_success():
@@ -343,91 +379,75 @@ class JobPipeline:
             logger.warning(
                 "%s keeps failing: paused for %.0f s", model.name, breaker.retry_after_s()
             )
-            if self._on_model_paused is not None:
-                self._on_model_paused(model, breaker.retry_after_s())
+            self._tell_paused(model, breaker.retry_after_s())
 
-    async def hand_over(
-        self,
-        job: Job,
-        image: GeneratedImage,
-        prompt_source: str,
-        prompt_used: str,
-        started_s: float,
-        *,
-        from_cache: bool = False,
-        cache_key: str | None = None,
-        upload_ref: str | None = None,
-        model_label: str | None = None,
-        cacheable: bool = True,
-    ) -> None:
+    def _tell_paused(self, model: ModelSpec, retry_after_s: float) -> None:
+        # Everyone waiting for the model hears it once, with when it is tried again.
+        text = paused_text(model.display_name, retry_after_s)
+        for job in self._queues.waiting_jobs(model.name):
+            self._show(job, text)
+
+    def show_shared_place(self, job_id: str, position: int) -> None:
+        """Show a job's place in the shared queue (Redis mode), ``0`` meaning generating.
+
+        Other front ends share that queue: its positions are looked up, not computed.
+        """
+        job = self._queues.find(job_id)
+        if job is None:
+            return
+        label = job.model.display_name
+        self._show(
+            job,
+            queued_text(label, QueuePlace(position, position * job.model.typical_duration_s))
+            if position > 0
+            else generating_text(label),
+        )
+
+    async def hand_over(self, delivery: Delivery) -> None:
         """The image exists: keep it, note that it is being sent, and send it.
 
         All of that runs in its own task, so the model's slot is free for the
         next job at once; ``drain()`` waits for every delivery.
         """
+        job = delivery.job
         if job.state is not JobState.SENDING:
-            started_s = self._step(job, JobState.SENDING, started_s)
+            delivery = replace(
+                delivery, started_s=self._step(job, JobState.SENDING, delivery.started_s)
+            )
         self._show(job, SENDING_TEXT)
-        delivery = asyncio.create_task(
-            self._keep_and_deliver(
-                job,
-                image,
-                prompt_source,
-                prompt_used,
-                started_s,
-                from_cache=from_cache,
-                cache_key=cache_key,
-                upload_ref=upload_ref,
-                model_label=model_label or job.model.display_name,
-                cacheable=cacheable and not from_cache,
-            ),
-            name=f"deliver-{job.id}",
-        )
-        self._deliveries[delivery] = job
-        delivery.add_done_callback(self._deliveries.pop)
+        task = asyncio.create_task(self._keep_and_deliver(delivery), name=f"deliver-{job.id}")
+        self._deliveries[task] = job
+        task.add_done_callback(self._deliveries.pop)
 
-    async def _keep_and_deliver(
-        self,
-        job: Job,
-        image: GeneratedImage,
-        prompt_source: str,
-        prompt_used: str,
-        started_s: float,
-        *,
-        from_cache: bool,
-        cache_key: str | None,
-        upload_ref: str | None,
-        model_label: str,
-        cacheable: bool,
-    ) -> None:
+    async def _keep_and_deliver(self, delivery: Delivery) -> None:
         """Keep the image, write down that it is being sent, then send it.
 
         The note is written (and waited for) before the upload starts, so that
         after a crash the job is looked for in the chat instead of being sent twice.
         """
-        request = job.request
+        job, image = delivery.job, delivery.image
+        cache_key = delivery.cache_key
         try:
-            digest = await self._images.put(image) if self._images is not None else None
-            if self._cache is not None and digest is not None:
-                await self._cache.trim(keep=digest)
-            if self._cache is not None and cacheable and digest is not None:
+            digest = await self._images.put(image)
+            await self._cache.trim(keep=digest)
+            if delivery.to_cache:
                 cache_key = await self._cache.remember(
                     job.model,
-                    request,
+                    job.request,
                     image,
                     image_hash=digest,
-                    prompt_used=prompt_used,
-                    enhancer=prompt_source,
+                    prompt_used=delivery.prompt_used,
+                    enhancer=delivery.prompt_source,
                 )
             await self._store.update_job(
                 job.id,
-                state=JobStates.DELIVERING,
-                prompt_used=prompt_used,
-                enhancer=prompt_source,
+                state=StoredJobState.DELIVERING,
+                prompt_used=delivery.prompt_used,
+                enhancer=delivery.prompt_source,
                 image_hash=digest,
                 image_ext=image.extension,
                 image_bytes=image.size_bytes,
-                cache_hit=from_cache,
+                cache_hit=delivery.from_cache,
                 waited_s=job.timings_s.get("waited"),
                 enhancing_s=job.timings_s.get(JobState.ENHANCING.value),
                 generating_s=job.timings_s.get(JobState.GENERATING.value),
@@ -436,44 +456,45 @@ class JobPipeline:
             # Sending matters more than the note; without it a crash in the next
             # seconds could send this image twice, which is the lesser harm.
             logger.error("job %s: could not note the delivery: %s", job.id, exc)
+        await self._deliver(job, self._outgoing(delivery, cache_key), delivery.started_s)
+
+    def _outgoing(self, delivery: Delivery, cache_key: str | None) -> OutgoingImage:
+        job, options = delivery.job, delivery.job.request.options
         caption = build_caption(
             CaptionFacts(
-                model_label=model_label,
-                prompt_source=prompt_source,
-                prompt_used=prompt_used,
-                options=request.options,
-                elapsed_s=started_s - job.created_at_s,
-                seed=request.options.seed,
-                steps_requested=request.steps_requested,
+                model_label=delivery.label,
+                prompt_source=delivery.prompt_source,
+                prompt_used=delivery.prompt_used,
+                options=options,
+                elapsed_s=delivery.started_s - job.created_at_s,
+                seed=options.seed,
+                steps_requested=job.request.steps_requested,
                 job_id=job.id,
-                from_cache=from_cache,
+                from_cache=delivery.from_cache,
             )
         )
-        outgoing = OutgoingImage(
-            image=image,
+        return OutgoingImage(
+            image=delivery.image,
             caption=caption,
-            filename=f"sakaibot-{job.model.name}-{job.id}{image.extension}",
-            as_file=request.options.as_file,
-            upload_ref=upload_ref,
-            remember_upload=(
-                self._cache.note_upload(cache_key)
-                if self._cache is not None and cache_key is not None
-                else None
-            ),
+            filename=f"sakaibot-{job.model.name}-{job.id}{delivery.image.extension}",
+            as_file=options.as_file,
+            upload_ref=delivery.upload_ref,
+            remember_upload=self._cache.note_upload(cache_key) if cache_key is not None else None,
         )
-        await self._deliver(job, outgoing, started_s)
 
     async def deliver_cached(self, job: Job, hit: CacheHit) -> None:
         """Answer ``job`` with a stored result: no LLM, no worker."""
         await self.hand_over(
-            job,
-            hit.image,
-            hit.entry.enhancer,
-            hit.entry.prompt_used,
-            job.started_at_s if job.started_at_s is not None else self._clock(),
-            from_cache=True,
-            cache_key=hit.entry.key,
-            upload_ref=hit.entry.upload_ref,
+            Delivery(
+                job,
+                hit.image,
+                hit.entry.enhancer,
+                hit.entry.prompt_used,
+                job.started_at_s if job.started_at_s is not None else self._clock(),
+                from_cache=True,
+                cache_key=hit.entry.key,
+                upload_ref=hit.entry.upload_ref,
+            )
         )
 
     def delivering(self) -> list[Job]:
@@ -510,23 +531,14 @@ class JobPipeline:
             kept_for_s = undelivered.retention_s if kept and undelivered is not None else None
             failure = DeliveryFailed(str(exc), job_id=job.id, kept_for_s=kept_for_s)
             failure.__cause__ = exc
-            self.fail(job, failure)
+            await self.finish(job, failure)
             return
         except Exception as exc:
             logger.exception("job %s: unexpected failure while delivering", job.id)
-            self.fail(job, SakaiBotError(f"unexpected {type(exc).__name__}"))
+            await self.finish(job, SakaiBotError(f"unexpected {type(exc).__name__}"))
             return
         self._step(job, JobState.DONE, started_s)
-        job.finished_at_s = self._clock()
-        self._store.update_job_soon(
-            job.id,
-            state=JobStates.DONE,
-            delivered_message_id=message_id,
-            uploading_s=job.timings_s.get(JobState.SENDING.value),
-            finished_at_s=self._wall_clock(),
-        )
-        self._status.finish(job.id)
-        self._on_outcome(JobOutcome.of_job(job, image_message_id=message_id))
+        await self.finish(job, Delivered(message_id))
 
     async def send_image(self, chat_id: str, outgoing: OutgoingImage, *, reply_to: int) -> int:
         """Send an image; a flood wait is waited out, up to the delivery budget."""
@@ -543,50 +555,120 @@ class JobPipeline:
                 waited_s += exc.retry_after_s
                 await self._sleep(exc.retry_after_s)
 
-    async def end_cancelled(self, job: Job) -> None:
-        """End a job the user cancelled: written down, status removed.
+    async def finish(self, job: Job | JobRecord, outcome: Delivered | SakaiBotError) -> None:
+        """End ``job`` with ``outcome``: the one way every job ends, whatever happened.
 
-        The job keeps its rate-limit slot (a cancel is the user's doing, see
-        ``CHARGED_KINDS``). The bot answers the ``/image cancel`` itself.
+        In this order: the half-open probe goes back (if the job held it and
+        never reported), the rate-limit slot is refunded when the failure is not
+        the user's doing (see ``CHARGED_KINDS``), the ending is written to the
+        store *and waited for*, and only then is the user told (status, outcome).
+        So a restart never brings back a job whose user saw it end. A store that
+        fails here is logged and the user is told anyway: what they see is true.
+
+        ``job`` is a :class:`JobRecord` only when recovery gives up on a job it
+        could not rebuild (its model is gone).
         """
-        job.finished_at_s = self._clock()
-        cancelled = JobCancelled("cancelled by the user")
-        # Waited for, so a restart does not bring the job back.
-        await self._store.update_job(
+        self._release_probe(job.id)
+        if isinstance(job, Job):
+            job.finished_at_s = self._clock()
+        if isinstance(outcome, Delivered):
+            fields: dict[str, object] = {
+                "state": StoredJobState.DONE,
+                "delivered_message_id": outcome.message_id,
+                "finished_at_s": self._wall_clock(),
+            }
+            if isinstance(job, Job) and JobState.SENDING.value in job.timings_s:
+                fields["uploading_s"] = job.timings_s[JobState.SENDING.value]
+            await self._write_ending(job.id, fields)
+            self._status.finish(job.id)
+            self._on_outcome(_outcome_of(job, image_message_id=outcome.message_id))
+            return
+        error = outcome
+        cancelled = isinstance(error, JobCancelled)
+        if isinstance(job, Job):
+            if cancelled and job.state is not JobState.CANCELLED:
+                job.advance(JobState.CANCELLED)
+            elif not job.state.finished:
+                job.state = JobState.FAILED
+            job.error_kind = error.kind
+            stamp, refunded_before = job.limiter_stamp, False
+            cancelled = cancelled or job.state is JobState.CANCELLED
+        else:
+            stamp = None if job.refunded else job.created_at_s
+            refunded_before = job.refunded
+        refund = error.kind not in CHARGED_KINDS and stamp is not None
+        if refund and stamp is not None:
+            self._allowance.refund(job.user_id, stamp)
+        await self._write_ending(
             job.id,
-            **ended(
-                JobStates.CANCELLED,
+            ended(
+                StoredJobState.CANCELLED if cancelled else StoredJobState.FAILED,
                 at_s=self._wall_clock(),
-                refunded=False,
-                kind=cancelled.kind,
-                message=cancelled.user_message,
-            ),
-        )
-        self._status.finish(job.id)
-        self._on_outcome(
-            JobOutcome.of_job(job, error_kind=cancelled.kind, error=cancelled.user_message)
-        )
-
-    def fail(self, job: Job, error: SakaiBotError) -> None:
-        """End ``job`` with ``error``: refund when not the user's fault, tell the user."""
-        if not job.state.finished:
-            job.state = JobState.FAILED
-        job.finished_at_s = self._clock()
-        job.error_kind = error.kind
-        refunded = error.kind not in CHARGED_KINDS and job.limiter_stamp is not None
-        if refunded and job.limiter_stamp is not None:
-            self._allowance.refund(job.user_id, job.limiter_stamp)
-        self._store.update_job_soon(
-            job.id,
-            **ended(
-                JobStates.CANCELLED if job.state is JobState.CANCELLED else JobStates.FAILED,
-                at_s=self._wall_clock(),
-                refunded=refunded,
+                refunded=refund or refunded_before,
                 kind=error.kind,
                 message=error.user_message,
             ),
         )
-        logger.info("job %s (%s) failed: %s: %s", job.id, job.model.name, error.kind, error)
         message = error.user_message
-        self._status.finish(job.id, final_text=failed_text(message))
-        self._on_outcome(JobOutcome.of_job(job, error_kind=error.kind, error=message))
+        if isinstance(error, JobCancelled):
+            # The bot answers the /image cancel itself: the status just goes.
+            self._status.finish(job.id)
+        else:
+            logger.info("job %s (%s) failed: %s: %s", job.id, _model_name(job), error.kind, error)
+            self._status.finish(job.id, final_text=failed_text(message))
+        self._on_outcome(_outcome_of(job, error_kind=error.kind, error=message))
+
+    async def _write_ending(self, job_id: str, fields: dict[str, object]) -> None:
+        try:
+            await self._store.update_job(job_id, **fields)
+        except StoreUnavailable as exc:
+            logger.error("job %s: its ending could not be written down: %s", job_id, exc)
+
+    async def note_delivered_late(self, job_id: str, message_id: int) -> None:
+        """A failed delivery was sent after all (``/image retry``): count it delivered.
+
+        The job ended already (its user was told), so only the store changes.
+        """
+        await self._write_ending(
+            job_id,
+            {
+                "state": StoredJobState.DONE,
+                "delivered_message_id": message_id,
+                "finished_at_s": self._wall_clock(),
+            },
+        )
+
+    def _release_probe(self, job_id: str) -> None:
+        """A job that held the half-open probe ends without a worker's verdict
+        (cancelled, failed elsewhere, stopped): the next job probes."""
+        probe = self._probes.pop(job_id, None)
+        if probe is not None:
+            probe.release_probe()
+
+
+def _model_name(job: Job | JobRecord) -> str:
+    return job.model.name if isinstance(job, Job) else job.model
+
+
+def _outcome_of(
+    job: Job | JobRecord,
+    *,
+    error_kind: str | None = None,
+    error: str | None = None,
+    image_message_id: int | None = None,
+) -> JobOutcome:
+    if isinstance(job, Job):
+        return JobOutcome.of_job(
+            job, error_kind=error_kind, error=error, image_message_id=image_message_id
+        )
+    return JobOutcome(
+        chat_id=job.chat_id,
+        reply_to=job.reply_to,
+        user_id=job.user_id,
+        ok=error_kind is None,
+        job_id=job.id,
+        model=job.model,
+        error_kind=error_kind,
+        error=error,
+        image_message_id=image_message_id,
+    )

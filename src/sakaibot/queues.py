@@ -115,14 +115,12 @@ class JobQueues:
         *,
         max_waiting_per_model: int,
         max_pending_per_user: int,
-        run_job: JobRunner,
         on_position: PositionListener,
         clock: Callable[[], float],
     ) -> None:
         self._lanes = {model.name: _ModelLane(model) for model in registry}
         self._max_waiting = max_waiting_per_model
         self._max_pending = max_pending_per_user
-        self._run_job = run_job
         self._on_position = on_position
         self._clock = clock
         self._jobs: dict[str, Job] = {}
@@ -267,11 +265,12 @@ class JobQueues:
 
     # -- workers -------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, run_job: JobRunner) -> None:
+        """Start each model's workers; each runs its jobs, in order, with ``run_job``."""
         for lane in self._lanes.values():
             for slot in range(lane.model.concurrency):
                 name = f"queue-{lane.model.name}-{slot}"
-                self._workers.append(asyncio.create_task(self._work(lane), name=name))
+                self._workers.append(asyncio.create_task(self._work(lane, run_job), name=name))
 
     async def drain(self) -> None:
         """Let the workers finish every waiting job, then stop them."""
@@ -288,14 +287,14 @@ class JobQueues:
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers.clear()
 
-    async def _work(self, lane: _ModelLane) -> None:
+    async def _work(self, lane: _ModelLane, run_job: JobRunner) -> None:
         while (job := await lane.next_job()) is not None:
             lane.running.add(job)
             self._announce_shift(lane, 0)
             started_s = self._clock()
             job.started_at_s = started_s
             try:
-                await self._run_job(job)
+                await run_job(job)
             except Exception:
                 # The runner owns every failure; this is the last guard so a bug
                 # in it cannot kill the model's worker and strand the queue.

@@ -19,40 +19,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sakaibot.chat.port import ChatPort
-from sakaibot.errors import ChatError, SakaiBotError, StoreUnavailable
+from sakaibot.enhancer import ORIGINAL_PROMPT
+from sakaibot.errors import ChatError, ModelGone, SakaiBotError, StoreUnavailable
 from sakaibot.jobs import Job, decode_request
 from sakaibot.limits import SlidingWindowLimiter
 from sakaibot.models import ModelRegistry
-from sakaibot.pipeline import JobOutcome, JobPipeline, OutcomeListener
+from sakaibot.pipeline import Delivered, Delivery, JobPipeline
 from sakaibot.queues import JobQueues
-from sakaibot.status import StatusScheduler, failed_text, show_place
-from sakaibot.store import JobRecord, JobStates, Store, ended
+from sakaibot.status import StatusScheduler, show_place
+from sakaibot.store import JobRecord, Store, StoredJobState
 from sakaibot.store.images import ImageFiles
 
 logger = logging.getLogger(__name__)
 
 
-class ModelGone(SakaiBotError):
-    """A recovered job's model is no longer configured."""
-
-    kind = "model_gone"
-
-    def __init__(self, model: str) -> None:
-        super().__init__(f"model {model} is no longer configured")
-        self.model = model
-
-    @property
-    def user_message(self) -> str:
-        return (
-            f"SakaiBot restarted and the {self.model} model is no longer offered, so this "
-            "image could not be made. Your allowance was not used; see /image models."
-        )
-
-
 @dataclass
 class Recovery:
     store: Store
-    images: ImageFiles | None
+    images: ImageFiles
     registry: ModelRegistry
     limiter: SlidingWindowLimiter
     queues: JobQueues
@@ -61,7 +45,6 @@ class Recovery:
     chat: ChatPort
     clock: Callable[[], float]
     wall_clock: Callable[[], float]
-    on_outcome: OutcomeListener
 
     async def restore_limits(self) -> int:
         longest_s = max((w.window_s for w in self.limiter.windows), default=0.0)
@@ -117,7 +100,7 @@ class Recovery:
         if job is None:
             await self._give_up(record, ModelGone(record.model))
             return
-        if record.state == JobStates.DELIVERING:
+        if record.state == StoredJobState.DELIVERING:
             try:
                 delivered = await self.chat.find_delivered(
                     record.chat_id, reply_to=record.reply_to, job_id=record.id
@@ -130,55 +113,27 @@ class Recovery:
                 )
                 delivered = None
             if delivered is not None:
-                await self.store.update_job(
-                    record.id,
-                    state=JobStates.DONE,
-                    delivered_message_id=delivered or None,
-                    finished_at_s=self.wall_clock(),
-                )
-                self.status.finish(record.id)
-                self.on_outcome(JobOutcome.of_job(job, image_message_id=delivered or None))
+                await self.pipeline.finish(job, Delivered(delivered or None))
                 return
             image = None
-            if self.images is not None and record.image_hash and record.image_ext:
+            if record.image_hash and record.image_ext:
                 image = await self.images.get(record.image_hash, record.image_ext)
             if image is not None:
                 await self.pipeline.hand_over(
-                    job,
-                    image,
-                    record.enhancer or "original prompt",
-                    record.prompt_used or job.request.prompt,
-                    self.clock(),
+                    Delivery(
+                        job,
+                        image,
+                        record.enhancer or ORIGINAL_PROMPT,
+                        record.prompt_used or job.request.prompt,
+                        self.clock(),
+                    )
                 )
                 return
         place = self.queues.submit_recovered(job)
         show_place(self.status, job, place)
 
     async def _give_up(self, record: JobRecord, error: SakaiBotError) -> None:
-        if not record.refunded:
-            self.limiter.refund(record.user_id, record.created_at_s)
-        await self.store.update_job(
-            record.id,
-            **ended(
-                JobStates.FAILED,
-                at_s=self.wall_clock(),
-                refunded=True,
-                kind=error.kind,
-                message=error.user_message,
-            ),
-        )
         if record.status_message_id is None:
+            # Nothing was shown yet: the failure is a new message.
             self.status.adopt(record.id, chat_id=record.chat_id, reply_to=record.reply_to)
-        self.status.finish(record.id, final_text=failed_text(error.user_message))
-        self.on_outcome(
-            JobOutcome(
-                chat_id=record.chat_id,
-                reply_to=record.reply_to,
-                user_id=record.user_id,
-                ok=False,
-                job_id=record.id,
-                model=record.model,
-                error_kind=error.kind,
-                error=error.user_message,
-            )
-        )
+        await self.pipeline.finish(record, error)

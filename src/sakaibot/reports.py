@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from sakaibot.commands import EXAMPLE_PROMPT
 from sakaibot.enhancer import ORIGINAL_PROMPT
 from sakaibot.errors import (
     ChatError,
@@ -37,17 +38,20 @@ from sakaibot.errors import (
     format_wait,
     plural,
 )
-from sakaibot.store import JobRecord, JobStates
+from sakaibot.store import JobRecord, StoredJobState
 
 #: How much of a prompt one history line shows.
+#: One day in seconds, for windows counted in days (history, statistics, retention).
+DAY_S = 86_400
+
 PROMPT_PREVIEW_CHARS = 60
 
-EMPTY_HISTORY = "You have no images yet. Start with /image=flux=a red fox in the snow"
+EMPTY_HISTORY = f"You have no images yet. Start with /image=flux={EXAMPLE_PROMPT}"
 HISTORY_FOOTER = "Send one again: /image resend <id> · Make a new one: /image again <id>"
 #: What ``format_stats`` says when no queue lengths were passed (the command line).
 NO_QUEUES = "(only shown in chat)"
 
-_UNFINISHED_WORDS = {JobStates.QUEUED: "waiting", JobStates.DELIVERING: "sending"}
+_UNFINISHED_WORDS = {StoredJobState.QUEUED: "waiting", StoredJobState.DELIVERING: "sending"}
 #: How a history line says why a job failed: words for people, not the stored
 #: ``error_kind`` codes. A kind not listed here (a newer or older one) says "failed".
 _FAILURE_WORDS = {
@@ -89,13 +93,13 @@ def state_word(record: JobRecord) -> str:
     still send it (the image is kept for a while); once a retry has delivered
     it, the job reads ``delivered`` like any other.
     """
-    if record.state == JobStates.DONE:
+    if record.state == StoredJobState.DONE:
         return "delivered (cache)" if record.cache_hit else "delivered"
-    if record.state == JobStates.FAILED:
+    if record.state == StoredJobState.FAILED:
         if record.error_kind == DeliveryFailed.kind:
             return f"made but not sent (try /image retry {record.id})"
         return _FAILURE_WORDS.get(record.error_kind or "", "failed")
-    if record.state == JobStates.CANCELLED:
+    if record.state == StoredJobState.CANCELLED:
         return "cancelled"
     return _UNFINISHED_WORDS.get(record.state, record.state)
 
@@ -224,9 +228,9 @@ def compute_stats(
     Times are ``finished_at_s - created_at_s`` of delivered jobs (queue wait,
     enhancing, generating and uploading together; cache hits included).
     """
-    done = [r for r in records if r.state == JobStates.DONE]
-    failed = [r for r in records if r.state == JobStates.FAILED]
-    cancelled = sum(1 for r in records if r.state == JobStates.CANCELLED)
+    done = [r for r in records if r.state == StoredJobState.DONE]
+    failed = [r for r in records if r.state == StoredJobState.FAILED]
+    cancelled = sum(1 for r in records if r.state == StoredJobState.CANCELLED)
 
     times: dict[str, list[float]] = {}
     for record in done:

@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from sakaibot.store import JobRecord, JobStates
+from sakaibot.store import JobRecord, StoredJobState
 from sakaibot.store.sqlite import SqliteStore
 from tests.support.cli import run_cli
 
@@ -40,7 +40,7 @@ async def make_store(data_dir: Path) -> None:
                 "alice",
                 10 * 86_400,
                 now=now,
-                state=JobStates.DONE,
+                state=StoredJobState.DONE,
                 finished_at_s=now - 10 * 86_400 + 5,
             ),
             record(
@@ -48,7 +48,7 @@ async def make_store(data_dir: Path) -> None:
                 "alice",
                 300,
                 now=now,
-                state=JobStates.DONE,
+                state=StoredJobState.DONE,
                 finished_at_s=now - 290,
                 enhancer="original prompt",
             ),
@@ -57,14 +57,19 @@ async def make_store(data_dir: Path) -> None:
                 "bob",
                 200,
                 now=now,
-                state=JobStates.DONE,
+                state=StoredJobState.DONE,
                 finished_at_s=now - 180,
                 cache_hit=True,
                 enhancer="OpenRouter (m)",
                 model="sdxl",
             ),
             record(
-                "a2", "alice", 100, now=now, state=JobStates.FAILED, error_kind="worker_timeout"
+                "a2",
+                "alice",
+                100,
+                now=now,
+                state=StoredJobState.FAILED,
+                error_kind="worker_timeout",
             ),
             record("a3", "alice", 10, now=now),
         ]:

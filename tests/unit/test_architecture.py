@@ -15,6 +15,7 @@ import sakaibot
 
 PACKAGE = Path(sakaibot.__file__).parent
 CORE_MODULES = [
+    "admission.py",
     "app.py",
     "bot.py",
     "captions.py",
@@ -34,6 +35,7 @@ CORE_MODULES = [
     "store/__init__.py",
     "settings.py",
     "status.py",
+    "subcommands.py",
     "undelivered.py",
     "chat/port.py",
     "chat/console.py",

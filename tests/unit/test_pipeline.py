@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 
-from sakaibot.app import App, build_app
+from sakaibot.app import App, Sleeps, build_app
 from sakaibot.chat.port import IncomingMessage
 from sakaibot.errors import ContentFiltered, WorkerGaveUp
 from sakaibot.pipeline import JobOutcome
@@ -17,7 +17,12 @@ GAVE_UP = WorkerGaveUp("503 503 503", model="Flux", attempts=3)
 
 
 def make_app(
-    generator: FakeGenerator, clock: FakeClock, chat: RecordingChat, **extra: object
+    generator: FakeGenerator,
+    clock: FakeClock,
+    chat: RecordingChat,
+    *,
+    sleeps: Sleeps | None = None,
+    **extra: object,
 ) -> tuple[App, list[JobOutcome]]:
     outcomes: list[JobOutcome] = []
     values: dict[str, object] = {
@@ -40,21 +45,20 @@ def make_app(
         enhancer=FakeEnhancer(),
         clock=clock,
         wall_clock=clock,
-        sleep=clock.sleep,
+        sleep=sleeps or clock.sleep,
     )
     return app, outcomes
 
 
-def hold_pauses(app: App, clock: FakeClock) -> asyncio.Event:
-    """Make the pipeline's waits (a paused model) last until the test sets the event."""
+def held_pauses(clock: FakeClock) -> tuple[Sleeps, asyncio.Event]:
+    """Sleeps whose pipeline waits (a paused model) last until the test sets the event."""
     release = asyncio.Event()
 
     async def held_sleep(seconds: float) -> None:
         await release.wait()
         await clock.sleep(seconds)
 
-    app.pipeline._sleep = held_sleep  # type: ignore[method-assign]
-    return release
+    return Sleeps(status=clock.sleep, pipeline=held_sleep), release
 
 
 async def say(app: App, message_id: int, text: str, user: str = "ann") -> None:
@@ -65,10 +69,10 @@ async def test_a_failing_model_is_paused_then_probed_back() -> None:
     clock = FakeClock()
     chat = RecordingChat(clock=clock)
     generator = FakeGenerator(errors=[GAVE_UP, GAVE_UP, GAVE_UP])
-    app, outcomes = make_app(generator, clock, chat)
+    sleeps, cooldown_over = held_pauses(clock)
+    app, outcomes = make_app(generator, clock, chat, sleeps=sleeps)
     await app.start()
     try:
-        cooldown_over = hold_pauses(app, clock)
         generator.gate = asyncio.Event()  # all four are in line before the first fails
         for n in range(1, 5):
             await say(app, n, f"/image=flux=fox {n}")
@@ -131,10 +135,10 @@ async def test_a_fallback_model_takes_over_while_paused() -> None:
     clock = FakeClock()
     chat = RecordingChat(clock=clock)
     generator = FakeGenerator(errors=[GAVE_UP, GAVE_UP, GAVE_UP])
-    app, outcomes = make_app(generator, clock, chat, flux_fallback="sdxl")
+    sleeps, _ = held_pauses(clock)
+    app, outcomes = make_app(generator, clock, chat, sleeps=sleeps, flux_fallback="sdxl")
     await app.start()
     try:
-        hold_pauses(app, clock)
         generator.gate = asyncio.Event()
         for n in range(1, 4):
             await say(app, n, f"/image=flux=fox {n}")
@@ -154,10 +158,12 @@ async def test_a_fallback_image_is_not_cached_as_the_asked_models() -> None:
     clock = FakeClock()
     chat = RecordingChat(clock=clock)
     generator = FakeGenerator(errors=[GAVE_UP, GAVE_UP, GAVE_UP])
-    app, outcomes = make_app(generator, clock, chat, flux_fallback="sdxl", cache_ttl_s=3600)
+    sleeps, _ = held_pauses(clock)
+    app, outcomes = make_app(
+        generator, clock, chat, sleeps=sleeps, flux_fallback="sdxl", cache_ttl_s=3600
+    )
     await app.start()
     try:
-        hold_pauses(app, clock)
         generator.gate = asyncio.Event()
         for n in range(1, 4):
             await say(app, n, f"/image=flux=fox {n}")

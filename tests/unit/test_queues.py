@@ -59,7 +59,6 @@ def make_queues(
         registry(**conc),
         max_waiting_per_model=max_waiting,
         max_pending_per_user=max_pending,
-        run_job=recorder.run,
         on_position=recorder.on_position,
         clock=FakeClock(),
     )
@@ -78,7 +77,7 @@ async def test_fifo_within_a_model() -> None:
     queues = make_queues(recorder)
     for n in range(5):
         queues.submit(make_job(f"j{n}"))
-    queues.start()
+    queues.start(recorder.run)
     await queues.drain()
     assert recorder.order == ["j0", "j1", "j2", "j3", "j4"]
 
@@ -89,7 +88,7 @@ async def test_models_run_in_parallel() -> None:
     recorder.gates["f1"] = asyncio.Event()
     queues.submit(make_job("f1", "flux"))
     queues.submit(make_job("s1", "sdxl"))
-    queues.start()
+    queues.start(recorder.run)
     drained = asyncio.create_task(queues.drain())
     await recorder.started_event("f1").wait()
     # sdxl finishes while flux is still held.
@@ -106,7 +105,7 @@ async def test_concurrency_per_model_is_respected() -> None:
     for n in range(3):
         recorder.gates[f"j{n}"] = asyncio.Event()
         queues.submit(make_job(f"j{n}"))
-    queues.start()
+    queues.start(recorder.run)
     drained = asyncio.create_task(queues.drain())
     await recorder.started_event("j0").wait()
     await recorder.started_event("j1").wait()
@@ -134,7 +133,7 @@ async def test_cancel_moves_everyone_behind_up() -> None:
     assert cancelled.state is JobState.CANCELLED
     assert recorder.places == [("j2", 2), ("j3", 3)]
     assert queues.find("j1") is None
-    queues.start()
+    queues.start(recorder.run)
     await queues.drain()
     assert recorder.order == ["j0", "j2", "j3"]
 
@@ -161,7 +160,7 @@ async def test_a_started_job_is_not_the_queues_to_cancel() -> None:
     queues = make_queues(recorder)
     recorder.gates["a1"] = asyncio.Event()
     queues.submit(make_job("a1"))
-    queues.start()
+    queues.start(recorder.run)
     await recorder.started_event("a1").wait()
     queues.find("a1").state = JobState.GENERATING  # type: ignore[union-attr]
     with pytest.raises(NothingToCancel) as info:
@@ -201,7 +200,7 @@ async def test_finished_jobs_leave_no_trace() -> None:
     queues = make_queues(recorder)
     for n in range(40):
         queues.submit(make_job(f"j{n}", "flux" if n % 2 else "sdxl", user=f"u{n}"))
-    queues.start()
+    queues.start(recorder.run)
     await queues.drain()
     assert queues.live_job_count() == 0
     assert queues.jobs_of("u1") == []
@@ -216,7 +215,7 @@ async def test_long_queue_announces_sparsely() -> None:
     queues = make_queues(recorder, max_waiting=1000, max_pending=1000)
     for n in range(500):
         queues.submit(make_job(f"j{n}"))
-    queues.start()
+    queues.start(recorder.run)
     await queues.drain()
     # Each of 500 shifts announces only report points: about 30, not 500.
     assert len(recorder.places) < 500 * 30
@@ -236,12 +235,11 @@ async def test_a_runner_bug_does_not_kill_the_worker() -> None:
         registry(),
         max_waiting_per_model=10,
         max_pending_per_user=10,
-        run_job=run,
         on_position=lambda job, place: None,
         clock=FakeClock(),
     )
     queues.submit(make_job("bad"))
     queues.submit(make_job("good"))
-    queues.start()
+    queues.start(run)
     await queues.drain()
     assert order == ["bad", "good"]

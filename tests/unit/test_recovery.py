@@ -12,7 +12,7 @@ from sakaibot.chat.port import IncomingMessage
 from sakaibot.errors import ChatError
 from sakaibot.pipeline import JobOutcome
 from sakaibot.settings import load_settings
-from sakaibot.store import JobStates
+from sakaibot.store import StoredJobState
 from tests.support.fakes import FakeClock, FakeEnhancer, FakeGenerator, RecordingChat
 
 SETTINGS = {
@@ -93,7 +93,7 @@ async def test_a_job_already_delivered_is_not_sent_again(tmp_path: Path) -> None
     # As if the process died between the upload and writing "done".
     second, outcomes = make_app(tmp_path, chat, FakeGenerator(), clock)
     await second.store.open()
-    await second.store.update_job(job.id, state=JobStates.DELIVERING)
+    await second.store.update_job(job.id, state=StoredJobState.DELIVERING)
     await second.store.close()
 
     third_generator = FakeGenerator()
@@ -105,7 +105,7 @@ async def test_a_job_already_delivered_is_not_sent_again(tmp_path: Path) -> None
     assert len(chat.of_kind("image")) == 1
     assert third_generator.calls == []
     assert record is not None
-    assert record.state == JobStates.DONE
+    assert record.state == StoredJobState.DONE
     assert [o.ok for o in outcomes] == [True]
 
 

@@ -17,7 +17,7 @@ from sakaibot.reports import (
     nearest_rank,
     stats_to_json,
 )
-from sakaibot.store import JobRecord, JobStates
+from sakaibot.store import JobRecord, StoredJobState
 
 NOW = 1_000_000.0
 
@@ -26,7 +26,7 @@ def job(
     job_id: str,
     *,
     model: str = "flux",
-    state: str = JobStates.DONE,
+    state: str = StoredJobState.DONE,
     took_s: float | None = 10.0,
     age_s: float = 60.0,
     prompt: str = "a red fox in the snow",
@@ -34,7 +34,7 @@ def job(
     **fields: object,
 ) -> JobRecord:
     created = NOW - age_s
-    finished = created + took_s if took_s is not None and state != JobStates.QUEUED else None
+    finished = created + took_s if took_s is not None and state != StoredJobState.QUEUED else None
     record = JobRecord(
         id=job_id,
         user_id=user,
@@ -58,10 +58,12 @@ def job(
 def test_history_lines_newest_first_with_state_words() -> None:
     long_prompt = "a very long prompt " * 10
     records = [
-        job("j5", state=JobStates.QUEUED, age_s=5),
-        job("j4", state=JobStates.DELIVERING, age_s=30),
-        job("j3", model="sdxl", state=JobStates.FAILED, error_kind="worker_timeout", age_s=200),
-        job("j2", state=JobStates.CANCELLED, age_s=3600),
+        job("j5", state=StoredJobState.QUEUED, age_s=5),
+        job("j4", state=StoredJobState.DELIVERING, age_s=30),
+        job(
+            "j3", model="sdxl", state=StoredJobState.FAILED, error_kind="worker_timeout", age_s=200
+        ),
+        job("j2", state=StoredJobState.CANCELLED, age_s=3600),
         job("j1", cache_hit=True, age_s=7500, prompt=long_prompt),
         job("j0", age_s=45),
     ]
@@ -92,8 +94,8 @@ def test_history_one_image_and_multiline_prompt() -> None:
 
 def test_history_failed_without_a_known_kind_says_failed() -> None:
     records = [
-        job("a1", state=JobStates.FAILED),
-        job("a2", state=JobStates.FAILED, error_kind="some_future_kind"),
+        job("a1", state=StoredJobState.FAILED),
+        job("a2", state=StoredJobState.FAILED, error_kind="some_future_kind"),
     ]
     lines = format_history(records, now_s=NOW).splitlines()
     assert lines[1] == "• a1 flux 1 min ago: failed — a red fox in the snow"
@@ -105,7 +107,7 @@ def test_history_names_the_retry_of_an_unsent_image_and_no_internal_codes() -> N
         "delivery_failed", "chat", "worker_timeout", "worker_unavailable", "worker_auth",
         "content_filtered", "quota_exhausted", "generation", "internal", "model_gone", "store",
     ]  # fmt: skip
-    records = [job(f"k{i}", state=JobStates.FAILED, error_kind=k) for i, k in enumerate(kinds)]
+    records = [job(f"k{i}", state=StoredJobState.FAILED, error_kind=k) for i, k in enumerate(kinds)]
     text = format_history(records, now_s=NOW)
     assert "• k0 flux 1 min ago: made but not sent (try /image retry k0) —" in text
     assert "• k1 flux 1 min ago: made but not sent —" in text
@@ -129,7 +131,7 @@ def test_owner_view_names_users_and_has_no_footer() -> None:
 
 
 def test_history_to_json_is_plain_json() -> None:
-    records = [job("a2", took_s=12.5, cache_hit=True), job("a1", state=JobStates.QUEUED)]
+    records = [job("a2", took_s=12.5, cache_hit=True), job("a1", state=StoredJobState.QUEUED)]
     data = history_to_json(records)
     assert json.loads(json.dumps(data)) == data
     assert [d["id"] for d in data] == ["a2", "a1"]
@@ -162,15 +164,15 @@ def sample() -> list[JobRecord]:
         for i in range(20)
     ]
     failures = [
-        job("x1", state=JobStates.FAILED, error_kind="worker_timeout"),
-        job("x2", state=JobStates.FAILED, error_kind="content_filtered"),
-        job("x3", state=JobStates.FAILED, error_kind="worker_timeout"),
-        job("x4", state=JobStates.FAILED, error_kind="worker_auth"),
-        job("x5", state=JobStates.FAILED, error_kind=None),
+        job("x1", state=StoredJobState.FAILED, error_kind="worker_timeout"),
+        job("x2", state=StoredJobState.FAILED, error_kind="content_filtered"),
+        job("x3", state=StoredJobState.FAILED, error_kind="worker_timeout"),
+        job("x4", state=StoredJobState.FAILED, error_kind="worker_auth"),
+        job("x5", state=StoredJobState.FAILED, error_kind=None),
     ]
     others = [
-        job("c1", state=JobStates.CANCELLED),
-        job("q1", state=JobStates.QUEUED),
+        job("c1", state=StoredJobState.CANCELLED),
+        job("q1", state=StoredJobState.QUEUED),
         # Delivered but without an enhancer recorded, and without a finish time.
         job("d1", model="flux", took_s=None),
     ]

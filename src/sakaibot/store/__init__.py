@@ -11,8 +11,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 
-class JobStates:
-    """The states a job record can be in (strings, as stored)."""
+class StoredJobState:
+    """The states a job record can be in (strings, as stored).
+
+    Coarser than the in-memory :class:`sakaibot.jobs.JobState`: the store only
+    needs what a restart must know (waiting, being sent, or ended how).
+    """
 
     QUEUED = "queued"
     #: The image exists and is being sent: on a restart, ask the chat before sending again.
@@ -37,7 +41,7 @@ class JobRecord:
     request_json: str
     prompt: str
     created_at_s: float  # wall-clock time; also the rate-limit stamp
-    state: str = JobStates.QUEUED
+    state: str = StoredJobState.QUEUED
     refunded: bool = False
     status_message_id: int | None = None
     prompt_used: str | None = None

@@ -23,7 +23,7 @@ from typing import IO, Any, TypeVar
 
 from sakaibot.errors import StoreUnavailable
 from sakaibot.private_files import make_private_dir, open_private, touch_private
-from sakaibot.store import CacheEntry, JobRecord, JobStates
+from sakaibot.store import CacheEntry, JobRecord, StoredJobState
 
 logger = logging.getLogger(__name__)
 
@@ -277,11 +277,12 @@ class SqliteStore:
         return await self.get_job(job_id) is not None
 
     async def unfinished_jobs(self) -> list[JobRecord]:
-        marks = ", ".join("?" for _ in JobStates.UNFINISHED)
+        marks = ", ".join("?" for _ in StoredJobState.UNFINISHED)
 
         def select(db: sqlite3.Connection) -> list[JobRecord]:
             rows = db.execute(
-                f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY seq", JobStates.UNFINISHED
+                f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY seq",
+                StoredJobState.UNFINISHED,
             )
             return [_job_from_row(row) for row in rows]
 
@@ -315,7 +316,7 @@ class SqliteStore:
         return await self._call(select)
 
     async def prune_jobs(self, before_s: float) -> int:
-        finished = (JobStates.DONE, JobStates.FAILED, JobStates.CANCELLED)
+        finished = (StoredJobState.DONE, StoredJobState.FAILED, StoredJobState.CANCELLED)
 
         def delete(db: sqlite3.Connection) -> int:
             cursor = db.execute(
@@ -374,7 +375,7 @@ class SqliteStore:
         def select(db: sqlite3.Connection) -> set[str]:
             rows = db.execute(
                 "SELECT image_hash FROM jobs WHERE image_hash IS NOT NULL AND state IN (?, ?)",
-                JobStates.UNFINISHED,
+                StoredJobState.UNFINISHED,
             )
             return {str(row[0]) for row in rows}
 

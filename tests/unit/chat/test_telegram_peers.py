@@ -29,7 +29,7 @@ from sakaibot.chat.telegram import TelegramChat, chat_address_of, input_peer_of
 from sakaibot.errors import ChatError
 from sakaibot.pipeline import JobOutcome
 from sakaibot.settings import load_settings
-from sakaibot.store import JobStates
+from sakaibot.store import StoredJobState
 from sakaibot.store.sqlite import SqliteStore
 from tests.support.fakes import FakeClock, FakeEnhancer, FakeGenerator, tiny_image
 
@@ -444,5 +444,5 @@ async def test_an_image_that_cannot_reach_the_chat_names_the_retry_and_history_f
     finally:
         await store.close()
     assert record is not None
-    assert (record.state, record.delivered_message_id) == (JobStates.DONE, images[0].id)
+    assert (record.state, record.delivered_message_id) == (StoredJobState.DONE, images[0].id)
     assert record.chat_address == address

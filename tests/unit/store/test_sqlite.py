@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sakaibot.errors import StoreUnavailable
-from sakaibot.store import CacheEntry, JobRecord, JobStates
+from sakaibot.store import CacheEntry, JobRecord, StoredJobState
 from sakaibot.store.sqlite import SCHEMA_VERSION, SqliteStore, migrate
 from tests.support.waiting import until
 
@@ -29,7 +29,7 @@ def job(
     *,
     user_id: str = "ann",
     created_at_s: float = 1000.0,
-    state: str = JobStates.QUEUED,
+    state: str = StoredJobState.QUEUED,
     **fields: object,
 ) -> JobRecord:
     return JobRecord(
@@ -121,7 +121,7 @@ async def test_a_version_1_file_is_migrated_and_its_jobs_stay_readable(db_path: 
         connection.execute(
             "INSERT INTO jobs (id, user_id, chat_id, reply_to, model, request_json, prompt, "
             "created_at_s, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            ("old-1", "ann", "chat-1", 7, "flux", "{}", "a fox", 500.0, JobStates.DONE),
+            ("old-1", "ann", "chat-1", 7, "flux", "{}", "a fox", 500.0, StoredJobState.DONE),
         )
         connection.commit()
 
@@ -133,7 +133,7 @@ async def test_a_version_1_file_is_migrated_and_its_jobs_stay_readable(db_path: 
         assert (old.user_id, old.prompt, old.state, old.created_at_s) == (
             "ann",
             "a fox",
-            JobStates.DONE,
+            StoredJobState.DONE,
             500.0,
         )
         assert old.image_hash is None
@@ -165,7 +165,7 @@ async def test_a_version_2_file_gains_chat_addresses_and_its_unfinished_jobs_com
         connection.execute(
             "INSERT INTO jobs (id, user_id, chat_id, reply_to, model, request_json, prompt, "
             "created_at_s, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            ("old-2", "ann", "42", 7, "flux", "{}", "a fox", 500.0, JobStates.QUEUED),
+            ("old-2", "ann", "42", 7, "flux", "{}", "a fox", 500.0, StoredJobState.QUEUED),
         )
         connection.commit()
 
@@ -206,7 +206,7 @@ async def test_cache_entries_made_before_keys_named_their_worker_are_dropped(
         connection.execute(
             "INSERT INTO jobs (id, user_id, chat_id, reply_to, model, request_json, prompt, "
             "created_at_s, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            ("old-1", "ann", "chat-1", 7, "flux", "{}", "a fox", 500.0, JobStates.DONE),
+            ("old-1", "ann", "chat-1", 7, "flux", "{}", "a fox", 500.0, StoredJobState.DONE),
         )
         connection.commit()
 
@@ -283,24 +283,24 @@ async def test_unfinished_jobs_are_the_queued_and_delivering_ones_in_seq_order(
     store: SqliteStore,
 ) -> None:
     states = [
-        ("j1", JobStates.DELIVERING),
-        ("j2", JobStates.DONE),
-        ("j3", JobStates.QUEUED),
-        ("j4", JobStates.FAILED),
-        ("j5", JobStates.CANCELLED),
-        ("j6", JobStates.QUEUED),
+        ("j1", StoredJobState.DELIVERING),
+        ("j2", StoredJobState.DONE),
+        ("j3", StoredJobState.QUEUED),
+        ("j4", StoredJobState.FAILED),
+        ("j5", StoredJobState.CANCELLED),
+        ("j6", StoredJobState.QUEUED),
     ]
     for job_id, state in states:
         await store.add_job(job(job_id, state=state))
     # A later state change does not reorder them.
-    await store.update_job("j6", state=JobStates.DELIVERING)
+    await store.update_job("j6", state=StoredJobState.DELIVERING)
 
     unfinished = await store.unfinished_jobs()
     assert [record.id for record in unfinished] == ["j1", "j3", "j6"]
     assert [record.state for record in unfinished] == [
-        JobStates.DELIVERING,
-        JobStates.QUEUED,
-        JobStates.DELIVERING,
+        StoredJobState.DELIVERING,
+        StoredJobState.QUEUED,
+        StoredJobState.DELIVERING,
     ]
 
 
@@ -310,7 +310,7 @@ async def test_update_job_changes_only_the_given_fields_of_that_job(store: Sqlit
 
     await store.update_job(
         "j1",
-        state=JobStates.DONE,
+        state=StoredJobState.DONE,
         refunded=True,
         prompt_used="enhanced",
         generating_s=1.5,
@@ -320,7 +320,7 @@ async def test_update_job_changes_only_the_given_fields_of_that_job(store: Sqlit
 
     updated = await store.get_job("j1")
     assert updated is not None
-    assert updated.state == JobStates.DONE
+    assert updated.state == StoredJobState.DONE
     assert updated.refunded is True
     assert updated.prompt_used == "enhanced"
     assert (updated.generating_s, updated.image_bytes) == (1.5, 1234)
@@ -344,14 +344,14 @@ async def test_update_job_soon_is_seen_by_the_next_awaited_call_in_order(
 ) -> None:
     await store.add_job(job("j1"))
 
-    store.update_job_soon("j1", state=JobStates.DELIVERING, status_message_id=10)
+    store.update_job_soon("j1", state=StoredJobState.DELIVERING, status_message_id=10)
     store.update_job_soon("j1", status_message_id=11)
-    store.update_job_soon("j1", state=JobStates.DONE, delivered_message_id=12)
+    store.update_job_soon("j1", state=StoredJobState.DONE, delivered_message_id=12)
 
     record = await store.get_job("j1")
     assert record is not None
     assert (record.state, record.status_message_id, record.delivered_message_id) == (
-        JobStates.DONE,
+        StoredJobState.DONE,
         11,
         12,
     )
@@ -401,7 +401,7 @@ async def test_history_is_the_users_newest_jobs_first_up_to_the_limit(store: Sql
 async def test_jobs_since_returns_jobs_from_that_time_on(store: SqliteStore) -> None:
     await store.add_job(job("j1", created_at_s=100.0))
     await store.add_job(job("j2", created_at_s=200.0))
-    await store.add_job(job("j3", created_at_s=300.0, state=JobStates.FAILED))
+    await store.add_job(job("j3", created_at_s=300.0, state=StoredJobState.FAILED))
 
     assert [record.id for record in await store.jobs_since(200.0)] == ["j2", "j3"]
     assert await store.jobs_since(301.0) == []
@@ -410,12 +410,12 @@ async def test_jobs_since_returns_jobs_from_that_time_on(store: SqliteStore) -> 
 async def test_prune_jobs_deletes_only_finished_jobs_older_than_the_cutoff(
     store: SqliteStore,
 ) -> None:
-    await store.add_job(job("old-done", created_at_s=100.0, state=JobStates.DONE))
-    await store.add_job(job("old-failed", created_at_s=100.0, state=JobStates.FAILED))
-    await store.add_job(job("old-cancelled", created_at_s=100.0, state=JobStates.CANCELLED))
-    await store.add_job(job("old-queued", created_at_s=100.0, state=JobStates.QUEUED))
-    await store.add_job(job("old-delivering", created_at_s=100.0, state=JobStates.DELIVERING))
-    await store.add_job(job("new-done", created_at_s=900.0, state=JobStates.DONE))
+    await store.add_job(job("old-done", created_at_s=100.0, state=StoredJobState.DONE))
+    await store.add_job(job("old-failed", created_at_s=100.0, state=StoredJobState.FAILED))
+    await store.add_job(job("old-cancelled", created_at_s=100.0, state=StoredJobState.CANCELLED))
+    await store.add_job(job("old-queued", created_at_s=100.0, state=StoredJobState.QUEUED))
+    await store.add_job(job("old-delivering", created_at_s=100.0, state=StoredJobState.DELIVERING))
+    await store.add_job(job("new-done", created_at_s=900.0, state=StoredJobState.DONE))
 
     assert await store.prune_jobs(500.0) == 3
 
@@ -484,15 +484,15 @@ async def test_cache_entries_are_ordered_by_last_use_and_can_be_deleted(
 
 
 async def test_image_hashes_in_use_are_those_of_unfinished_jobs_only(store: SqliteStore) -> None:
-    await store.add_job(job("queued", state=JobStates.QUEUED, image_hash=HASH_A))
-    await store.add_job(job("delivering", state=JobStates.DELIVERING, image_hash=HASH_B))
-    await store.add_job(job("done", state=JobStates.DONE, image_hash=HASH_C))
-    await store.add_job(job("failed", state=JobStates.FAILED, image_hash=HASH_D))
-    await store.add_job(job("no-image", state=JobStates.QUEUED))
+    await store.add_job(job("queued", state=StoredJobState.QUEUED, image_hash=HASH_A))
+    await store.add_job(job("delivering", state=StoredJobState.DELIVERING, image_hash=HASH_B))
+    await store.add_job(job("done", state=StoredJobState.DONE, image_hash=HASH_C))
+    await store.add_job(job("failed", state=StoredJobState.FAILED, image_hash=HASH_D))
+    await store.add_job(job("no-image", state=StoredJobState.QUEUED))
 
     assert await store.image_hashes_in_use() == {HASH_A, HASH_B}
 
-    await store.update_job("delivering", state=JobStates.DONE)
+    await store.update_job("delivering", state=StoredJobState.DONE)
     assert await store.image_hashes_in_use() == {HASH_A}
 
 
@@ -507,7 +507,7 @@ async def test_jobs_survive_closing_and_reopening_the_file(db_path: Path) -> Non
         await first.add_job(record)
         await first.cache_put(entry("k1"))
         # Queued without waiting, just before closing: close() still writes it.
-        first.update_job_soon("j1", state=JobStates.DELIVERING, status_message_id=42)
+        first.update_job_soon("j1", state=StoredJobState.DELIVERING, status_message_id=42)
     finally:
         await first.close()
 
@@ -515,7 +515,7 @@ async def test_jobs_survive_closing_and_reopening_the_file(db_path: Path) -> Non
     await second.open()
     try:
         expected = dataclasses.replace(
-            record, state=JobStates.DELIVERING, status_message_id=42, seq=1
+            record, state=StoredJobState.DELIVERING, status_message_id=42, seq=1
         )
         assert await second.get_job("j1") == expected
         assert await second.unfinished_jobs() == [expected]
@@ -564,5 +564,5 @@ async def test_calls_after_close_raise_store_unavailable(
         await store.cache_entries()
     # A fire-and-forget update cannot raise into its caller: it is logged and dropped.
     with caplog.at_level(logging.ERROR, logger="sakaibot.store.sqlite"):
-        store.update_job_soon("j1", state=JobStates.DONE)
+        store.update_job_soon("j1", state=StoredJobState.DONE)
     assert "closed" in caplog.text

@@ -1,0 +1,145 @@
+"""Admission: the path of a new ``/image=`` request, from parsed command to queued job.
+
+Order (only accepted requests count against a user's allowance): cache look-up
+→ rate-limit check → circuit breaker → queue bounds → queue the job → write it
+to the store → show its place. A request refused after the rate-limit check
+gives its slot straight back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from sakaibot.breaker import Breakers, BreakerState
+from sakaibot.cache import Cache
+from sakaibot.chat.port import IncomingMessage
+from sakaibot.commands import ImageRequest
+from sakaibot.errors import (
+    ModelUnavailable,
+    RateLimited,
+    RequestRejected,
+    StoreUnavailable,
+    UnknownModel,
+)
+from sakaibot.jobs import Job, JobIdFactory, job_record
+from sakaibot.limits import Allowance, Denial
+from sakaibot.models import ModelRegistry, ModelSpec
+from sakaibot.pipeline import JobPipeline, usable_fallback
+from sakaibot.queues import JobQueues
+from sakaibot.status import StatusScheduler, show_place
+from sakaibot.store import Store
+
+logger = logging.getLogger(__name__)
+
+
+class Admission:
+    """Accepts (or refuses, by raising) new generation requests."""
+
+    def __init__(
+        self,
+        *,
+        registry: ModelRegistry,
+        allowance: Allowance,
+        breakers: Breakers,
+        cache: Cache,
+        queues: JobQueues,
+        store: Store,
+        status: StatusScheduler,
+        pipeline: JobPipeline,
+        clock: Callable[[], float],
+        new_job_id: JobIdFactory,
+    ) -> None:
+        self._registry = registry
+        self._allowance = allowance
+        self._breakers = breakers
+        self._cache = cache
+        self._queues = queues
+        self._store = store
+        self._status = status
+        self._pipeline = pipeline
+        self._clock = clock
+        self._new_job_id = new_job_id
+
+    async def admit(self, message: IncomingMessage, request: ImageRequest) -> None:
+        """Queue ``request`` (or answer it from the cache); raises when it is refused."""
+        model = self._registry.get(request.model)
+        if model is None:  # the parser only returns configured models
+            raise UnknownModel(request.model, self._registry.names())
+        job_id = await self._fresh_job_id()
+        # A stored result skips the queue altogether: no worker is needed.
+        hit = await self._cache.lookup(model, request)
+        admitted = await self._allowance.admit(message.user_id)
+        if isinstance(admitted, Denial):
+            raise RateLimited(
+                admitted.retry_after_s, admitted.window.limit, admitted.window.window_s
+            )
+        # From here to submit() nothing awaits: the checks and the queueing
+        # happen as one step, so bounds and order are exact. A request refused
+        # here gives its counted slot straight back (only accepted ones count).
+        if hit is None:
+            try:
+                self._check_breaker(model, request)
+                self._queues.check_admission(model.name, message.user_id)
+            except RequestRejected:
+                self._allowance.refund(message.user_id, admitted)
+                raise
+        job = Job(
+            id=job_id,
+            user_id=message.user_id,
+            chat_id=message.chat_id,
+            reply_to=message.message_id,
+            request=request,
+            model=model,
+            created_at_s=self._clock(),
+            persisted=asyncio.get_running_loop().create_future(),
+            chat_address=message.chat_address,
+        )
+        job.limiter_stamp = admitted
+        if hit is None:
+            self._queues.submit(job)
+        assert job.persisted is not None
+        # The job is written down before the user is told it is queued.
+        try:
+            await self._store.add_job(job_record(job))
+        except StoreUnavailable as exc:
+            logger.error("job %s could not be stored: %s", job.id, exc)
+            job.persisted.set_result(False)
+            self._allowance.refund(job.user_id, admitted)
+            if hit is None:
+                self._queues.withdraw(job)
+            raise
+        job.persisted.set_result(True)
+        self._queues.stored(job)
+        if hit is not None:
+            logger.info("job %s: answered from the cache", job.id)
+            await self._pipeline.deliver_cached(job, hit)
+            return
+        place = self._queues.place_of(job)
+        if place is not None:
+            show_place(self._status, job, place)
+            logger.info("job %s queued: %s at position %d", job.id, model.name, place.position)
+
+    def _check_breaker(self, model: ModelSpec, request: ImageRequest) -> None:
+        """While a model is paused, new requests hear so at once (unless a fallback takes them)."""
+        breaker = self._breakers.get(model.name)
+        if breaker.state is not BreakerState.OPEN:
+            return
+        fallback = usable_fallback(model, request.options, self._registry)
+        if fallback is not None and self._breakers.get(fallback.name).state is BreakerState.CLOSED:
+            return  # it will be made by the fallback
+        # A configured fallback this request's flags keep out is still worth naming.
+        other = self._registry.get(model.fallback) if model.fallback else None
+        suggestion = (
+            other.display_name
+            if other is not None and self._breakers.get(other.name).state is BreakerState.CLOSED
+            else None
+        )
+        raise ModelUnavailable(model.display_name, breaker.retry_after_s(), suggestion)
+
+    async def _fresh_job_id(self) -> str:
+        while True:
+            job_id = self._new_job_id()
+            if self._queues.is_free_id(job_id) and not await self._store.job_id_exists(job_id):
+                return job_id
