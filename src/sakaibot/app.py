@@ -21,14 +21,8 @@ from pydantic import BaseModel, SecretStr
 
 from sakaibot.bot import ImageBot
 from sakaibot.breaker import Breakers, BreakerSettings
-from sakaibot.cache import Cache, ResultCache, SharedCacheStore, SharedResultCache
+from sakaibot.cache import Cache, ResultCache
 from sakaibot.chat.port import ChatPort
-from sakaibot.distributed import (
-    GenerationWorker,
-    OutageLog,
-    RemoteGenerator,
-    SharedAllowance,
-)
 from sakaibot.enhancer import PromptEnhancer
 from sakaibot.generation import ImageGenerator
 from sakaibot.jobs import JobIdFactory, random_job_id
@@ -45,6 +39,12 @@ from sakaibot.private_files import make_private_dir, tighten, write_private
 from sakaibot.queues import JobQueues, QueuePlace
 from sakaibot.recovery import Recovery
 from sakaibot.settings import Settings
+from sakaibot.shared.allowance import SharedAllowance
+from sakaibot.shared.cache import SharedResultCache
+from sakaibot.shared.generator import RemoteGenerator
+from sakaibot.shared.interfaces import SharedCacheStore
+from sakaibot.shared.outage import OutageLog
+from sakaibot.shared.worker import GenerationWorker
 from sakaibot.status import (
     RESTARTING_TEXT,
     StatusScheduler,
@@ -157,24 +157,27 @@ def _build_shared(
     registry: ModelRegistry,
     closers: list[Closer],
     starters: list[Closer],
-    wall_clock: Callable[[], float],
     clock: Callable[[], float],
     worker_generator: ImageGenerator | None,
 ) -> _Shared:
-    from sakaibot.redis_backend import RedisBackend
+    from sakaibot.shared.backend import RedisBackend
 
     assert settings.redis_url is not None
-    backend = RedisBackend(settings.redis_url.get_secret_value(), prefix=settings.redis_prefix)
+    backend = RedisBackend(
+        settings.redis_url.get_secret_value(),
+        prefix=settings.redis_prefix,
+        cache_max_bytes=settings.redis_cache_max_bytes,
+    )
     # One log of the outage for the whole process: at most a warning a second.
     outage = OutageLog(clock)
     remote = RemoteGenerator(
         backend,
         outage=outage,
         frontend_id="",
-        # Every bound is kept by each front end at acceptance, where a refusal can
-        # still be told; a request already accepted is never refused here.
-        max_waiting=1_000_000_000,
-        max_pending=1_000_000_000,
+        # The bounds are shared by every front end: checked in Redis, in the same
+        # step as the job is added, against every front end's jobs.
+        max_waiting=settings.image_queue_max,
+        max_pending=settings.image_user_max_pending,
     )
     stop_worker = asyncio.Event()
     worker_task: list[asyncio.Task[None]] = []
@@ -185,22 +188,24 @@ def _build_shared(
             registry,
             worker_generator or build_generator(settings, closers),
             lease_s=settings.redis_lease_s,
-            clock=wall_clock,
             outage=outage,
         )
 
     async def start() -> None:
         await backend.open()
         remote.frontend_id = await asyncio.to_thread(_frontend_id, settings.sakaibot_data_dir)
+        await backend.open_answers(remote.frontend_id)
         remote.start()
         if worker is not None:
             worker_task.append(asyncio.create_task(worker.run(stop_worker), name="local-worker"))
 
     async def close() -> None:
         stop_worker.set()
+        # A job in hand stays pending in Redis and is taken over by another worker.
         for task in worker_task:
             task.cancel()
-        await asyncio.gather(*worker_task, return_exceptions=True)
+        if worker_task:
+            await asyncio.wait(worker_task, timeout=_STOP_WAIT_S)
         await remote.aclose()
         await backend.close()
 
@@ -208,9 +213,13 @@ def _build_shared(
     closers.append(close)
     return _Shared(
         remote=remote,
-        allowance=SharedAllowance(backend, settings.image_user_limits, wall_clock),
+        allowance=SharedAllowance(backend, settings.image_user_limits),
         backend=backend,
     )
+
+
+#: The longest a stop waits for the local generation worker's lanes.
+_STOP_WAIT_S = 5.0
 
 
 def build_generator(settings: Settings, closers: list[Closer]) -> ImageGenerator:
@@ -308,7 +317,7 @@ def build_app(
     registry = settings.model_registry()
     shared: _Shared | None = None
     if settings.redis_url is not None:
-        shared = _build_shared(settings, registry, closers, starters, wall_clock, clock, generator)
+        shared = _build_shared(settings, registry, closers, starters, clock, generator)
         generator = shared.remote
         # The shared queue is where jobs wait their turn; this front end lets
         # up to REDIS_INFLIGHT_PER_MODEL of its own into it at once.
@@ -412,7 +421,12 @@ def build_app(
             )
             status.show(job.id, chat_id=job.chat_id, reply_to=job.reply_to, text=text)
 
+        def user_of(job_id: str) -> str | None:
+            job = queues.find(job_id)
+            return None if job is None else job.user_id
+
         shared.remote.on_position = show_shared_place
+        shared.remote.user_of = user_of
 
     def tell_paused(model: ModelSpec, retry_after_s: float) -> None:
         # Everyone waiting for the model hears it once, with when it is tried again.

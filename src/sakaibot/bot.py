@@ -35,7 +35,6 @@ from sakaibot.commands import (
     parse_command,
     usage_text,
 )
-from sakaibot.distributed import RemoteGenerator
 from sakaibot.errors import (
     ChatError,
     ImageGone,
@@ -58,6 +57,7 @@ from sakaibot.models import ModelRegistry, ModelSpec
 from sakaibot.pipeline import JobOutcome, JobPipeline, OutcomeListener, usable_fallback
 from sakaibot.queues import JobQueues
 from sakaibot.reports import compute_stats, format_history, format_stats
+from sakaibot.shared.generator import RemoteGenerator
 from sakaibot.status import StatusScheduler, failed_text, show_place
 from sakaibot.store import JobRecord, JobStates, Store
 from sakaibot.store.images import ImageFiles

@@ -283,7 +283,7 @@ class JobPipeline:
         self._show(job, generating_text(label))
         params = replace(generation_params(prompt_used, request), request_id=job.id)
         result = await self._generator.generate(model, params)
-        if result.error is not None and result.error.kind == JobCancelled.kind:
+        if isinstance(result.error, JobCancelled):
             await self.end_cancelled(job)  # taken back from a shared queue by /image cancel
             return
         self._report_to_breaker(job, model, result.error if not result.success else None)

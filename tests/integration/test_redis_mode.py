@@ -15,11 +15,11 @@ import pytest
 
 from sakaibot.app import App, build_app
 from sakaibot.chat.port import IncomingMessage
-from sakaibot.distributed import GenerationWorker
 from sakaibot.pipeline import JobOutcome
-from sakaibot.redis_backend import RedisBackend
 from sakaibot.settings import load_settings
-from tests.support.fakes import FakeClock, FakeEnhancer, FakeGenerator, RecordingChat, registry
+from sakaibot.shared.backend import RedisBackend
+from sakaibot.shared.worker import GenerationWorker
+from tests.support.fakes import FakeEnhancer, FakeGenerator, RecordingChat, registry
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import app_work, until
 
@@ -130,10 +130,8 @@ async def test_a_worker_that_dies_mid_job_loses_nothing(
     await app.start()
     backend = RedisBackend(redis_server.url, prefix=prefix)
     await backend.open()
-    clock = FakeClock(start_s=2_000_000_000.0)
-    doomed = GenerationWorker(
-        backend, registry(), FakeGenerator(gate=asyncio.Event()), lease_s=30, clock=clock
-    )
+    # A short lease: the take-over waits for the job's idle time by the Redis clock.
+    doomed = GenerationWorker(backend, registry(), FakeGenerator(gate=asyncio.Event()), lease_s=0.3)
     stop = asyncio.Event()
     dying = asyncio.create_task(doomed.run(stop))
     try:
@@ -144,8 +142,7 @@ async def test_a_worker_that_dies_mid_job_loses_nothing(
         )
         dying.cancel()  # the worker process dies with the job in hand
         await asyncio.gather(dying, return_exceptions=True)
-        clock.advance(31)  # its lease runs out
-        healthy = GenerationWorker(backend, registry(), FakeGenerator(), lease_s=30, clock=clock)
+        healthy = GenerationWorker(backend, registry(), FakeGenerator(), lease_s=0.3)
         working = asyncio.create_task(healthy.run(stop))
         await until(
             lambda: len(outcomes) == 1, waiting_for="the job's outcome", settle=app_work(app)
