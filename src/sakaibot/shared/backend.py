@@ -229,7 +229,9 @@ redis.call('ZREM', KEYS[1], found[1])
 return 1
 """
 
-# KEYS index (by last use), expiry, sizes, total. ARGV entry-key prefix.
+# KEYS index (by last use), expiry, sizes, total, use counter. ARGV entry-key
+# prefix. Uses are numbered by a counter, not the clock: two uses in the same
+# millisecond keep their order.
 _CACHE_HELPERS: Final = (
     _NOW
     + """
@@ -262,7 +264,7 @@ if size > cap then return 0 end
 local entry = ARGV[1] .. ARGV[2]
 redis.call('HSET', entry, 'entry', ARGV[3], 'image', ARGV[4])
 redis.call('PEXPIRE', entry, ARGV[5])
-redis.call('ZADD', KEYS[1], now_ms, ARGV[2])
+redis.call('ZADD', KEYS[1], redis.call('INCR', KEYS[5]), ARGV[2])
 redis.call('ZADD', KEYS[2], now_ms + tonumber(ARGV[5]), ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[2], size)
 local total = redis.call('INCRBY', KEYS[4], size)
@@ -280,7 +282,7 @@ _CACHE_GET: Final = (
     + """
 local found = redis.call('HMGET', ARGV[1] .. ARGV[2], 'entry', 'image')
 if not found[1] or not found[2] then return false end
-redis.call('ZADD', KEYS[1], 'XX', math.floor(now_us() / 1000), ARGV[2])
+redis.call('ZADD', KEYS[1], 'XX', redis.call('INCR', KEYS[5]), ARGV[2])
 return found
 """
 )
@@ -299,7 +301,7 @@ _CACHE_CLEAR: Final = (
     + """
 local keys = redis.call('ZRANGE', KEYS[1], 0, -1)
 for _, key in ipairs(keys) do forget(key) end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 return #keys
 """
 )
@@ -360,8 +362,10 @@ class RedisKeys:
 
     @property
     def cache_keys(self) -> list[str]:
-        """ZSETs by last use and by expiry (ms), HASH of sizes, STRING of total bytes."""
-        return [f"{self.prefix}:cache-{name}" for name in ("used", "expiry", "sizes", "bytes")]
+        """ZSETs by last use and by expiry (ms), HASH of sizes, STRINGs of total bytes
+        and of uses (the order of use)."""
+        names = ("used", "expiry", "sizes", "bytes", "uses")
+        return [f"{self.prefix}:cache-{name}" for name in names]
 
 
 class RedisBackend:

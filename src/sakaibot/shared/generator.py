@@ -94,6 +94,8 @@ class RemoteGenerator:
     on_position: Callable[[str, int], None] | None = None
     outage: OutageLog = field(default_factory=OutageLog)
     answer_deadline_s: float = ANSWER_DEADLINE_S
+    position_poll_s: float = POSITION_POLL_S
+    stop_wait_s: float = STOP_WAIT_S
     _waiting: dict[str, asyncio.Future[Answer]] = field(default_factory=dict)
     #: Answers read before their job asked (after a restart, recovery asks later).
     _early: dict[str, Answer] = field(default_factory=dict)
@@ -105,7 +107,7 @@ class RemoteGenerator:
         self._listener = asyncio.create_task(self._listen(), name="remote-answers")
 
     async def aclose(self) -> None:
-        """Stop listening; never waits longer than :data:`STOP_WAIT_S` (twice at worst)."""
+        """Stop listening; never waits longer than ``stop_wait_s`` (twice at worst)."""
         listener, self._listener = self._listener, None
         if listener is None:
             return
@@ -113,10 +115,10 @@ class RemoteGenerator:
         # The listener sees the event between two reads; a read in flight ends
         # within its block time. Waited for with a deadline, and only then cancelled:
         # a cancel that lands in a Redis call may not be seen (Python 3.11).
-        await asyncio.wait({listener}, timeout=STOP_WAIT_S)
+        await asyncio.wait({listener}, timeout=self.stop_wait_s)
         if not listener.done():
             listener.cancel()
-            await asyncio.wait({listener}, timeout=STOP_WAIT_S)
+            await asyncio.wait({listener}, timeout=self.stop_wait_s)
         if not listener.done():
             logger.warning("the answer listener did not stop; left behind")
 
@@ -170,7 +172,7 @@ class RemoteGenerator:
     async def _give_up(self, model: ModelSpec, job_id: str) -> None:
         # Out of the queue if it still waits; a late answer finds no waiter and is dropped.
         try:
-            async with asyncio.timeout(STOP_WAIT_S):
+            async with asyncio.timeout(self.stop_wait_s):
                 await self.shared.cancel(model.name, job_id, self.frontend_id)
         except (StoreUnavailable, TimeoutError) as exc:
             logger.warning("could not take back %s after its deadline: %s", job_id, exc)
@@ -214,7 +216,7 @@ class RemoteGenerator:
         """Wait for the answer, telling the status where the request stands meanwhile.
 
         Other front ends share the queue, so its positions are looked up (every
-        :data:`POSITION_POLL_S`), not computed here. The job's record stays in
+        ``position_poll_s``), not computed here. The job's record stays in
         Redis until this front end has its answer, so a job Redis does not know
         is lost (Redis restarted empty), never merely answered: it is asked again.
         """
@@ -223,7 +225,7 @@ class RemoteGenerator:
             if self.on_position is not None and place != shown:
                 self.on_position(job_id, place)  # 0: a worker has it
                 shown = place
-            done, _ = await asyncio.wait({answer}, timeout=POSITION_POLL_S)
+            done, _ = await asyncio.wait({answer}, timeout=self.position_poll_s)
             if done:
                 return answer.result()
             try:
