@@ -22,15 +22,9 @@ from pydantic import BaseModel, SecretStr
 from sakaibot.admission import Admission
 from sakaibot.bot import ImageBot
 from sakaibot.breaker import Breakers, BreakerSettings
-from sakaibot.cache import Cache, ResultCache, SharedCacheStore, SharedResultCache
+from sakaibot.cache import Cache, ResultCache
 from sakaibot.chat.port import ChatPort
 from sakaibot.commands import STATS_DEFAULT_DAYS
-from sakaibot.distributed import (
-    GenerationWorker,
-    OutageLog,
-    RemoteGenerator,
-    SharedAllowance,
-)
 from sakaibot.enhancer import PromptEnhancer
 from sakaibot.generation import ImageGenerator
 from sakaibot.jobs import JobIdFactory, random_job_id
@@ -48,6 +42,12 @@ from sakaibot.queues import JobQueues
 from sakaibot.recovery import Recovery
 from sakaibot.reports import DAY_S
 from sakaibot.settings import Settings
+from sakaibot.shared.allowance import SharedAllowance
+from sakaibot.shared.cache import SharedResultCache
+from sakaibot.shared.generator import RemoteGenerator
+from sakaibot.shared.interfaces import SharedCacheStore
+from sakaibot.shared.outage import OutageLog
+from sakaibot.shared.worker import GenerationWorker
 from sakaibot.status import (
     RESTARTING_TEXT,
     Sleep,
@@ -173,24 +173,27 @@ def _build_shared(
     registry: ModelRegistry,
     closers: list[Closer],
     starters: list[Closer],
-    wall_clock: Callable[[], float],
     clock: Callable[[], float],
     worker_generator: ImageGenerator | None,
 ) -> _Shared:
-    from sakaibot.redis_backend import RedisBackend
+    from sakaibot.shared.backend import RedisBackend
 
     assert settings.redis_url is not None
-    backend = RedisBackend(settings.redis_url.get_secret_value(), prefix=settings.redis_prefix)
+    backend = RedisBackend(
+        settings.redis_url.get_secret_value(),
+        prefix=settings.redis_prefix,
+        cache_max_bytes=settings.redis_cache_max_bytes,
+    )
     # One log of the outage for the whole process: at most a warning a second.
     outage = OutageLog(clock)
     remote = RemoteGenerator(
         backend,
         outage=outage,
         frontend_id="",
-        # Every bound is kept by each front end at acceptance, where a refusal can
-        # still be told; a request already accepted is never refused here.
-        max_waiting=1_000_000_000,
-        max_pending=1_000_000_000,
+        # The bounds are shared by every front end: checked in Redis, in the same
+        # step as the job is added, against every front end's jobs.
+        max_waiting=settings.image_queue_max,
+        max_pending=settings.image_user_max_pending,
     )
     stop_worker = asyncio.Event()
     worker_task: list[asyncio.Task[None]] = []
@@ -201,22 +204,24 @@ def _build_shared(
             registry,
             worker_generator or build_generator(settings, closers),
             lease_s=settings.redis_lease_s,
-            clock=wall_clock,
             outage=outage,
         )
 
     async def start() -> None:
         await backend.open()
         remote.frontend_id = await asyncio.to_thread(_frontend_id, settings.sakaibot_data_dir)
+        await backend.open_answers(remote.frontend_id)
         remote.start()
         if worker is not None:
             worker_task.append(asyncio.create_task(worker.run(stop_worker), name="local-worker"))
 
     async def close() -> None:
         stop_worker.set()
+        # A job in hand stays pending in Redis and is taken over by another worker.
         for task in worker_task:
             task.cancel()
-        await asyncio.gather(*worker_task, return_exceptions=True)
+        if worker_task:
+            await asyncio.wait(worker_task, timeout=_STOP_WAIT_S)
         await remote.aclose()
         await backend.close()
 
@@ -224,9 +229,13 @@ def _build_shared(
     closers.append(close)
     return _Shared(
         remote=remote,
-        allowance=SharedAllowance(backend, settings.image_user_limits, wall_clock),
+        allowance=SharedAllowance(backend, settings.image_user_limits),
         backend=backend,
     )
+
+
+#: The longest a stop waits for the local generation worker's lanes.
+_STOP_WAIT_S = 5.0
 
 
 def build_generator(settings: Settings, closers: list[Closer]) -> ImageGenerator:
@@ -335,7 +344,7 @@ def build_app(
     registry = settings.model_registry()
     shared: _Shared | None = None
     if settings.redis_url is not None:
-        shared = _build_shared(settings, registry, closers, starters, wall_clock, clock, generator)
+        shared = _build_shared(settings, registry, closers, starters, clock, generator)
         generator = shared.remote
         # The shared queue is where jobs wait their turn; this front end lets
         # up to REDIS_INFLIGHT_PER_MODEL of its own into it at once.
@@ -414,6 +423,7 @@ def build_app(
     )
     if shared is not None:
         shared.remote.on_position = pipeline.show_shared_place
+        shared.remote.user_of = queues.user_of
     admission = Admission(
         registry=registry,
         allowance=allowance,

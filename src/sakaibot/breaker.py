@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sakaibot.errors import TransientWorkerError, WorkerGaveUp, WorkerTimeout
+from sakaibot.errors import TransientWorkerError, WorkerGaveUp
 
 
 @dataclass(frozen=True)
@@ -49,20 +49,15 @@ class BreakerState(StrEnum):
     HALF_OPEN = "half_open"
 
 
-_UNAVAILABLE_KINDS = frozenset({TransientWorkerError.kind, WorkerTimeout.kind, WorkerGaveUp.kind})
-
-
 def counts_as_unavailable(error: BaseException) -> bool:
     """Whether a job's failure says the worker is unavailable (and so counts toward opening).
 
     True for transient failures (including timeouts) and for :class:`WorkerGaveUp`,
     the end of a retry budget spent on them; False for everything else. A failure
-    that came back from a worker process carries only its ``kind``, which is
-    enough.
+    that came back from a worker process is rebuilt as the same class
+    (:func:`sakaibot.errors.from_wire`), so it counts the same.
     """
-    if isinstance(error, TransientWorkerError | WorkerGaveUp):
-        return True
-    return getattr(error, "kind", None) in _UNAVAILABLE_KINDS
+    return isinstance(error, TransientWorkerError | WorkerGaveUp)
 
 
 class CircuitBreaker:

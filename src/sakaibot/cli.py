@@ -368,9 +368,9 @@ async def _run_worker(settings: Settings, out: TextIO) -> int:
     import signal
 
     from sakaibot.app import build_generator
-    from sakaibot.distributed import GenerationWorker
     from sakaibot.errors import ConfigError
-    from sakaibot.redis_backend import RedisBackend
+    from sakaibot.shared.backend import RedisBackend
+    from sakaibot.shared.worker import GenerationWorker
 
     if settings.redis_url is None:
         raise ConfigError(
@@ -378,7 +378,11 @@ async def _run_worker(settings: Settings, out: TextIO) -> int:
              "the front ends share, e.g. REDIS_URL=redis://127.0.0.1:6379/0"]
         )  # fmt: skip
     closers: list[Any] = []
-    backend = RedisBackend(settings.redis_url.get_secret_value(), prefix=settings.redis_prefix)
+    backend = RedisBackend(
+        settings.redis_url.get_secret_value(),
+        prefix=settings.redis_prefix,
+        cache_max_bytes=settings.redis_cache_max_bytes,
+    )
     await backend.open()
     worker = GenerationWorker(
         backend,

@@ -35,11 +35,14 @@ so the wording lives here and nowhere else::
     │       ├── QuotaExhausted       the daily free allocation is used up
     │       ├── InvalidImage         200 but not an image
     │       ├── ImageTooLarge        bigger than the configured cap
-    │       └── WorkerGaveUp         transient failures until the budget ran out
+    │       ├── WorkerGaveUp         transient failures until the budget ran out
+    │       └── JobSetAside          the shared queue gave up on a job that failed N workers
+    │   └── RefusedByQueue           the shared queue's bound was reached at hand-over
     ├── EnhancerError                the LLM did not help; never reaches a user
     ├── StoreUnavailable             the data file could not be read or written
     ├── LoginFailed                  ``sakaibot login`` could not log in; nothing was saved
     ├── JobCancelled                 the job was cancelled while waiting
+    │   └── CancelledInQueue         (also a GenerationError) taken back from the shared queue
     ├── ModelGone                    a recovered job's model is no longer configured
     └── ChatError                    the chat refused an operation
         ├── DeliveryFailed           the image was made but not sent (kept for a retry)
@@ -484,6 +487,53 @@ class ModelGone(SakaiBotError):
         )
 
 
+class CancelledInQueue(GenerationError, JobCancelled):
+    """A generation taken back from the shared queue before a worker had it (``/image cancel``).
+
+    Both a :class:`GenerationError` (what a generator returns) and a
+    :class:`JobCancelled` (what the pipeline ends the job as).
+    """
+
+    kind = JobCancelled.kind
+
+    @property
+    def user_message(self) -> str:
+        # Skips GenerationError's message: JobCancelled comes next in the MRO.
+        return super(GenerationError, self).user_message
+
+
+class RefusedByQueue(GenerationError):
+    """The shared queue refused the job at hand-over: a bound every front end shares
+    (the model's waiting jobs, or the user's pending ones) was reached meanwhile."""
+
+    def __init__(self, refusal: QueueFull | TooManyPending, *, model: str = "") -> None:
+        super().__init__(str(refusal), model=model)
+        self.refusal = refusal
+        self.kind = refusal.kind
+
+    @property
+    def user_message(self) -> str:
+        return self.refusal.user_message
+
+
+class JobSetAside(PermanentWorkerError):
+    """A job whose generation stopped worker after worker, set aside by the shared queue."""
+
+    kind = "set_aside"
+
+    def __init__(self, deliveries: int, *, model: str = "") -> None:
+        super().__init__(f"set aside after {deliveries} deliveries", model=model)
+        self.deliveries = deliveries
+
+    @property
+    def user_message(self) -> str:
+        return (
+            f"This request stopped the {self._model_name} worker {self.deliveries} times, "
+            "so it was set aside rather than tried again. Try a different prompt or "
+            "model; if it keeps happening, tell the bot's owner."
+        )
+
+
 class ChatError(SakaiBotError):
     """The chat refused an operation (sending, editing, deleting, uploading)."""
 
@@ -766,3 +816,66 @@ class NothingToCancel(RequestRejected):
             f"You have no waiting or running job {self.job_id}. "
             "See your jobs and their ids with /image status."
         )
+
+
+#: Generation failures that may cross a process boundary (a worker on Redis
+#: answering a front end), by ``kind``. Where two classes share a kind the
+#: broader one is rebuilt: ``worker_unavailable`` comes back as
+#: :class:`TransientWorkerError`, which the breaker treats as :class:`WorkerGaveUp`.
+WIRE_KINDS: dict[str, type[GenerationError]] = {
+    cls.kind: cls
+    for cls in (
+        GenerationError,
+        PermanentWorkerError,
+        WorkerGaveUp,
+        TransientWorkerError,
+        WorkerTimeout,
+        WorkerAuthError,
+        WorkerBadRequest,
+        ContentFiltered,
+        QuotaExhausted,
+        InvalidImage,
+        ImageTooLarge,
+        JobSetAside,
+        CancelledInQueue,
+    )
+}
+
+
+def from_wire(kind: str, message: str, detail: str, *, model: str = "") -> GenerationError:
+    """Rebuild a failure sent by another process as the same exception class.
+
+    The result is an instance of the class registered for ``kind`` in
+    :data:`WIRE_KINDS` (:class:`GenerationError` for a kind this version does
+    not know), so code on this side uses ``isinstance`` as it would for a local
+    error, and it tells the user ``message``, the words the other side chose.
+    """
+    cls = _RECEIVED.get(kind, _RECEIVED[GenerationError.kind])
+    error = cls.__new__(cls)
+    GenerationError.__init__(error, detail, model=model)
+    error.received_message = message
+    return error
+
+
+class _Received(GenerationError):
+    """Mixed in first by :data:`_RECEIVED`: the user message came over the wire."""
+
+    received_message: str = ""
+    #: Defaults for what the subclasses' own constructors would have set.
+    retry_after_s: float | None = None
+    attempts: int = 0
+    deliveries: int = 0
+    size_bytes: int = 0
+    limit_bytes: int = 0
+
+    @property
+    def user_message(self) -> str:
+        return self.received_message
+
+
+#: Each class of :data:`WIRE_KINDS` as received: the same class, with the user
+#: message it was sent with (a table of types, fixed at import).
+_RECEIVED: dict[str, type[_Received]] = {
+    kind: type(cls.__name__, (_Received, cls), {"__module__": cls.__module__})
+    for kind, cls in WIRE_KINDS.items()
+}

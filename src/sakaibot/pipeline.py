@@ -321,7 +321,7 @@ class JobPipeline:
         self._show(job, generating_text(label))
         params = replace(generation_params(prompt_used, request), request_id=job.id)
         result = await self._generator.generate(model, params)
-        if result.error is not None and result.error.kind == JobCancelled.kind:
+        if isinstance(result.error, JobCancelled):
             # Taken back from a shared queue by /image cancel.
             await self.finish(job, JobCancelled("cancelled by the user"))
             return

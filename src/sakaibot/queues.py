@@ -151,6 +151,11 @@ class JobQueues:
     def find(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
 
+    def user_of(self, job_id: str) -> str | None:
+        """Who asked for a job this process holds (the shared queue bounds users, not jobs)."""
+        job = self._jobs.get(job_id)
+        return None if job is None else job.user_id
+
     def place_of(self, job: Job) -> QueuePlace | None:
         """Where a waiting job stands now; ``None`` once it has started."""
         lane = self._lanes[job.model.name]

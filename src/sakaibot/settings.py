@@ -290,6 +290,8 @@ class Settings(BaseSettings):
     redis_local_workers: bool = True
     #: How many of this front end's jobs per model may wait in the shared queue at once.
     redis_inflight_per_model: int = Field(default=20, ge=1)
+    #: Bytes the shared result cache may hold in Redis; least recently used evicted first.
+    redis_cache_max_bytes: int = Field(default=100_000_000, ge=1)
 
     # History and the result cache.
     history_retention_days: int = Field(default=90, ge=1)

@@ -37,7 +37,6 @@ from sakaibot.commands import (
     WhoamiCommand,
     usage_text,
 )
-from sakaibot.distributed import RemoteGenerator
 from sakaibot.enhancer import ORIGINAL_PROMPT
 from sakaibot.errors import (
     ChatError,
@@ -57,6 +56,7 @@ from sakaibot.models import ModelRegistry
 from sakaibot.pipeline import JobPipeline
 from sakaibot.queues import JobQueues
 from sakaibot.reports import DAY_S, compute_stats, format_history, format_stats
+from sakaibot.shared.generator import RemoteGenerator
 from sakaibot.status import StatusScheduler, failed_text
 from sakaibot.store import JobRecord, Store, StoredJobState
 from sakaibot.store.images import ImageFiles

@@ -7,21 +7,23 @@ separate front ends would be; they meet only in a real redis-server.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from uuid import uuid4
 
 import pytest
+from redis.asyncio import Redis
 
 from sakaibot.app import App, build_app
 from sakaibot.chat.port import IncomingMessage
-from sakaibot.distributed import GenerationWorker
 from sakaibot.pipeline import JobOutcome
-from sakaibot.redis_backend import RedisBackend
 from sakaibot.settings import load_settings
-from tests.support.fakes import FakeClock, FakeEnhancer, FakeGenerator, RecordingChat, registry
+from sakaibot.shared.backend import RedisBackend
+from sakaibot.shared.worker import GenerationWorker
+from tests.support.fakes import FakeEnhancer, FakeGenerator, RecordingChat, registry
 from tests.support.redis_server import RedisServer
-from tests.support.waiting import app_work, until
+from tests.support.waiting import RECHECK_S, app_work, until
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +37,7 @@ def front_end(
     prefix: str,
     data_dir: Path,
     generator: FakeGenerator,
+    wall_clock: Callable[[], float] = time.time,
     **extra: object,
 ) -> tuple[App, RecordingChat, list[JobOutcome]]:
     chat = RecordingChat()
@@ -52,6 +55,7 @@ def front_end(
     app = build_app(
         load_settings(env_file=None, **values),
         chat,
+        wall_clock=wall_clock,
         on_outcome=outcomes.append,
         generator=generator,  # what this front end's local worker generates with
         enhancer=FakeEnhancer(),
@@ -130,10 +134,8 @@ async def test_a_worker_that_dies_mid_job_loses_nothing(
     await app.start()
     backend = RedisBackend(redis_server.url, prefix=prefix)
     await backend.open()
-    clock = FakeClock(start_s=2_000_000_000.0)
-    doomed = GenerationWorker(
-        backend, registry(), FakeGenerator(gate=asyncio.Event()), lease_s=30, clock=clock
-    )
+    # A short lease: the take-over waits for the job's idle time by the Redis clock.
+    doomed = GenerationWorker(backend, registry(), FakeGenerator(gate=asyncio.Event()), lease_s=0.3)
     stop = asyncio.Event()
     dying = asyncio.create_task(doomed.run(stop))
     try:
@@ -144,8 +146,7 @@ async def test_a_worker_that_dies_mid_job_loses_nothing(
         )
         dying.cancel()  # the worker process dies with the job in hand
         await asyncio.gather(dying, return_exceptions=True)
-        clock.advance(31)  # its lease runs out
-        healthy = GenerationWorker(backend, registry(), FakeGenerator(), lease_s=30, clock=clock)
+        healthy = GenerationWorker(backend, registry(), FakeGenerator(), lease_s=0.3)
         working = asyncio.create_task(healthy.run(stop))
         await until(
             lambda: len(outcomes) == 1, waiting_for="the job's outcome", settle=app_work(app)
@@ -305,3 +306,116 @@ async def test_a_job_waiting_in_the_shared_queue_can_be_cancelled(
         (2, False, "cancelled"),
     ]
     assert [params.prompt for _, params in generator.calls] == ["enhanced: first"]
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], *, waiting_for: str) -> None:
+    """Wait until ``check()`` holds in Redis, for at most 10 s."""
+    try:
+        async with asyncio.timeout(10):
+            while True:
+                if await check():
+                    return
+                await asyncio.sleep(RECHECK_S)
+    except TimeoutError:
+        raise AssertionError(f"waited 10 s for {waiting_for}; it did not happen") from None
+
+
+async def test_the_queue_bound_holds_for_two_front_ends_together(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    prefix = f"t-{uuid4().hex[:8]}"
+    # Nobody generates: every job handed over stays waiting in the shared queue.
+    apps = [
+        front_end(
+            redis_server,
+            prefix,
+            tmp_path / name,
+            FakeGenerator(),
+            redis_local_workers=False,
+            image_queue_max=2,
+        )
+        for name in ("a", "b")
+    ]
+    for app, _, _ in apps:
+        await app.start()
+    raw = Redis.from_url(redis_server.url)
+    try:
+        for n in range(1, 4):
+            for index, (app, _, _) in enumerate(apps):
+                await say(app, n, f"/image=flux=fox {n}", user=f"user-{index}-{n}")
+        await until(
+            lambda: sum(len(outcomes) for _, _, outcomes in apps) == 4,
+            waiting_for="four refusals at hand-over",
+        )
+        waiting = await raw.xlen(f"{prefix}:queue:flux")
+    finally:
+        await raw.aclose()
+        for app, _, _ in apps:
+            await app.aclose()
+    refusals = [o for _, _, outcomes in apps for o in outcomes]
+    assert all(not o.ok and o.error_kind == "queue_full" for o in refusals)
+    assert all(o.error and "queue is full (2 waiting)" in o.error for o in refusals)
+    assert waiting == 2
+
+
+async def test_a_users_pending_bound_counts_their_jobs_on_every_front_end(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    prefix = f"t-{uuid4().hex[:8]}"
+    first, _, first_outcomes = front_end(
+        redis_server, prefix, tmp_path / "a", FakeGenerator(),
+        redis_local_workers=False, image_user_max_pending=2,
+    )  # fmt: skip
+    second, _, second_outcomes = front_end(
+        redis_server, prefix, tmp_path / "b", FakeGenerator(),
+        redis_local_workers=False, image_user_max_pending=2,
+    )  # fmt: skip
+    await first.start()
+    await second.start()
+    raw = Redis.from_url(redis_server.url)
+    try:
+        await say(first, 1, "/image=flux=one", user="ann")
+        await say(first, 2, "/image=flux=two", user="ann")
+
+        async def both_handed_over() -> bool:
+            return await raw.get(f"{prefix}:pending:ann") == b"2"
+
+        await eventually(both_handed_over, waiting_for="both of ann's jobs in the shared queue")
+        await say(second, 1, "/image=flux=three", user="ann")
+        await until(lambda: len(second_outcomes) == 1, waiting_for="the refusal at hand-over")
+    finally:
+        await raw.aclose()
+        await first.aclose()
+        await second.aclose()
+    [refused] = second_outcomes
+    assert refused.error_kind == "too_many_pending"
+    assert refused.error is not None
+    assert "You already have 2 images waiting or generating" in refused.error
+    assert first_outcomes == []
+
+
+async def test_rate_windows_hold_whatever_the_front_ends_clocks_say(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    prefix = f"t-{uuid4().hex[:8]}"
+    now_s = time.time()
+    # The wall clocks of these front ends are 90 s off, each its own way.
+    behind, _, _ = front_end(
+        redis_server, prefix, tmp_path / "a", FakeGenerator(), image_user_limits="3/1m",
+        wall_clock=lambda: now_s - 90,
+    )  # fmt: skip
+    ahead, ahead_chat, _ = front_end(
+        redis_server, prefix, tmp_path / "b", FakeGenerator(), image_user_limits="3/1m",
+        wall_clock=lambda: now_s + 90,
+    )  # fmt: skip
+    await behind.start()
+    await ahead.start()
+    try:
+        for n in range(1, 4):
+            await say(behind, n, f"/image=flux=fox {n}", user="ann")
+        await say(ahead, 1, "/image=flux=one more", user="ann")
+        [refusal] = [e.text for e in ahead_chat.of_kind("send") if e.reply_to == 1]
+    finally:
+        await behind.aclose()
+        await ahead.aclose()
+    assert refusal.startswith("❌ You have reached the limit of 3 images per 1 min.")

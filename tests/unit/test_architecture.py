@@ -30,7 +30,12 @@ CORE_MODULES = [
     "recovery.py",
     "reports.py",
     "breaker.py",
-    "distributed.py",
+    "shared/interfaces.py",
+    "shared/generator.py",
+    "shared/worker.py",
+    "shared/allowance.py",
+    "shared/cache.py",
+    "shared/outage.py",
     "cache.py",
     "store/__init__.py",
     "settings.py",
@@ -50,7 +55,7 @@ ADAPTERS = {
     "openai": {"enhancer/llm.py"},
     "httpx": {"workers/client.py"},
     "sqlite3": {"store/sqlite.py"},
-    "redis": {"redis_backend.py"},
+    "redis": {"shared/backend.py"},
 }
 
 

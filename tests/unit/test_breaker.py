@@ -364,13 +364,9 @@ def test_never_two_probes_and_always_a_known_state(
         assert 0 <= breaker.consecutive_failures < threshold
 
 
-def test_a_failure_from_another_process_counts_by_its_kind() -> None:
-    from sakaibot.distributed import RemoteGenerationError
+def test_a_failure_from_another_process_counts_as_its_class() -> None:
+    from sakaibot.errors import from_wire
 
-    assert counts_as_unavailable(
-        RemoteGenerationError("busy", kind="worker_unavailable", model="F")
-    )
-    assert counts_as_unavailable(RemoteGenerationError("slow", kind="worker_timeout", model="F"))
-    assert not counts_as_unavailable(
-        RemoteGenerationError("nsfw", kind="content_filtered", model="F")
-    )
+    assert counts_as_unavailable(from_wire("worker_unavailable", "busy", "503", model="F"))
+    assert counts_as_unavailable(from_wire("worker_timeout", "slow", "timeout", model="F"))
+    assert not counts_as_unavailable(from_wire("content_filtered", "nsfw", "filtered", model="F"))

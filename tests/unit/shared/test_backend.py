@@ -1,0 +1,256 @@
+"""The Redis adapter against a real redis-server: queues, fencing, windows, the cache cap."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from uuid import uuid4
+
+import pytest
+from redis.asyncio import Redis
+
+from sakaibot.errors import QueueFull, StoreUnavailable, TooManyPending
+from sakaibot.limits import Denial, RateWindow
+from sakaibot.shared.backend import WORKERS_GROUP, RedisBackend
+from sakaibot.shared.interfaces import Taken
+from tests.support.redis_server import RedisServer
+from tests.support.waiting import RECHECK_S
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with RedisServer(tmp_path_factory.mktemp("redis")) as running:
+        yield running
+
+
+@pytest.fixture
+async def prefix() -> str:
+    return f"t-{uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def backend(server: RedisServer, prefix: str) -> AsyncIterator[RedisBackend]:
+    opened = RedisBackend(server.url, prefix=prefix)
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+async def other(server: RedisServer, prefix: str, **options: int) -> RedisBackend:
+    """Another process's connection to the same bot."""
+    opened = RedisBackend(server.url, prefix=prefix, **options)  # type: ignore[arg-type]
+    await opened.open()
+    return opened
+
+
+async def fall_silent(
+    server: RedisServer, backend: RedisBackend, taken: Taken, worker: str
+) -> None:
+    """Make the job look idle for an hour, as if its worker had died long ago.
+
+    ``XCLAIM ... IDLE`` sets the idle time Redis keeps for the entry (same holder,
+    same delivery count), so no test waits for the Redis clock to move.
+    """
+    raw = Redis.from_url(server.url)
+    try:
+        stream = backend.keys.queue("flux")
+        await raw.xclaim(
+            stream, WORKERS_GROUP, worker, 0, [taken.entry_id], idle=3_600_000, justid=True
+        )
+    finally:
+        await raw.aclose()
+
+
+async def add(
+    backend: RedisBackend,
+    job_id: str,
+    *,
+    user: str = "ann",
+    frontend: str = "fe-a",
+    max_waiting: int = 10,
+    max_pending: int = 10,
+) -> int:
+    payload = json.dumps({"job": job_id, "frontend": frontend})
+    return await backend.enqueue(
+        "flux",
+        job_id,
+        payload,
+        user_id=user,
+        frontend_id=frontend,
+        max_waiting=max_waiting,
+        max_pending=max_pending,
+        model_label="Flux",
+    )
+
+
+async def test_jobs_are_taken_in_order_and_positions_move(backend: RedisBackend) -> None:
+    assert [await add(backend, f"j{n}", user=f"u{n}") for n in range(3)] == [1, 2, 3]
+    taken = await backend.take("flux", "w1", lease_s=60, block_s=0.01)
+    assert taken is not None
+    assert (taken.job_id, taken.deliveries) == ("j0", 1)
+    assert [await backend.position("flux", f"j{n}") for n in range(3)] == [0, 1, 2]
+    assert await backend.position("flux", "never-added") is None
+
+
+async def test_the_bounds_are_shared_by_every_front_end(
+    server: RedisServer, prefix: str, backend: RedisBackend
+) -> None:
+    second = await other(server, prefix)
+    try:
+        await add(backend, "a1", user="ann", frontend="fe-a", max_waiting=3)
+        await add(second, "b1", user="bob", frontend="fe-b", max_waiting=3)
+        await add(second, "b2", user="ann", frontend="fe-b", max_waiting=3)
+        with pytest.raises(QueueFull) as full:
+            await add(backend, "a2", user="cat", frontend="fe-a", max_waiting=3)
+        assert "(3 waiting)" in full.value.user_message
+        # Ann has one job through each front end: her bound of 2 counts both.
+        with pytest.raises(TooManyPending) as too_many:
+            await add(second, "b3", user="ann", frontend="fe-b", max_waiting=9, max_pending=2)
+        assert too_many.value.pending == 2
+        # A job taken by a worker no longer waits, but still counts for its user.
+        assert await backend.take("flux", "w1", lease_s=60, block_s=0.01) is not None
+        assert await add(backend, "a3", user="cat", frontend="fe-a", max_waiting=3) == 3
+        with pytest.raises(TooManyPending):
+            await add(second, "b4", user="ann", frontend="fe-b", max_waiting=9, max_pending=2)
+    finally:
+        await second.close()
+
+
+async def test_the_same_job_again_is_not_queued_twice(backend: RedisBackend) -> None:
+    assert await add(backend, "j1") == 1
+    assert await add(backend, "j1") == 1
+    assert await add(backend, "j2", max_pending=2) == 2
+
+
+async def test_only_a_job_no_worker_has_taken_can_be_cancelled(backend: RedisBackend) -> None:
+    await add(backend, "j1")
+    await add(backend, "j2")
+    assert not await backend.cancel("flux", "j2", "fe-other")  # not this front end's
+    assert await backend.take("flux", "w1", lease_s=60, block_s=0.01) is not None
+    assert not await backend.cancel("flux", "j1", "fe-a")  # a worker has it
+    assert await backend.cancel("flux", "j2", "fe-a")
+    assert await backend.position("flux", "j2") is None
+    assert await backend.take("flux", "w2", lease_s=60, block_s=0.01) is None
+    # The cancelled job no longer counts for its user.
+    assert await add(backend, "j3", max_pending=2) == 1
+
+
+async def test_a_silent_workers_job_is_taken_over_before_new_ones(
+    server: RedisServer, backend: RedisBackend
+) -> None:
+    await add(backend, "j1")
+    await add(backend, "j2")
+    first = await backend.take("flux", "w1", lease_s=60, block_s=0.01)
+    assert first is not None
+    await fall_silent(server, backend, first, "w1")
+    again = await backend.take("flux", "w2", lease_s=60, block_s=0.01)
+    assert again is not None
+    assert (again.job_id, again.deliveries) == ("j1", 2)
+
+
+async def test_a_kept_job_is_not_taken_over(backend: RedisBackend) -> None:
+    await add(backend, "j1")
+    taken = await backend.take("flux", "w1", lease_s=60, block_s=0.01)
+    assert taken is not None
+    assert await backend.keep("flux", "w1", taken.entry_id)
+    # Kept just now: idle for less than a minute, so nobody takes it.
+    assert await backend.take("flux", "w2", lease_s=60, block_s=0.01) is None
+
+
+async def test_only_the_current_holder_may_answer(
+    server: RedisServer, backend: RedisBackend
+) -> None:
+    await add(backend, "j1", frontend="fe-a")
+    stale = await backend.take("flux", "w1", lease_s=60, block_s=0.01)
+    assert stale is not None
+    await fall_silent(server, backend, stale, "w1")
+    current = await backend.take("flux", "w2", lease_s=60, block_s=0.01)
+    assert current is not None
+    ok = json.dumps({"ok": True})
+    assert await backend.answer("flux", "w2", current, "fe-a", ok, b"image")
+    # The first worker wakes up late: its failure neither replaces nor adds an answer.
+    failed = json.dumps({"ok": False, "error_kind": "worker_error"})
+    assert not await backend.answer("flux", "w1", stale, "fe-a", failed, None)
+    assert not await backend.keep("flux", "w1", stale.entry_id)
+    await backend.open_answers("fe-a")
+    answers = await backend.next_answers("fe-a", block_s=0.01)
+    assert [(a.job_id, a.image) for a in answers] == [("j1", b"image")]
+
+
+async def test_an_answer_stays_known_until_acknowledged_and_is_read_again_after_a_crash(
+    backend: RedisBackend,
+) -> None:
+    await backend.open_answers("fe-a")
+    await add(backend, "j1")
+    taken = await backend.take("flux", "w1", lease_s=60, block_s=0.01)
+    assert taken is not None
+    assert await backend.answer("flux", "w1", taken, "fe-a", "{}", None)
+    [read] = await backend.next_answers("fe-a", block_s=0.01)
+    # Answered, not yet acknowledged: the job is known (taken), never lost.
+    assert await backend.position("flux", "j1") == 0
+    assert await backend.next_answers("fe-a", block_s=0.01) == []
+    assert [a.job_id for a in await backend.unacked_answers("fe-a")] == ["j1"]
+    await backend.ack_answer("fe-a", read)
+    assert await backend.unacked_answers("fe-a") == []
+    assert await backend.position("flux", "j1") is None
+
+
+async def test_rate_windows_decide_on_the_redis_clock(backend: RedisBackend) -> None:
+    windows = [RateWindow(limit=2, window_s=60.0)]
+    first = await backend.admit("ann", windows)
+    second = await backend.admit("ann", windows)
+    assert isinstance(first, float)
+    assert isinstance(second, float)
+    denied = await backend.admit("ann", windows)
+    assert isinstance(denied, Denial)
+    assert 59.0 < denied.retry_after_s <= 60.0
+    assert await backend.refund("ann", second)
+    assert not await backend.refund("ann", second)
+    assert isinstance(await backend.admit("ann", windows), float)
+
+
+async def test_the_cache_stays_under_its_cap_evicting_the_least_recently_used(
+    server: RedisServer, prefix: str
+) -> None:
+    capped = await other(server, prefix, cache_max_bytes=3000)
+    try:
+        for key in ("a", "b", "c"):
+            assert await capped.cache_put(key, "{}", b"x" * 900, ttl_s=60)
+        assert await capped.cache_get("a") is not None  # "a" is used again: "b" is oldest
+        assert await capped.cache_put("d", "{}", b"x" * 900, ttl_s=60)
+        assert await capped.cache_get("b") is None
+        assert [await capped.cache_get(k) is not None for k in "acd"] == [True, True, True]
+        entries, size_bytes = await capped.cache_usage()
+        assert entries == 3
+        assert size_bytes <= 3000
+        # One image larger than the whole cache is not kept, and evicts nothing.
+        assert not await capped.cache_put("huge", "{}", b"x" * 4000, ttl_s=60)
+        assert await capped.cache_count() == 3
+        assert await capped.cache_clear() == 3
+        assert await capped.cache_usage() == (0, 0)
+    finally:
+        await capped.close()
+
+
+async def test_a_cache_entry_leaves_when_it_expires(backend: RedisBackend) -> None:
+    await backend.cache_put("k", "{}", b"img", ttl_s=0.001)
+    async with asyncio.timeout(5):  # the Redis clock passes its millisecond
+        while True:
+            if await backend.cache_count() == 0:
+                break
+            await asyncio.sleep(RECHECK_S)
+    assert await backend.cache_get("k") is None
+    assert await backend.cache_usage() == (0, 0)
+
+
+async def test_an_unreachable_redis_is_store_unavailable() -> None:
+    closed = RedisBackend("redis://127.0.0.1:9/0", connect_timeout_s=2)
+    with pytest.raises(StoreUnavailable) as failure:
+        await closed.open()
+    assert "127.0.0.1:9" in str(failure.value)
+
+
+def test_a_url_that_is_not_redis_is_refused() -> None:
+    with pytest.raises(ValueError, match="redis://"):
+        RedisBackend("http://localhost:6379")
