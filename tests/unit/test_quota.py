@@ -6,9 +6,8 @@ import asyncio
 import io
 import itertools
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
@@ -29,7 +28,8 @@ EVENING_S = 20_089 * DAY_S + 21 * 3600.0
 def test_a_budget_pauses_its_model_until_the_next_utc_midnight() -> None:
     wall = FakeClock(EVENING_S)
     budgets = DailyBudgets({"flux": 2}, wall)
-    assert budgets.take("flux") and budgets.take("flux")
+    assert budgets.take("flux")
+    assert budgets.take("flux")
     assert not budgets.take("flux")
     assert budgets.paused_until_s("flux") == next_reset_s(EVENING_S) == EVENING_S + 3 * 3600
     assert budgets.paused_until_s("sdxl") is None  # no budget: never paused by one
@@ -83,7 +83,11 @@ class Harness:
         return [e.text for e in self.chat.events if e.reply_to == message_id]
 
 
-def make_harness(wall: FakeClock | None = None, **settings: object) -> Harness:
+def make_harness(
+    wall: FakeClock | None = None,
+    connected: Callable[[], bool] = lambda: True,
+    **settings: object,
+) -> Harness:
     clock = FakeClock()
     wall = wall or FakeClock(EVENING_S)
     chat = RecordingChat(clock=clock)
@@ -105,6 +109,7 @@ def make_harness(wall: FakeClock | None = None, **settings: object) -> Harness:
         clock=clock,
         wall_clock=wall,
         sleep=clock.sleep,
+        connected=connected,
     )
     return Harness(app, chat, clock, wall, generator, outcomes)
 
@@ -171,7 +176,8 @@ async def test_waiting_jobs_hear_the_pause_when_their_turn_comes(budgeted: Harne
     assert len(h.generator.calls) == 2
     [outcome] = [o for o in h.outcomes if o.reply_to == waiting]
     assert outcome.error_kind == "paused_until_reset"
-    assert outcome.error is not None and "comes back at 00:00 UTC" in outcome.error
+    assert outcome.error is not None
+    assert "comes back at 00:00 UTC" in outcome.error
 
 
 async def test_the_workers_quota_error_pauses_the_model_until_the_reset() -> None:
@@ -219,7 +225,7 @@ async def test_the_days_count_and_a_quota_pause_survive_a_restart() -> None:
 
 
 async def test_stats_show_each_budget_today_in_chat_and_on_the_command_line(
-    budgeted: Harness,
+    budgeted: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     h = budgeted
     await h.say("/image=flux=one")
@@ -230,8 +236,8 @@ async def test_stats_show_each_budget_today_in_chat_and_on_the_command_line(
     assert "Used today (UTC): flux 1 of 2; sdxl 1 (no budget)" in text
 
     out = io.StringIO()
-    env = {"FLUX_WORKER_URL": "http://127.0.0.1:9/flux", "FLUX_DAILY_BUDGET": "2"}
-    Path(".env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    monkeypatch.setenv("FLUX_WORKER_URL", "http://127.0.0.1:9/flux")
+    monkeypatch.setenv("FLUX_DAILY_BUDGET", "2")
     await h.app.aclose()
     # The command line counts from the store, on the real clock: today's jobs only.
     code = await asyncio.to_thread(main, ["stats", "--json"], out=out)
