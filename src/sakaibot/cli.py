@@ -472,6 +472,7 @@ async def _run_report(args: argparse.Namespace, settings: Settings, out: TextIO)
     import time
 
     from sakaibot import reports
+    from sakaibot.quota import uses_from_records, utc_day
     from sakaibot.store.sqlite import SqliteStore
 
     data_dir = settings.sakaibot_data_dir
@@ -497,6 +498,8 @@ async def _run_report(args: argparse.Namespace, settings: Settings, out: TextIO)
     try:
         if args.command == "stats":
             records = await store.jobs_since(now_s - args.days * reports.DAY_S)
+            today = await store.jobs_since(utc_day(now_s) * reports.DAY_S)
+            budgets = uses_from_records(settings.model_registry(), today, now_s)
         elif args.user is not None:
             records = await store.history(args.user, args.limit)
         else:
@@ -506,7 +509,7 @@ async def _run_report(args: argparse.Namespace, settings: Settings, out: TextIO)
 
     if args.command == "stats":
         # Queue lengths live in the running bot only; the text says so.
-        stats = reports.compute_stats(records, days=args.days, queue=[])
+        stats = reports.compute_stats(records, days=args.days, queue=[], budgets=budgets)
         data: Any = reports.stats_to_json(stats)
         text = reports.format_stats(stats)
     else:

@@ -16,12 +16,14 @@ so the wording lives here and nowhere else::
     │   ├── BadFlag                  a known flag with a bad value
     │   ├── UnsupportedFlag          a flag the chosen model does not take
     │   ├── RateLimited              the user's sliding window is full
+    │   │   └── EveryoneRateLimited  IMAGE_GLOBAL_LIMITS: all users' window is full
     │   ├── SlowDown                 refused too often: one warning, then silence
     │   ├── QueueFull                the model's queue is at its bound
     │   ├── TooManyPending           the user has too many jobs waiting
     │   ├── NothingToCancel          /image cancel found no waiting job
     │   ├── NothingToRetry           /image retry found no kept image
     │   ├── ModelUnavailable         the model's circuit breaker is open
+    │   ├── PausedUntilReset         the model's daily budget or quota is used up
     │   ├── OwnerOnly                an owner command from someone else
     │   ├── UnknownJob               again/resend named no job of this user
     │   └── ImageGone                resend: the image is no longer kept
@@ -244,6 +246,20 @@ class RateLimited(RequestRejected):
         return (
             f"You have reached the limit of {plural(self.limit, 'image')} per "
             f"{format_wait(self.window_s)}. Try again in {format_wait(self.retry_after_s)}."
+        )
+
+
+class EveryoneRateLimited(RateLimited):
+    """``IMAGE_GLOBAL_LIMITS``: the images of all users together reached a window."""
+
+    kind = "global_rate_limited"
+
+    @property
+    def user_message(self) -> str:
+        return (
+            f"The bot has made its limit of {plural(self.limit, 'image')} per "
+            f"{format_wait(self.window_s)} for everyone. "
+            f"Try again in {format_wait(self.retry_after_s)}."
         )
 
 
@@ -581,6 +597,30 @@ class ModelUnavailable(RequestRejected):
         return (
             f"The {self.model} worker is failing right now, so new {self.model} images are "
             f"paused for about {format_wait(self.retry_after_s)}. Try again then, or {other}."
+        )
+
+
+class PausedUntilReset(RequestRejected):
+    """The model's daily budget (or its worker's quota) is used up until 00:00 UTC.
+
+    Told to new requests at once and to waiting jobs when their turn comes; it
+    is not the worker's failure, so the user's slot is given back.
+    """
+
+    kind = "paused_until_reset"
+
+    def __init__(self, model: str, retry_after_s: float, fallback: str | None = None) -> None:
+        super().__init__(f"{model} paused for {retry_after_s:.0f} s until 00:00 UTC")
+        self.model = model
+        self.retry_after_s = retry_after_s
+        self.fallback = fallback
+
+    @property
+    def user_message(self) -> str:
+        other = f"use {self.fallback}" if self.fallback else "use another model (/image models)"
+        return (
+            f"{self.model} has used up today's images; it comes back at 00:00 UTC "
+            f"(in {format_wait(self.retry_after_s)}). Until then, {other}."
         )
 
 

@@ -33,6 +33,8 @@ from sakaibot.errors import (
     DeliveryFailed,
     FloodWait,
     JobCancelled,
+    PausedUntilReset,
+    QuotaExhausted,
     SakaiBotError,
     StoreUnavailable,
 )
@@ -41,6 +43,7 @@ from sakaibot.jobs import Job, JobState
 from sakaibot.limits import Allowance
 from sakaibot.models import ASPECT_RATIOS, ModelRegistry, ModelSpec
 from sakaibot.queues import JobQueues, QueuePlace
+from sakaibot.quota import DailyBudgets
 from sakaibot.status import (
     ENHANCING_TEXT,
     SENDING_TEXT,
@@ -52,6 +55,7 @@ from sakaibot.status import (
 )
 from sakaibot.store import JobRecord, Store, StoredJobState, ended
 from sakaibot.store.images import ImageFiles
+from sakaibot.telemetry import DELIVERED, NoTelemetry, Telemetry
 from sakaibot.undelivered import UndeliveredImages
 
 logger = logging.getLogger(__name__)
@@ -215,7 +219,11 @@ class JobPipeline:
         breakers: Breakers,
         registry: ModelRegistry,
         queues: JobQueues,
+        budgets: DailyBudgets | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
+        self._budgets = budgets or DailyBudgets({}, wall_clock)
+        self._telemetry: Telemetry = telemetry or NoTelemetry()
         self._generator = generator
         self._enhancer = enhancer
         self._chat = chat
@@ -308,19 +316,38 @@ class JobPipeline:
             await self.deliver_cached(job, hit)
             return
         model = await self._model_for(job)
+        if model is None:
+            await self.finish(job, self._paused_until_reset(job.model))
+            return
         if request.options.raw or self._enhancer is None:
             enhanced = EnhancedPrompt(text=request.prompt)
         else:
             step_started_s = self._step(job, JobState.ENHANCING, step_started_s)
             self._show(job, ENHANCING_TEXT)
             enhanced = await self._enhancer.enhance(request.prompt)
+            if not enhanced.enhanced:
+                self._telemetry.enhancer_fallback()
         prompt_used = styled_prompt(enhanced.text, request)
+        # Counted as the image is asked for, so jobs side by side never overdraw
+        # the day's budget (the wait for the LLM may have used it up).
+        if not self._budgets.take(model.name):
+            await self.finish(job, self._paused_until_reset(model))
+            return
 
         step_started_s = self._step(job, JobState.GENERATING, step_started_s)
         label = model_label(job, model)
         self._show(job, generating_text(label))
         params = replace(generation_params(prompt_used, request), request_id=job.id)
         result = await self._generator.generate(model, params)
+        if not result.success or result.data is None:
+            # No image, no use of the day's allocation (a job cancelled while the
+            # worker was at it stays counted: the worker most likely finished it).
+            self._budgets.give_back(model.name)
+        if isinstance(result.error, QuotaExhausted):
+            self._budgets.quota_exhausted(model.name)
+            logger.warning(
+                "%s: the worker's daily quota is used up; paused until 00:00 UTC", model.name
+            )
         if isinstance(result.error, JobCancelled):
             # Taken back from a shared queue by /image cancel.
             await self.finish(job, JobCancelled("cancelled by the user"))
@@ -344,17 +371,25 @@ class JobPipeline:
             )
         )
 
-    async def _model_for(self, job: Job) -> ModelSpec:
+    async def _model_for(self, job: Job) -> ModelSpec | None:
         """The model to generate with: the job's own, or its fallback while the
-        job's model is paused by its circuit breaker; else wait for the probe."""
+        job's model is paused (by its circuit breaker or until 00:00 UTC); else
+        wait for the probe. ``None``: paused until 00:00 UTC, with no fallback."""
         told = False
         while True:
             breaker = self._breakers.get(job.model.name)
-            if self._allowed(job, breaker):
+            until_reset = self._budgets.paused_until_s(job.model.name) is not None
+            if not until_reset and self._allowed(job, breaker):
                 return job.model
             fallback = usable_fallback(job.model, job.request.options, self._registry)
-            if fallback is not None and self._allowed(job, self._breakers.get(fallback.name)):
+            if (
+                fallback is not None
+                and self._budgets.paused_until_s(fallback.name) is None
+                and self._allowed(job, self._breakers.get(fallback.name))
+            ):
                 return fallback
+            if until_reset:
+                return None  # hours away: the job ends now, saying when the model is back
             if not told:
                 self._show(job, paused_text(job.model.display_name, breaker.retry_after_s()))
                 told = True
@@ -367,6 +402,11 @@ class JobPipeline:
         if breaker.probe_out:
             self._probes[job.id] = breaker
         return True
+
+    def _paused_until_reset(self, model: ModelSpec) -> PausedUntilReset:
+        until_s = self._budgets.paused_until_s(model.name)
+        retry_after_s = 0.0 if until_s is None else until_s - self._wall_clock()
+        return PausedUntilReset(model.display_name, retry_after_s)
 
     def _report_to_breaker(self, job: Job, model: ModelSpec, error: SakaiBotError | None) -> None:
         self._probes.pop(job.id, None)  # reported: the breaker takes it from here
@@ -484,6 +524,7 @@ class JobPipeline:
 
     async def deliver_cached(self, job: Job, hit: CacheHit) -> None:
         """Answer ``job`` with a stored result: no LLM, no worker."""
+        self._telemetry.cache_hit(job.model.name)
         await self.hand_over(
             Delivery(
                 job,
@@ -553,6 +594,7 @@ class JobPipeline:
                     "chat %s: flood wait of %.0f s before delivery", chat_id, exc.retry_after_s
                 )
                 waited_s += exc.retry_after_s
+                self._telemetry.flood_wait()
                 await self._sleep(exc.retry_after_s)
 
     async def finish(self, job: Job | JobRecord, outcome: Delivered | SakaiBotError) -> None:
@@ -580,6 +622,7 @@ class JobPipeline:
             if isinstance(job, Job) and JobState.SENDING.value in job.timings_s:
                 fields["uploading_s"] = job.timings_s[JobState.SENDING.value]
             await self._write_ending(job.id, fields)
+            self._report_ending(job, DELIVERED)
             self._status.finish(job.id)
             self._on_outcome(_outcome_of(job, image_message_id=outcome.message_id))
             return
@@ -609,6 +652,7 @@ class JobPipeline:
                 message=error.user_message,
             ),
         )
+        self._report_ending(job, error.kind)
         message = error.user_message
         if isinstance(error, JobCancelled):
             # The bot answers the /image cancel itself: the status just goes.
@@ -617,6 +661,15 @@ class JobPipeline:
             logger.info("job %s (%s) failed: %s: %s", job.id, _model_name(job), error.kind, error)
             self._status.finish(job.id, final_text=failed_text(message))
         self._on_outcome(_outcome_of(job, error_kind=error.kind, error=message))
+
+    def _report_ending(self, job: Job | JobRecord, outcome: str) -> None:
+        timings = job.timings_s if isinstance(job, Job) else {}
+        self._telemetry.job_ended(
+            _model_name(job),
+            outcome,
+            waited_s=timings.get("waited"),
+            generating_s=timings.get(JobState.GENERATING.value),
+        )
 
     async def _write_ending(self, job_id: str, fields: dict[str, object]) -> None:
         try:

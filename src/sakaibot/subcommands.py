@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from sakaibot.admission import Admission
 from sakaibot.cache import Cache
-from sakaibot.captions import CaptionFacts, build_caption
+from sakaibot.captions import Caption, CaptionFacts, CaptionPart, build_caption
 from sakaibot.chat.port import ChatPort, IncomingMessage, OutgoingImage
 from sakaibot.commands import (
     EXAMPLE_PROMPT,
@@ -51,10 +51,12 @@ from sakaibot.errors import (
     format_wait,
     plural,
 )
+from sakaibot.generation import GeneratedImage
 from sakaibot.jobs import Job, decode_request
 from sakaibot.models import ModelRegistry
 from sakaibot.pipeline import JobPipeline
 from sakaibot.queues import JobQueues
+from sakaibot.quota import DailyBudgets
 from sakaibot.reports import DAY_S, compute_stats, format_history, format_stats
 from sakaibot.shared.generator import RemoteGenerator
 from sakaibot.status import StatusScheduler, failed_text
@@ -88,7 +90,12 @@ class Subcommands:
         remote: RemoteGenerator | None,
         wall_clock: Callable[[], float],
         stats_days_default: int,
+        budgets: DailyBudgets | None = None,
+        draw_chart: DrawChart | None = None,
     ) -> None:
+        self._budgets = budgets
+        #: Draws the owner's day chart as PNG bytes (``None``: text only).
+        self._draw_chart = draw_chart
         self._registry = registry
         self._chat = chat
         self._queues = queues
@@ -308,7 +315,33 @@ class Subcommands:
         since_s = self._wall_clock() - command.days * DAY_S
         records = await self._store.jobs_since(since_s)
         queue = [(load.model.name, load.waiting, load.running) for load in self._queues.loads()]
-        return format_stats(compute_stats(records, days=command.days, queue=queue))
+        budgets = self._budgets.uses(self._registry.names()) if self._budgets is not None else []
+        text = format_stats(compute_stats(records, days=command.days, queue=queue, budgets=budgets))
+        if self._draw_chart is not None:
+            await self._send_chart(message)
+        return text
+
+    async def _send_chart(self, message: IncomingMessage) -> None:
+        """The last day as a picture, sent before the text; a chart that fails is only logged."""
+        assert self._draw_chart is not None
+        now_s = self._wall_clock()
+        records = await self._store.jobs_since(now_s - DAY_S)
+        try:
+            png = await asyncio.to_thread(self._draw_chart, records, now_s)
+        except Exception:
+            logger.exception("stats: the chart could not be drawn")
+            return
+        width, height = png_size(png)
+        outgoing = OutgoingImage(
+            image=GeneratedImage(png, "image/png", ".png", width, height),
+            caption=Caption((CaptionPart(CHART_CAPTION),)),
+            filename="sakaibot-stats.png",
+            as_file=False,
+        )
+        try:
+            await self._pipeline.send_image(message.chat_id, outgoing, reply_to=message.message_id)
+        except ChatError as exc:
+            logger.warning("stats: the chart could not be sent: %s", exc)
 
     async def _cache_command(self, message: IncomingMessage, command: CacheCommand) -> str:
         if not message.from_owner:
@@ -336,6 +369,19 @@ class Subcommands:
         if not message.from_owner:
             raise OwnerOnly("/image whoami")
         return whoami_text(message.chat_id, message.user_id)
+
+
+#: The words under the owner's stats chart.
+CHART_CAPTION = "Images per hour and median wait over the last 24 hours"
+#: Draws the day chart: the jobs of the last day and the time now in, PNG bytes out.
+DrawChart = Callable[[list[JobRecord], float], bytes]
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    """Width and height from a PNG's header (its IHDR chunk)."""
+    if png[:8] != b"\x89PNG\r\n\x1a\n" or len(png) < 24:
+        raise ValueError("not a PNG")
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
 
 
 def whoami_text(chat_id: str, user_id: str) -> str:

@@ -126,6 +126,10 @@ class TelegramChat:
         #: One lookup at a time: recovered jobs of one chat all fail together.
         self._resolving = asyncio.Lock()
 
+    def connected(self) -> bool:
+        """Whether the client is connected to Telegram now (for ``/healthz``)."""
+        return bool(self._client.is_connected())
+
     def remember_chat(self, chat_id: str, address: str | None) -> None:
         peer = input_peer_of(address)
         if peer is None:
@@ -1061,7 +1065,12 @@ async def run(settings: Settings, out: TextIO) -> int:
                 allowed_chat_ids=frozenset(settings.allowed_chat_ids),
             )
             chat = TelegramChat(client, bot_account=not userbot)
-            app = build_app(settings, chat, edit_interval_s=edit_interval_for(settings))
+            app = build_app(
+                settings,
+                chat,
+                edit_interval_s=edit_interval_for(settings),
+                connected=chat.connected,
+            )
             front = TelegramFrontEnd(handle=app.bot.handle, policy=policy)
             new_messages = events.NewMessage()
             # Recovered jobs are queued first, then new commands are read.

@@ -223,6 +223,19 @@ class SqliteStore:
         await asyncio.wrap_future(self._executor.submit(close_sync))
         self._executor.shutdown(wait=True)
 
+    async def writable(self) -> bool:
+        """Whether a write could be made now (for /healthz): the write lock, taken and let go."""
+
+        def probe(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("ROLLBACK")
+
+        try:
+            await self._call(probe)
+        except StoreUnavailable:
+            return False
+        return True
+
     # -- jobs --------------------------------------------------------------------
 
     async def add_job(self, record: JobRecord) -> None:
