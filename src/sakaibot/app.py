@@ -527,7 +527,7 @@ def build_app(
         stats_days_default=STATS_DEFAULT_DAYS,
         budgets=budgets,
         # Only with the dashboard on: the chart is the owner's view of the same numbers.
-        draw_chart=_draw_chart if settings.metrics_port is not None else None,
+        draw_chart=_draw_chart,
     )
     bot = ImageBot(
         chat=chat,

@@ -232,7 +232,7 @@ async def test_stats_show_each_budget_today_in_chat_and_on_the_command_line(
     await h.say("/image=sdxl=two")
     await h.finish()
     asked = await h.say("/image stats", owner=True)
-    [text] = h.replies_to(asked)
+    [_chart, text] = h.replies_to(asked)  # the day's chart, then the figures
     assert "Used today (UTC): flux 1 of 2; sdxl 1 (no budget)" in text
 
     out = io.StringIO()
