@@ -1,9 +1,11 @@
 """Admission: the path of a new ``/image=`` request, from parsed command to queued job.
 
-Order (only accepted requests count against a user's allowance): cache look-up
-→ rate-limit check (the user's, then everyone's) → daily budget → circuit
-breaker → queue bounds → queue the job → write it to the store → show its place.
-A request refused after the rate-limit check gives its slot straight back.
+The chat's default flags (``/image set``) are merged in first, under the
+request's own. Order (only accepted requests count against a user's allowance):
+cache look-up → rate-limit check (the user's, then everyone's) → daily budget →
+circuit breaker → queue bounds → queue the job → write it to the store → show
+its place. A request refused after the rate-limit check gives its slot straight
+back.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Callable
 from sakaibot.breaker import Breakers, BreakerState
 from sakaibot.cache import Cache
 from sakaibot.chat.port import IncomingMessage
-from sakaibot.commands import ImageRequest
+from sakaibot.commands import ImageRequest, with_defaults
 from sakaibot.errors import (
     EveryoneRateLimited,
     ModelUnavailable,
@@ -74,6 +76,7 @@ class Admission:
         model = self._registry.get(request.model)
         if model is None:  # the parser only returns configured models
             raise UnknownModel(request.model, self._registry.names())
+        request = with_defaults(request, model, await self._store.chat_defaults(message.chat_id))
         job_id = await self._fresh_job_id()
         # A stored result skips the queue altogether: no worker is needed.
         hit = await self._cache.lookup(model, request)

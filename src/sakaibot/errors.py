@@ -26,7 +26,10 @@ so the wording lives here and nowhere else::
     │   ├── PausedUntilReset         the model's daily budget or quota is used up
     │   ├── OwnerOnly                an owner command from someone else
     │   ├── UnknownJob               again/resend named no job of this user
-    │   └── ImageGone                resend: the image is no longer kept
+    │   ├── ImageGone                resend: the image is no longer kept
+    │   ├── NoImageReplied           again/file without an id, not a reply to an image
+    │   ├── NotYourButton            a one-tap action pressed by someone else
+    │   └── DefaultsLocked           /image set by someone not trusted with it
     ├── GenerationError              the image could not be made
     │   ├── TransientWorkerError     worth retrying (timeouts, 429/502/503/504, capacity)
     │   │   └── WorkerTimeout
@@ -664,6 +667,52 @@ class ImageGone(RequestRejected):
         return (
             f"The image of {self.job_id} is no longer kept (or was never made). "
             f"Make it again with /image again {self.job_id}."
+        )
+
+
+class NoImageReplied(RequestRejected):
+    """``/image again`` (or ``file``, ``resend``) with no id, not sent as a reply to an image."""
+
+    kind = "no_image_replied"
+
+    def __init__(self, verb: str) -> None:
+        super().__init__(f"/image {verb} without an image")
+        self.verb = verb
+
+    @property
+    def user_message(self) -> str:
+        return (
+            f"Send /image {self.verb} as a reply to one of your images, or name the image: "
+            f"/image {self.verb} <id> (your images and their ids: /image history)."
+        )
+
+
+class NotYourButton(RequestRejected):
+    """A one-tap action (a button) pressed by someone other than the job's owner."""
+
+    kind = "not_your_button"
+
+    def __init__(self) -> None:
+        super().__init__("a button of someone else's job")
+
+    @property
+    def user_message(self) -> str:
+        return "Only the person who asked for this image can use its buttons."
+
+
+class DefaultsLocked(RequestRejected):
+    """``/image set`` from someone the operator has not named (only their chat is allowed)."""
+
+    kind = "defaults_locked"
+
+    def __init__(self) -> None:
+        super().__init__("not trusted with this chat's defaults")
+
+    @property
+    def user_message(self) -> str:
+        return (
+            "Only the bot's owner, or someone the owner lists in ALLOWED_USER_IDS, can change "
+            "this chat's defaults. /image set shows them; your own flags always win."
         )
 
 

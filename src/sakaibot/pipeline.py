@@ -24,7 +24,7 @@ from functools import partial
 from sakaibot.breaker import Breakers, CircuitBreaker, counts_as_unavailable
 from sakaibot.cache import Cache, CacheHit
 from sakaibot.captions import CaptionFacts, build_caption
-from sakaibot.chat.port import ChatPort, OutgoingImage
+from sakaibot.chat.port import Action, ChatPort, OutgoingImage
 from sakaibot.commands import STYLE_WORDS, ImageOptions, ImageRequest
 from sakaibot.enhancer import EnhancedPrompt, PromptEnhancer
 from sakaibot.errors import (
@@ -48,6 +48,7 @@ from sakaibot.status import (
     ENHANCING_TEXT,
     SENDING_TEXT,
     StatusScheduler,
+    cancel_actions,
     failed_text,
     generating_text,
     paused_text,
@@ -252,7 +253,11 @@ class JobPipeline:
         self._probes: dict[str, CircuitBreaker] = {}
 
     def _show(self, job: Job, text: str) -> None:
-        self._status.show(job.id, chat_id=job.chat_id, reply_to=job.reply_to, text=text)
+        # Until the image is on its way, the job can be cancelled from its status.
+        actions = () if job.state is JobState.SENDING else cancel_actions(job.id)
+        self._status.show(
+            job.id, chat_id=job.chat_id, reply_to=job.reply_to, text=text, actions=actions
+        )
 
     def _step(self, job: Job, state: JobState, started_s: float) -> float:
         """Enter ``state``, recording how long the previous step took."""
@@ -520,6 +525,7 @@ class JobPipeline:
             as_file=options.as_file,
             upload_ref=delivery.upload_ref,
             remember_upload=self._cache.note_upload(cache_key) if cache_key is not None else None,
+            actions=image_actions(job.id, as_file=options.as_file),
         )
 
     async def deliver_cached(self, job: Job, hit: CacheHit) -> None:
@@ -697,6 +703,13 @@ class JobPipeline:
         probe = self._probes.pop(job_id, None)
         if probe is not None:
             probe.release_probe()
+
+
+def image_actions(job_id: str, *, as_file: bool) -> tuple[Action, ...]:
+    """What a delivered image offers: 🔁 again, and 📄 as a file unless it is one."""
+    if as_file:
+        return (Action("again", job_id),)
+    return (Action("again", job_id), Action("file", job_id))
 
 
 def _model_name(job: Job | JobRecord) -> str:

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from sakaibot.chat.port import ChatPort
+from sakaibot.chat.port import Action, ActionKind, ChatPort
 from sakaibot.errors import ChatError, FloodWait, MessageNotModified, format_wait
 from sakaibot.jobs import Job, JobState
 from sakaibot.queues import QueuePlace
@@ -74,6 +74,69 @@ def failed_text(user_message: str) -> str:
     return f"❌ {user_message}"
 
 
+# -- the texts of one-tap actions and per-chat defaults --------------------------
+
+#: The label of each one-tap action (a bot account's button).
+ACTION_LABELS: dict[ActionKind, str] = {
+    "again": "🔁 Again",
+    "file": "📄 As file",
+    "cancel": "❌ Cancel",
+}
+#: The short answer to a press that did what it says (shown briefly by the chat).
+ACTION_DONE: dict[ActionKind, str] = {
+    "again": "🔁 Making another one.",
+    "file": "📄 Sent as a file.",
+    "cancel": "🚫 Cancelled.",
+}
+
+
+def defaults_text(flags: list[str], skipped: dict[str, list[str]]) -> str:
+    """``/image set``: the chat's defaults (as flags), and which models skip which."""
+    if not flags:
+        return (
+            "This chat has no default flags. Set one with /image set <flag> <value>, "
+            "e.g. /image set ar 16:9 or /image set raw on."
+        )
+    lines = [f"Defaults in this chat: {' '.join(flags)}"]
+    lines.extend(
+        f"{flag} is skipped for {', '.join(models)} (not a flag it takes)."
+        for flag, models in skipped.items()
+    )
+    lines.append(
+        "A request's own flags win. Change one with /image set <flag> <value>, clear one "
+        "with /image set <flag> off, all with /image set reset."
+    )
+    return "\n".join(lines)
+
+
+def default_set_text(flag: str, skipped_by: list[str]) -> str:
+    """The answer to ``/image set <flag> <value>``."""
+    skipped = (
+        f" {' and '.join(skipped_by)} does not take {flag.split()[0]}: skipped there."
+        if skipped_by
+        else ""
+    )
+    return (
+        f"✅ Every image in this chat now gets {flag} unless the request says otherwise."
+        f"{skipped} /image set shows all defaults."
+    )
+
+
+def default_cleared_text(flag: str) -> str:
+    return f"✅ This chat no longer has a default for --{flag}."
+
+
+def defaults_reset_text(count: int) -> str:
+    if count == 0:
+        return "This chat had no defaults to clear."
+    return f"🧹 This chat's defaults are cleared ({count} removed)."
+
+
+def cancel_actions(job_id: str) -> tuple[Action, ...]:
+    """What a status offers while its job waits or is being made: ❌ cancel."""
+    return (Action("cancel", job_id),)
+
+
 def show_place(status: StatusScheduler, job: Job, place: QueuePlace) -> None:
     """The queues' position listener: a waiting job's status says where it stands.
 
@@ -86,6 +149,7 @@ def show_place(status: StatusScheduler, job: Job, place: QueuePlace) -> None:
             chat_id=job.chat_id,
             reply_to=job.reply_to,
             text=queued_text(job.model.display_name, place),
+            actions=cancel_actions(job.id),
         )
 
 
@@ -98,6 +162,9 @@ class _StatusMessage:
     message_id: int | None = None
     shown_text: str | None = None
     wanted_text: str | None = None
+    #: The actions offered under the message (a final text offers none).
+    shown_actions: tuple[Action, ...] = ()
+    wanted_actions: tuple[Action, ...] = ()
     #: Set by finish(): None removes the message, a text replaces it for good.
     finishing: bool = False
     final_text: str | None = None
@@ -156,8 +223,16 @@ class StatusScheduler:
 
     # -- what callers use; none of these wait on the chat ----------------------
 
-    def show(self, key: str, *, chat_id: str, reply_to: int, text: str) -> None:
-        """Make the status message of ``key`` say ``text``, soon."""
+    def show(
+        self,
+        key: str,
+        *,
+        chat_id: str,
+        reply_to: int,
+        text: str,
+        actions: tuple[Action, ...] = (),
+    ) -> None:
+        """Make the status message of ``key`` say ``text`` (offering ``actions``), soon."""
         lane = self._lanes.get(chat_id)
         if lane is None:
             lane = self._lanes[chat_id] = _Lane(chat_id)
@@ -168,7 +243,8 @@ class StatusScheduler:
         if status.finishing:
             return
         status.wanted_text = text
-        if text != status.shown_text:
+        status.wanted_actions = actions
+        if text != status.shown_text or actions != status.shown_actions:
             lane.paced.setdefault(key, None)
         else:
             lane.paced.pop(key, None)
@@ -312,25 +388,25 @@ class StatusScheduler:
 
     async def _paced(self, lane: _Lane, key: str) -> None:
         status = lane.statuses[key]
-        text = status.wanted_text
+        text, actions = status.wanted_text, status.wanted_actions
         lane.paced.pop(key, None)
-        if text is None or text == status.shown_text:
+        if text is None or (text == status.shown_text and actions == status.shown_actions):
             return
         sent_new = status.message_id is None
         try:
             if status.message_id is None:
                 status.message_id = await self._chat.send_text(
-                    lane.chat_id, text, reply_to=status.reply_to
+                    lane.chat_id, text, reply_to=status.reply_to, actions=actions
                 )
                 self.counters.sends += 1
                 if self._on_message is not None:
                     self._on_message(key, status.message_id)
             else:
-                await self._chat.edit_text(lane.chat_id, status.message_id, text)
+                await self._chat.edit_text(lane.chat_id, status.message_id, text, actions=actions)
                 self.counters.edits += 1
-            status.shown_text = text
+            status.shown_text, status.shown_actions = text, actions
         except MessageNotModified:
-            status.shown_text = text
+            status.shown_text, status.shown_actions = text, actions
         except FloodWait as exc:
             self._mute(lane, exc)
             if not status.finishing:
@@ -359,7 +435,8 @@ class StatusScheduler:
                     lane.chat_id, status.final_text, reply_to=status.reply_to
                 )
                 self.counters.sends += 1
-            elif status.final_text != status.shown_text:
+            elif status.final_text != status.shown_text or status.shown_actions:
+                # A final text offers no actions: a cancel button would outlive its job.
                 await self._edit_or_resend(lane, status, status.final_text)
         except FloodWait as exc:
             self._mute(lane, exc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 
+from sakaibot.chat.port import Action
 from sakaibot.errors import ChatError, FloodWait, MessageNotModified
 from sakaibot.status import SEND_GAP_S, StatusScheduler
 from tests.support.fakes import FakeClock, RecordingChat
@@ -175,9 +176,16 @@ async def test_show_never_waits_for_the_chat() -> None:
     class HangingChat(RecordingChat):
         release = asyncio.Event()
 
-        async def send_text(self, chat_id: str, text: str, *, reply_to: int | None) -> int:
+        async def send_text(
+            self,
+            chat_id: str,
+            text: str,
+            *,
+            reply_to: int | None,
+            actions: tuple[Action, ...] = (),
+        ) -> int:
             await self.release.wait()
-            return await super().send_text(chat_id, text, reply_to=reply_to)
+            return await super().send_text(chat_id, text, reply_to=reply_to, actions=actions)
 
     clock = FakeClock()
     chat = HangingChat(clock=clock)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
-from sakaibot.chat.port import IncomingMessage, OutgoingImage
+from sakaibot.chat.port import Action, IncomingMessage, OutgoingImage
 from sakaibot.errors import LineTooLong
 from sakaibot.pipeline import JobOutcome
 from sakaibot.status import failed_text
@@ -99,6 +99,24 @@ def read_file_line(
     while raw and not raw.endswith(_NEWLINE):
         raw = stream.readline(max_line_bytes + 1)
     return _overlong(head, max_line_bytes)
+
+
+#: How the console shows each action (it has no buttons: a hint of the command to type).
+_ACTION_HINTS = {
+    "again": "🔁 again: /image again {job}",
+    "file": "📄 as file: /image file {job}",
+    "cancel": "❌ cancel: /image cancel {job}",
+}
+
+
+def _with_actions(
+    event: dict[str, object], line: str, actions: tuple[Action, ...]
+) -> tuple[dict[str, object], str]:
+    """The event and line with the offered actions added (unchanged when there are none)."""
+    if not actions:
+        return event, line
+    hints = " ".join(f"[{_ACTION_HINTS[a.kind].format(job=a.job_id)}]" for a in actions)
+    return {**event, "actions": [a.kind for a in actions]}, f"{line}\n  {hints}"
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -199,19 +217,34 @@ class ConsoleChat:
     def remember_chat(self, chat_id: str, address: str | None) -> None:
         """The console is always reachable: nothing to learn."""
 
-    async def send_text(self, chat_id: str, text: str, *, reply_to: int | None) -> int:
+    async def send_text(
+        self,
+        chat_id: str,
+        text: str,
+        *,
+        reply_to: int | None,
+        actions: tuple[Action, ...] = (),
+    ) -> int:
         message_id = self._next_id()
         arrow = f" ↩ #{reply_to}" if reply_to is not None else ""
         self._emit(
-            {"type": "send", "id": message_id, "reply_to": reply_to, "text": text},
-            f"bot #{message_id}{arrow}: {text}",
+            *_with_actions(
+                {"type": "send", "id": message_id, "reply_to": reply_to, "text": text},
+                f"bot #{message_id}{arrow}: {text}",
+                actions,
+            )
         )
         return message_id
 
-    async def edit_text(self, chat_id: str, message_id: int, text: str) -> None:
+    async def edit_text(
+        self, chat_id: str, message_id: int, text: str, *, actions: tuple[Action, ...] = ()
+    ) -> None:
         self._emit(
-            {"type": "edit", "id": message_id, "text": text},
-            f"bot #{message_id} (edited): {text}",
+            *_with_actions(
+                {"type": "edit", "id": message_id, "text": text},
+                f"bot #{message_id} (edited): {text}",
+                actions,
+            )
         )
 
     async def delete_message(self, chat_id: str, message_id: int) -> None:
@@ -238,15 +271,19 @@ class ConsoleChat:
         picture = image.image
         arrow = f" ↩ #{reply_to}" if reply_to is not None else ""
         self._emit(
-            {
-                "type": "image",
-                "id": message_id,
-                "reply_to": reply_to,
-                "path": str(path),
-                "caption": image.caption.plain(),
-                "as_file": image.as_file,
-            },
-            f"bot #{message_id}{arrow}: [{kind} {path} · {picture.width}×{picture.height} "
-            f"{picture.extension.lstrip('.').upper()} {size_kb:.0f} KB]\n{image.caption.plain()}",
+            *_with_actions(
+                {
+                    "type": "image",
+                    "id": message_id,
+                    "reply_to": reply_to,
+                    "path": str(path),
+                    "caption": image.caption.plain(),
+                    "as_file": image.as_file,
+                },
+                f"bot #{message_id}{arrow}: [{kind} {path} · {picture.width}×{picture.height} "
+                f"{picture.extension.lstrip('.').upper()} {size_kb:.0f} KB]\n"
+                f"{image.caption.plain()}",
+                image.actions,
+            )
         )
         return message_id

@@ -96,6 +96,17 @@ MIGRATIONS: tuple[str, ...] = (
     """
     DELETE FROM cache;
     """,
+    # 5: each chat's default flags (/image set), and finding the job whose
+    # image a message is (/image again sent as a reply to it).
+    """
+    CREATE TABLE chat_defaults (
+        chat_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (chat_id, name)
+    );
+    CREATE INDEX jobs_by_delivered ON jobs (chat_id, delivered_message_id);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -289,6 +300,17 @@ class SqliteStore:
     async def job_id_exists(self, job_id: str) -> bool:
         return await self.get_job(job_id) is not None
 
+    async def job_by_delivered_message(self, chat_id: str, message_id: int) -> JobRecord | None:
+        def get(db: sqlite3.Connection) -> JobRecord | None:
+            row = db.execute(
+                "SELECT * FROM jobs WHERE chat_id = ? AND delivered_message_id = ? "
+                "ORDER BY seq DESC LIMIT 1",
+                (chat_id, message_id),
+            ).fetchone()
+            return None if row is None else _job_from_row(row)
+
+        return await self._call(get)
+
     async def unfinished_jobs(self) -> list[JobRecord]:
         marks = ", ".join("?" for _ in StoredJobState.UNFINISHED)
 
@@ -393,6 +415,39 @@ class SqliteStore:
             return {str(row[0]) for row in rows}
 
         return await self._call(select)
+
+    # -- per-chat defaults ---------------------------------------------------------
+
+    async def chat_defaults(self, chat_id: str) -> dict[str, str]:
+        def select(db: sqlite3.Connection) -> dict[str, str]:
+            rows = db.execute(
+                "SELECT name, value FROM chat_defaults WHERE chat_id = ? ORDER BY name",
+                (chat_id,),
+            )
+            return {str(row[0]): str(row[1]) for row in rows}
+
+        return await self._call(select)
+
+    async def set_chat_default(self, chat_id: str, name: str, value: str | None) -> None:
+        def write(db: sqlite3.Connection) -> None:
+            if value is None:
+                db.execute(
+                    "DELETE FROM chat_defaults WHERE chat_id = ? AND name = ?", (chat_id, name)
+                )
+            else:
+                db.execute(
+                    "INSERT OR REPLACE INTO chat_defaults (chat_id, name, value) VALUES (?, ?, ?)",
+                    (chat_id, name, value),
+                )
+
+        await self._call(write)
+
+    async def clear_chat_defaults(self, chat_id: str) -> int:
+        def delete(db: sqlite3.Connection) -> int:
+            cursor = db.execute("DELETE FROM chat_defaults WHERE chat_id = ?", (chat_id,))
+            return int(cursor.rowcount)
+
+        return await self._call(delete)
 
 
 def _log_failure(future: Future[Any]) -> None:

@@ -11,13 +11,14 @@ import pytest
 
 from sakaibot.captions import Caption, CaptionPart
 from sakaibot.chat.console import (
+    CONSOLE_CHAT_ID,
     MAX_LINE_BYTES,
     ConsoleChat,
     OverlongLine,
     read_file_line,
     read_stream_lines,
 )
-from sakaibot.chat.port import OutgoingImage
+from sakaibot.chat.port import Action, OutgoingImage
 from sakaibot.pipeline import JobOutcome
 from tests.support.fakes import tiny_image
 
@@ -156,3 +157,26 @@ async def test_a_refused_line_is_answered_in_the_chat(tmp_path: Path) -> None:
         "❌ That line is longer than 64 KiB, so it was not read. "
         "Send each command on a line of its own, under 64 KiB."
     )
+
+
+async def test_actions_are_a_hint_line_and_a_jsonl_field(tmp_path: Path) -> None:
+    image = OutgoingImage(
+        image=tiny_image(),
+        caption=plain("a fox"),
+        filename="sakaibot-flux-3f9a1c.jpg",
+        as_file=False,
+        actions=(Action("again", "3f9a1c"), Action("file", "3f9a1c")),
+    )
+    readable = io.StringIO()
+    chat = ConsoleChat(readable, out_dir=tmp_path, jsonl=False, echo_input=False)
+    await chat.send_image(CONSOLE_CHAT_ID, image, reply_to=1)
+    assert readable.getvalue().splitlines()[-1] == (
+        "  [🔁 again: /image again 3f9a1c] [📄 as file: /image file 3f9a1c]"
+    )
+    stream = io.StringIO()
+    jsonl = ConsoleChat(stream, out_dir=tmp_path, jsonl=True, echo_input=False)
+    await jsonl.send_text(CONSOLE_CHAT_ID, "⏳", reply_to=1, actions=(Action("cancel", "ab"),))
+    await jsonl.edit_text(CONSOLE_CHAT_ID, 1, "📤")
+    sent, edited = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert sent["actions"] == ["cancel"]
+    assert "actions" not in edited
