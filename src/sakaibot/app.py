@@ -29,6 +29,7 @@ from sakaibot.distributed import (
     RemoteGenerator,
     SharedAllowance,
 )
+from sakaibot.enhance_ahead import EnhanceAhead
 from sakaibot.enhancer import PromptEnhancer
 from sakaibot.generation import ImageGenerator
 from sakaibot.jobs import JobIdFactory, random_job_id
@@ -369,6 +370,8 @@ def build_app(
             on_outcome(outcome)
 
     allowance: Allowance = LocalAllowance(limiter) if shared is None else shared.allowance
+    # In Redis mode too: a front end improves its jobs' prompts before they enter the shared queue.
+    ahead = EnhanceAhead(enhancer, ahead=settings.enhance_ahead, status=status)
     pipeline = JobPipeline(
         generator=generator,
         enhancer=enhancer,
@@ -387,6 +390,7 @@ def build_app(
         breakers=breakers,
         registry=registry,
         on_model_paused=lambda model, retry_after_s: tell_paused(model, retry_after_s),
+        ahead=ahead,
     )
     queues = JobQueues(
         registry,
@@ -395,7 +399,9 @@ def build_app(
         run_job=pipeline.run,
         on_position=partial(show_place, status),
         clock=clock,
+        watcher=ahead,
     )
+    ahead.place_of = queues.place_of
 
     if shared is not None:
 

@@ -26,6 +26,7 @@ from sakaibot.cache import Cache, CacheHit
 from sakaibot.captions import CaptionFacts, build_caption
 from sakaibot.chat.port import ChatPort, OutgoingImage
 from sakaibot.commands import STYLE_WORDS, ImageOptions, ImageRequest
+from sakaibot.enhance_ahead import EnhanceAhead
 from sakaibot.enhancer import EnhancedPrompt, PromptEnhancer
 from sakaibot.errors import (
     CHARGED_KINDS,
@@ -175,9 +176,11 @@ class JobPipeline:
         breakers: Breakers | None = None,
         registry: ModelRegistry | None = None,
         on_model_paused: Callable[[ModelSpec, float], None] | None = None,
+        ahead: EnhanceAhead | None = None,
     ) -> None:
         self._generator = generator
         self._enhancer = enhancer
+        self._ahead = ahead or EnhanceAhead(enhancer, ahead=0, status=status)
         self._chat = chat
         self._status = status
         self._allowance = allowance
@@ -270,12 +273,14 @@ class JobPipeline:
                 await self.deliver_cached(job, hit)
                 return
         model = await self._model_for(job)
-        if request.options.raw or self._enhancer is None:
+        if not self._ahead.wanted(job):
             enhanced = EnhancedPrompt(text=request.prompt)
+        elif (ready := self._ahead.ready(job)) is not None:
+            enhanced = ready  # improved while the job waited
         else:
             step_started_s = self._step(job, JobState.ENHANCING, step_started_s)
             self._show(job, ENHANCING_TEXT)
-            enhanced = await self._enhancer.enhance(request.prompt)
+            enhanced = await self._ahead.improve(job)
         prompt_used = styled_prompt(enhanced.text, request)
 
         step_started_s = self._step(job, JobState.GENERATING, step_started_s)

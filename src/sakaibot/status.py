@@ -81,11 +81,12 @@ def show_place(status: StatusScheduler, job: Job, place: QueuePlace) -> None:
     "queued" about a job that survives a restart.
     """
     if job.state is JobState.QUEUED and job.stored:
+        # While its prompt is being improved ahead, that is what the job is doing.
         status.show(
             job.id,
             chat_id=job.chat_id,
             reply_to=job.reply_to,
-            text=queued_text(job.model.display_name, place),
+            text=ENHANCING_TEXT if job.improving else queued_text(job.model.display_name, place),
         )
 
 
