@@ -11,6 +11,10 @@ Telegram would. Rules (``docs/image-generation/architecture.md``, "The status sc
   kept (coalescing); a text equal to what the chat already shows is never re-sent.
 - Final operations (removing the status once the image is out, or turning it
   into the error) skip the pacing interval: the result is never delayed by it.
+- A text may be given as a function: it is rendered only when it is sent, so
+  the positions of a deep queue cost nothing until a chat is due an edit.
+- A chat's lane is removed once it has nothing to show and is not muted, so
+  memory does not grow with the number of chats ever served.
 - A flood wait mutes the chat's lane for its duration; intermediate texts are
   dropped by coalescing and the final operation still goes out afterwards.
 """
@@ -22,6 +26,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from sakaibot.chat.port import ChatPort
 from sakaibot.errors import ChatError, FloodWait, MessageNotModified, format_wait
@@ -31,6 +36,8 @@ from sakaibot.queues import QueuePlace
 logger = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
+#: A status text, or how to write it when it is sent.
+Text = str | Callable[[], str]
 
 #: Spacing of new status messages in one chat, about Telegram's one message per
 #: second per chat; edits of existing ones follow the (longer) edit interval.
@@ -86,7 +93,11 @@ def show_place(status: StatusScheduler, job: Job, place: QueuePlace) -> None:
             job.id,
             chat_id=job.chat_id,
             reply_to=job.reply_to,
-            text=ENHANCING_TEXT if job.improving else queued_text(job.model.display_name, place),
+            text=(
+                ENHANCING_TEXT
+                if job.improving
+                else partial(queued_text, job.model.display_name, place)
+            ),
         )
 
 
@@ -98,7 +109,7 @@ class _StatusMessage:
     reply_to: int
     message_id: int | None = None
     shown_text: str | None = None
-    wanted_text: str | None = None
+    wanted_text: Text | None = None
     #: Set by finish(): None removes the message, a text replaces it for good.
     finishing: bool = False
     final_text: str | None = None
@@ -157,8 +168,8 @@ class StatusScheduler:
 
     # -- what callers use; none of these wait on the chat ----------------------
 
-    def show(self, key: str, *, chat_id: str, reply_to: int, text: str) -> None:
-        """Make the status message of ``key`` say ``text``, soon."""
+    def show(self, key: str, *, chat_id: str, reply_to: int, text: Text) -> None:
+        """Make the status message of ``key`` say ``text``, soon (rendered when sent)."""
         lane = self._lanes.get(chat_id)
         if lane is None:
             lane = self._lanes[chat_id] = _Lane(chat_id)
@@ -169,7 +180,7 @@ class StatusScheduler:
         if status.finishing:
             return
         status.wanted_text = text
-        if text != status.shown_text:
+        if callable(text) or text != status.shown_text:
             lane.paced.setdefault(key, None)
         else:
             lane.paced.pop(key, None)
@@ -209,6 +220,7 @@ class StatusScheduler:
             # Never shown, nothing to remove: the chat needs no operation at all.
             del lane.statuses[key]
             del self._index[key]
+            self._drop_if_idle(lane)
             return
         status.finishing = True
         status.final_text = final_text
@@ -275,6 +287,18 @@ class StatusScheduler:
                 await self._paced(lane, key)
         finally:
             lane.task = None
+            self._drop_if_idle(lane)
+
+    def _drop_if_idle(self, lane: _Lane) -> None:
+        # Pacing is forgotten with the lane: the next status in this chat is a
+        # new message answering a new command, which goes at once anyway.
+        idle = not lane.statuses and lane.task is None and lane.muted_until_s <= self._clock()
+        if idle and self._lanes.get(lane.chat_id) is lane:
+            del self._lanes[lane.chat_id]
+
+    def lane_count(self) -> int:
+        """Chats with a lane (for tests and benchmarks of bounded memory)."""
+        return len(self._lanes)
 
     @staticmethod
     def _next_paced(lane: _Lane) -> tuple[str, float]:
@@ -313,7 +337,8 @@ class StatusScheduler:
 
     async def _paced(self, lane: _Lane, key: str) -> None:
         status = lane.statuses[key]
-        text = status.wanted_text
+        wanted = status.wanted_text
+        text = wanted() if callable(wanted) else wanted
         lane.paced.pop(key, None)
         if text is None or text == status.shown_text:
             return
