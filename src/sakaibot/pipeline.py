@@ -415,8 +415,9 @@ class JobPipeline:
             digest = await self._images.put(image) if self._images is not None else None
             if self._cache is not None and digest is not None:
                 await self._cache.trim(keep=digest)
+            remembered: Awaitable[str | None] | None = None
             if self._cache is not None and cacheable and digest is not None:
-                cache_key = await self._cache.remember(
+                remembered = self._cache.remember(
                     job.model,
                     request,
                     image,
@@ -424,7 +425,7 @@ class JobPipeline:
                     prompt_used=prompt_used,
                     enhancer=prompt_source,
                 )
-            await self._store.update_job(
+            noted = self._store.update_job(
                 job.id,
                 state=JobStates.DELIVERING,
                 prompt_used=prompt_used,
@@ -437,6 +438,11 @@ class JobPipeline:
                 enhancing_s=job.timings_s.get(JobState.ENHANCING.value),
                 generating_s=job.timings_s.get(JobState.GENERATING.value),
             )
+            if remembered is None:
+                await noted
+            else:
+                # Made together, so the store writes them in one transaction.
+                cache_key, _ = await asyncio.gather(remembered, noted)
         except (StoreUnavailable, OSError) as exc:
             # Sending matters more than the note; without it a crash in the next
             # seconds could send this image twice, which is the lesser harm.
