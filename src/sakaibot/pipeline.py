@@ -411,6 +411,7 @@ class JobPipeline:
         after a crash the job is looked for in the chat instead of being sent twice.
         """
         request = job.request
+        digest: str | None = None
         try:
             digest = await self._images.put(image) if self._images is not None else None
             if self._cache is not None and digest is not None:
@@ -469,6 +470,11 @@ class JobPipeline:
             remember_upload=(
                 self._cache.note_upload(cache_key)
                 if self._cache is not None and cache_key is not None
+                else None
+            ),
+            kept_path=(
+                self._images.path_of(digest, image.extension)
+                if self._images is not None and digest is not None
                 else None
             ),
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from sakaibot.captions import Caption
@@ -49,6 +50,9 @@ class OutgoingImage:
     upload_ref: str | None = None
     #: Told the chat's reference after a fresh upload, so a later cache hit can reuse it.
     remember_upload: Callable[[str], None] | None = None
+    #: The same bytes, already kept on disk by the bot: a front end that writes
+    #: files links to it instead of writing the image a second time.
+    kept_path: Path | None = None
 
 
 class ChatPort(Protocol):
