@@ -154,7 +154,7 @@ class SqliteStore:
         self._pending_lock = threading.Lock()
         self._flush_queued = False
         self._soon_timer: asyncio.TimerHandle | None = None
-        #: Transactions committed (for benchmarks: commits per job).
+        #: Transactions committed that wrote something (for benchmarks: commits per job).
         self.commits = 0
 
     # -- plumbing ----------------------------------------------------------------
@@ -212,6 +212,7 @@ class SqliteStore:
                 future.set_exception(StoreUnavailable("the store is not open"))
             return
         outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
+        changes_before = db.total_changes
         try:
             db.execute("BEGIN IMMEDIATE")
             for work, future in batch:
@@ -230,7 +231,8 @@ class SqliteStore:
                     outcomes.append((future, result, None))
                 db.execute("RELEASE call")
             db.execute("COMMIT")
-            self.commits += 1
+            if db.total_changes != changes_before:
+                self.commits += 1  # reads alone write nothing to the disk
         except sqlite3.Error as exc:
             if db.in_transaction:
                 db.rollback()
