@@ -447,8 +447,8 @@ def run_accept_cost(depths: tuple[int, ...], samples: int) -> dict[str, float]:
         ahead = EnhanceAhead(None, ahead=2, status=status)
         queues = JobQueues(
             registry,
-            max_waiting_per_model=depth + samples + 1,
-            max_pending_per_user=depth + samples + 1,
+            max_waiting_per_model=depth + samples + 5,
+            max_pending_per_user=depth + samples + 5,
             run_job=lambda job: asyncio.sleep(0),
             on_position=lambda job, place: None,
             clock=time.monotonic,
@@ -468,13 +468,26 @@ def run_accept_cost(depths: tuple[int, ...], samples: int) -> dict[str, float]:
 
         for n in range(depth):
             queues.submit(job(n))
-        started = time.perf_counter()
-        for n in range(depth, depth + samples):
-            accepted = job(n)
-            queues.submit(accepted)
-            queues.stored(accepted)
-            queues.place_of(accepted)
-        return (time.perf_counter() - started) / samples * 1e6
+        # The best of five rounds: the machine may be shared, and the cost of one
+        # accept is what is asked, not how busy the machine was meanwhile.
+        # The garbage collector is paused meanwhile: a full collection costs in
+        # proportion to every live object, whatever the queue does.
+        rounds: list[float] = []
+        per_round = max(1, samples // 5)
+        gc.collect()
+        gc.disable()
+        try:
+            for first in range(depth, depth + 5 * per_round, per_round):
+                started = time.perf_counter()
+                for n in range(first, first + per_round):
+                    accepted = job(n)
+                    queues.submit(accepted)
+                    queues.stored(accepted)
+                    queues.place_of(accepted)
+                rounds.append((time.perf_counter() - started) / per_round * 1e6)
+        finally:
+            gc.enable()
+        return min(rounds)
 
     for depth in depths:
         results[str(depth)] = asyncio.run(measure(depth))
@@ -853,6 +866,30 @@ def write_report(path: Path, results: dict[str, Any]) -> None:
         "| component | ms per job |",
         "|---|---|",
         *[f"| {name} | {ms:.3f} |" for name, ms in cpu_split.items()],
+        "",
+        "## Reading the figures",
+        "",
+        "- Worker utilisation: with `ENHANCE_AHEAD=0` each Flux slot improves a prompt and",
+        "  only then generates, so the worker waits for the LLM before every image. With",
+        "  the default 2, the next two jobs' prompts are improved while one generates; only",
+        "  the first job waits for its prompt, before the worker's first request.",
+        "- Accept cost: the garbage collector is paused while it is measured (a full",
+        "  collection costs in proportion to every live object, whatever the queue does),",
+        "  and the best of five rounds is taken. What is left grows a little with the",
+        "  depth because larger dictionaries miss the CPU caches more; nothing scans the",
+        "  line. For comparison, the `list.index` a position used to cost is about 0.7 ms",
+        "  at 100,000 waiting on this machine.",
+        "- Commits: each job writes its record (waited for, before it is announced), then",
+        '  "delivering" together with its cache entry; its status message id and its end',
+        "  are held up to 50 ms and ride with the next commit. Figures a little above 2",
+        "  are the held writes that found no commit to ride with.",
+        "- CPU per job and the floor: the HTTP client (httpx, httpcore, h11, anyio) is the",
+        "  largest part of the bot's CPU per job; the raw httpx client pays most of it too.",
+        "  The rest is asyncio's scheduling, the thread hand-overs (the store, the kept",
+        "  image with its `fsync`, the console's file) and the status and queue",
+        "  bookkeeping. Under a load average above the core count the bot, which needs",
+        "  more CPU per image than either raw client, loses more wall time to the other",
+        "  work on the machine, which is why the ratios move from run to run.",
         "",
         "## Memory and start-up",
         "",

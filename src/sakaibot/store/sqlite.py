@@ -169,6 +169,10 @@ class SqliteStore:
         if soon:
             self._flush_later()
         else:
+            # The writes held so far go with this call: their timer is not needed.
+            if self._soon_timer is not None:
+                self._soon_timer.cancel()
+                self._soon_timer = None
             self._queue_flush()
         return future
 
