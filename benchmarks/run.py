@@ -881,7 +881,7 @@ def write_report(path: Path, results: dict[str, Any]) -> None:
         "  at 100,000 waiting on this machine.",
         "- Commits: each job writes its record (waited for, before it is announced), then",
         '  "delivering" together with its cache entry; its status message id and its end',
-        "  are held up to 50 ms and ride with the next commit. Figures a little above 2",
+        "  are held up to 250 ms and ride with the next commit. Figures a little above 2",
         "  are the held writes that found no commit to ride with.",
         "- CPU per job and the floor: the HTTP client (httpx, httpcore, h11, anyio) is the",
         "  largest part of the bot's CPU per job; the raw httpx client pays most of it too.",

@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: How long a write nobody waits for may be held to share a later commit.
-SOON_WINDOW_S = 0.05
+SOON_WINDOW_S = 0.25
 
 #: Each entry takes the schema from version N to N + 1.
 MIGRATIONS: tuple[str, ...] = (
