@@ -26,6 +26,7 @@ from sakaibot.breaker import Breakers, BreakerSettings
 from sakaibot.cache import Cache, ResultCache
 from sakaibot.chat.port import ChatPort
 from sakaibot.commands import STATS_DEFAULT_DAYS
+from sakaibot.enhance_ahead import EnhanceAhead
 from sakaibot.enhancer import PromptEnhancer
 from sakaibot.generation import ImageGenerator
 from sakaibot.health import HealthCheck
@@ -466,13 +467,17 @@ def build_app(
         from sakaibot.metrics import PrometheusTelemetry
 
         telemetry = prometheus = PrometheusTelemetry()
+    # In Redis mode too: a front end improves its jobs' prompts before they enter the shared queue.
+    ahead = EnhanceAhead(enhancer, ahead=settings.enhance_ahead, status=status)
     queues = JobQueues(
         registry,
         max_waiting_per_model=settings.image_queue_max,
         max_pending_per_user=settings.image_user_max_pending,
         on_position=partial(show_place, status),
         clock=clock,
+        watcher=ahead,
     )
+    ahead.place_of = queues.place_of
     pipeline = JobPipeline(
         generator=generator,
         enhancer=enhancer,
@@ -490,6 +495,7 @@ def build_app(
         cache=cache,
         breakers=breakers,
         registry=registry,
+        ahead=ahead,
         queues=queues,
         budgets=budgets,
         telemetry=telemetry,

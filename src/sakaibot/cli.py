@@ -107,6 +107,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "--latency-ms", type=int, default=0, help="wait this long before each image (default: 0)"
     )
     worker.add_argument(
+        "--llm-latency-ms",
+        type=int,
+        default=0,
+        help="the stand-in LLM waits this long before each answer (default: 0)",
+    )
+    worker.add_argument(
         "--fail-rate",
         type=float,
         default=0.0,
@@ -237,6 +243,12 @@ def _add_local_worker_flags(parser: argparse.ArgumentParser) -> None:
         help="with --local: the development worker waits this long per image (default: 0)",
     )
     parser.add_argument(
+        "--llm-latency-ms",
+        type=int,
+        default=0,
+        help="with --local: the stand-in LLM waits this long per answer (default: 0)",
+    )
+    parser.add_argument(
         "--worker-fail-rate",
         type=float,
         default=0.0,
@@ -277,6 +289,7 @@ def _start_local_worker(args: argparse.Namespace) -> tuple[DevWorker, dict[str, 
         DevWorkerConfig(
             port=0,
             latency_ms=args.worker_latency_ms,
+            llm_latency_ms=args.llm_latency_ms,
             fail_rate=args.worker_fail_rate,
             fail_status=args.worker_fail_status,
             api_key=api_key,
@@ -601,6 +614,7 @@ def _run_dev_worker(args: argparse.Namespace) -> int:
         config = DevWorkerConfig(
             port=args.port,
             latency_ms=args.latency_ms,
+            llm_latency_ms=args.llm_latency_ms,
             fail_rate=args.fail_rate,
             fail_status=args.fail_status,
             api_key=args.api_key,

@@ -70,6 +70,8 @@ class Job:
     persisted: asyncio.Future[bool] | None = None
     #: The front end's address of the chat (:attr:`IncomingMessage.chat_address`).
     chat_address: str | None = None
+    #: Its prompt is being improved while it waits (see :mod:`sakaibot.enhance_ahead`).
+    improving: bool = False
 
     @property
     def stored(self) -> bool:

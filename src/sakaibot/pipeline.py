@@ -26,6 +26,7 @@ from sakaibot.cache import Cache, CacheHit
 from sakaibot.captions import CaptionFacts, build_caption
 from sakaibot.chat.port import Action, ChatPort, OutgoingImage
 from sakaibot.commands import STYLE_WORDS, ImageOptions, ImageRequest
+from sakaibot.enhance_ahead import EnhanceAhead
 from sakaibot.enhancer import EnhancedPrompt, PromptEnhancer
 from sakaibot.errors import (
     CHARGED_KINDS,
@@ -222,11 +223,13 @@ class JobPipeline:
         queues: JobQueues,
         budgets: DailyBudgets | None = None,
         telemetry: Telemetry | None = None,
+        ahead: EnhanceAhead | None = None,
     ) -> None:
         self._budgets = budgets or DailyBudgets({}, wall_clock)
         self._telemetry: Telemetry = telemetry or NoTelemetry()
         self._generator = generator
         self._enhancer = enhancer
+        self._ahead = ahead or EnhanceAhead(enhancer, ahead=0, status=status)
         self._chat = chat
         self._status = status
         self._allowance = allowance
@@ -324,12 +327,16 @@ class JobPipeline:
         if model is None:
             await self.finish(job, self._paused_until_reset(job.model))
             return
-        if request.options.raw or self._enhancer is None:
+        if not self._ahead.wanted(job):
             enhanced = EnhancedPrompt(text=request.prompt)
         else:
-            step_started_s = self._step(job, JobState.ENHANCING, step_started_s)
-            self._show(job, ENHANCING_TEXT)
-            enhanced = await self._enhancer.enhance(request.prompt)
+            ready = self._ahead.ready(job)
+            if ready is not None:
+                enhanced = ready  # improved while the job waited
+            else:
+                step_started_s = self._step(job, JobState.ENHANCING, step_started_s)
+                self._show(job, ENHANCING_TEXT)
+                enhanced = await self._ahead.improve(job)
             if not enhanced.enhanced:
                 self._telemetry.enhancer_fallback()
         prompt_used = styled_prompt(enhanced.text, request)
@@ -472,11 +479,13 @@ class JobPipeline:
         """
         job, image = delivery.job, delivery.image
         cache_key = delivery.cache_key
+        digest: str | None = None
         try:
             digest = await self._images.put(image)
             await self._cache.trim(keep=digest)
+            remembered: Awaitable[str | None] | None = None
             if delivery.to_cache:
-                cache_key = await self._cache.remember(
+                remembered = self._cache.remember(
                     job.model,
                     job.request,
                     image,
@@ -484,7 +493,7 @@ class JobPipeline:
                     prompt_used=delivery.prompt_used,
                     enhancer=delivery.prompt_source,
                 )
-            await self._store.update_job(
+            noted = self._store.update_job(
                 job.id,
                 state=StoredJobState.DELIVERING,
                 prompt_used=delivery.prompt_used,
@@ -497,13 +506,20 @@ class JobPipeline:
                 enhancing_s=job.timings_s.get(JobState.ENHANCING.value),
                 generating_s=job.timings_s.get(JobState.GENERATING.value),
             )
+            if remembered is None:
+                await noted
+            else:
+                # Made together, so the store writes them in one transaction.
+                cache_key, _ = await asyncio.gather(remembered, noted)
         except (StoreUnavailable, OSError) as exc:
             # Sending matters more than the note; without it a crash in the next
             # seconds could send this image twice, which is the lesser harm.
             logger.error("job %s: could not note the delivery: %s", job.id, exc)
-        await self._deliver(job, self._outgoing(delivery, cache_key), delivery.started_s)
+        await self._deliver(job, self._outgoing(delivery, cache_key, digest), delivery.started_s)
 
-    def _outgoing(self, delivery: Delivery, cache_key: str | None) -> OutgoingImage:
+    def _outgoing(
+        self, delivery: Delivery, cache_key: str | None, digest: str | None
+    ) -> OutgoingImage:
         job, options = delivery.job, delivery.job.request.options
         caption = build_caption(
             CaptionFacts(
@@ -526,6 +542,11 @@ class JobPipeline:
             upload_ref=delivery.upload_ref,
             remember_upload=self._cache.note_upload(cache_key) if cache_key is not None else None,
             actions=image_actions(job.id, as_file=options.as_file),
+            kept_path=(
+                self._images.path_of(digest, delivery.image.extension)
+                if digest is not None
+                else None
+            ),
         )
 
     async def deliver_cached(self, job: Job, hit: CacheHit) -> None:

@@ -238,6 +238,9 @@ class Settings(BaseSettings):
         default="https://generativelanguage.googleapis.com/v1beta/openai/", min_length=1
     )
     enhancer_timeout_s: float = Field(default=15.0, gt=0, le=300)
+    #: How many waiting jobs per model have their prompt improved before their
+    #: turn, so a model's slot only generates; 0 improves each prompt in its turn.
+    enhance_ahead: int = Field(default=2, ge=0, le=32)
     #: Development only: an OpenAI-compatible URL used when no LLM key is set
     #: (`sakaibot chat --local` points it at the development worker's stand-in).
     llm_dev_url: str | None = None

@@ -11,6 +11,10 @@ Telegram would. Rules (``docs/image-generation/architecture.md``, "The status sc
   kept (coalescing); a text equal to what the chat already shows is never re-sent.
 - Final operations (removing the status once the image is out, or turning it
   into the error) skip the pacing interval: the result is never delayed by it.
+- A text may be given as a function: it is rendered only when it is sent, so
+  the positions of a deep queue cost nothing until a chat is due an edit.
+- A chat's lane is removed once it has nothing to show and is not muted, so
+  memory does not grow with the number of chats ever served.
 - A flood wait mutes the chat's lane for its duration; intermediate texts are
   dropped by coalescing and the final operation still goes out afterwards.
 """
@@ -22,6 +26,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from sakaibot.chat.port import Action, ActionKind, ChatPort
 from sakaibot.errors import ChatError, FloodWait, MessageNotModified, format_wait
@@ -31,6 +36,8 @@ from sakaibot.queues import QueuePlace
 logger = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
+#: A status text, or how to write it when it is sent.
+Text = str | Callable[[], str]
 
 #: Spacing of new status messages in one chat, about Telegram's one message per
 #: second per chat; edits of existing ones follow the (longer) edit interval.
@@ -144,11 +151,16 @@ def show_place(status: StatusScheduler, job: Job, place: QueuePlace) -> None:
     "queued" about a job that survives a restart.
     """
     if job.state is JobState.QUEUED and job.stored:
+        # While its prompt is being improved ahead, that is what the job is doing.
         status.show(
             job.id,
             chat_id=job.chat_id,
             reply_to=job.reply_to,
-            text=queued_text(job.model.display_name, place),
+            text=(
+                ENHANCING_TEXT
+                if job.improving
+                else partial(queued_text, job.model.display_name, place)
+            ),
             actions=cancel_actions(job.id),
         )
 
@@ -161,7 +173,7 @@ class _StatusMessage:
     reply_to: int
     message_id: int | None = None
     shown_text: str | None = None
-    wanted_text: str | None = None
+    wanted_text: Text | None = None
     #: The actions offered under the message (a final text offers none).
     shown_actions: tuple[Action, ...] = ()
     wanted_actions: tuple[Action, ...] = ()
@@ -229,10 +241,11 @@ class StatusScheduler:
         *,
         chat_id: str,
         reply_to: int,
-        text: str,
+        text: Text,
         actions: tuple[Action, ...] = (),
     ) -> None:
-        """Make the status message of ``key`` say ``text`` (offering ``actions``), soon."""
+        """Make the status message of ``key`` say ``text`` (offering ``actions``), soon;
+        a text given as a function is rendered only when sent."""
         lane = self._lanes.get(chat_id)
         if lane is None:
             lane = self._lanes[chat_id] = _Lane(chat_id)
@@ -244,7 +257,7 @@ class StatusScheduler:
             return
         status.wanted_text = text
         status.wanted_actions = actions
-        if text != status.shown_text or actions != status.shown_actions:
+        if callable(text) or text != status.shown_text or actions != status.shown_actions:
             lane.paced.setdefault(key, None)
         else:
             lane.paced.pop(key, None)
@@ -284,6 +297,7 @@ class StatusScheduler:
             # Never shown, nothing to remove: the chat needs no operation at all.
             del lane.statuses[key]
             del self._index[key]
+            self._drop_if_idle(lane)
             return
         status.finishing = True
         status.final_text = final_text
@@ -350,6 +364,18 @@ class StatusScheduler:
                 await self._paced(lane, key)
         finally:
             lane.task = None
+            self._drop_if_idle(lane)
+
+    def _drop_if_idle(self, lane: _Lane) -> None:
+        # Pacing is forgotten with the lane: the next status in this chat is a
+        # new message answering a new command, which goes at once anyway.
+        idle = not lane.statuses and lane.task is None and lane.muted_until_s <= self._clock()
+        if idle and self._lanes.get(lane.chat_id) is lane:
+            del self._lanes[lane.chat_id]
+
+    def lane_count(self) -> int:
+        """Chats with a lane (for tests and benchmarks of bounded memory)."""
+        return len(self._lanes)
 
     @staticmethod
     def _next_paced(lane: _Lane) -> tuple[str, float]:
@@ -388,7 +414,9 @@ class StatusScheduler:
 
     async def _paced(self, lane: _Lane, key: str) -> None:
         status = lane.statuses[key]
-        text, actions = status.wanted_text, status.wanted_actions
+        wanted = status.wanted_text
+        text = wanted() if callable(wanted) else wanted
+        actions = status.wanted_actions
         lane.paced.pop(key, None)
         if text is None or (text == status.shown_text and actions == status.shown_actions):
             return

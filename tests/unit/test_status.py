@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from functools import partial
 
 from sakaibot.chat.port import Action
 from sakaibot.errors import ChatError, FloodWait, MessageNotModified
@@ -226,3 +227,43 @@ async def test_a_new_status_goes_before_edits_of_older_ones() -> None:
         ("send", "new queued"),
         ("edit", "generating"),
     ]
+
+
+async def test_a_text_given_as_a_function_is_written_only_when_sent() -> None:
+    clock = FakeClock()
+    chat = RecordingChat(clock=clock)
+    status = make(chat, clock)
+    written: list[str] = []
+
+    def text(position: int) -> str:
+        written.append(f"position {position}")
+        return written[-1]
+
+    status.show("j1", chat_id="c", reply_to=1, text="queued")
+    await settle(status)
+    for position in (9, 8, 7, 6, 5):
+        status.show("j1", chat_id="c", reply_to=1, text=partial(text, position))
+    await settle(status)
+    # Only the text that reached the chat was ever written.
+    assert written == ["position 5"]
+    assert [e.text for e in chat.of_kind("edit")] == ["position 5"]
+
+
+async def test_serving_ten_thousand_chats_leaves_no_lanes() -> None:
+    clock = FakeClock()
+    chat = RecordingChat(clock=clock)
+    status = make(chat, clock)
+    for n in range(10_000):
+        status.show(f"j{n}", chat_id=f"chat{n}", reply_to=1, text="queued")
+    await settle(status)
+    assert status.lane_count() == 10_000
+    for n in range(10_000):
+        status.finish(f"j{n}")
+    await settle(status)
+    assert status.lane_count() == 0
+    assert status.pending() == 0
+    # A status never shown ends without a lane left behind either.
+    status.show("late", chat_id="other", reply_to=1, text="queued")
+    status.finish("late")
+    await settle(status)
+    assert status.lane_count() == 0

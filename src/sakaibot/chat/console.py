@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -119,11 +120,22 @@ def _with_actions(
     return {**event, "actions": [a.kind for a in actions]}, f"{line}\n  {hints}"
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` so that ``path`` is either absent or whole."""
+def _write_atomically(path: Path, data: bytes, kept: Path | None = None) -> None:
+    """Put ``data`` at ``path`` so that it is either absent or whole.
+
+    When the bot already keeps the same bytes in ``kept``, ``path`` becomes a
+    second name for that file (a hard link): each image is written once.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.name}.partial")
-    partial.write_bytes(data)
+    partial.unlink(missing_ok=True)
+    try:
+        if kept is None:
+            raise FileNotFoundError("nothing kept to link to")
+        os.link(kept, partial)
+    except OSError:
+        # Not kept, evicted meanwhile, or another file system: write the bytes.
+        partial.write_bytes(data)
     partial.replace(path)
 
 
@@ -264,7 +276,7 @@ class ConsoleChat:
         else:
             path = self._out_dir / image.filename
         # Disk writes leave the event loop: a slow disk must not hold up the queues.
-        await asyncio.to_thread(_write_atomically, path, image.image.data)
+        await asyncio.to_thread(_write_atomically, path, image.image.data, image.kept_path)
         message_id = self._next_id()
         kind = "file" if image.as_file else "photo"
         size_kb = image.image.size_bytes / 1024

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Protocol, get_args
 
 from sakaibot.captions import Caption
@@ -93,6 +94,9 @@ class OutgoingImage:
     remember_upload: Callable[[str], None] | None = None
     #: One-tap actions to offer under the image (front ends that cannot, ignore them).
     actions: tuple[Action, ...] = ()
+    #: The same bytes, already kept on disk by the bot: a front end that writes
+    #: files links to it instead of writing the image a second time.
+    kept_path: Path | None = None
 
 
 class ChatPort(Protocol):

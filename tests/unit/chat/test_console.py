@@ -180,3 +180,33 @@ async def test_actions_are_a_hint_line_and_a_jsonl_field(tmp_path: Path) -> None
     sent, edited = (json.loads(line) for line in stream.getvalue().splitlines())
     assert sent["actions"] == ["cancel"]
     assert "actions" not in edited
+
+
+async def test_an_image_the_bot_keeps_is_linked_not_written_again(tmp_path: Path) -> None:
+    kept = tmp_path / "kept" / "abc.png"
+    kept.parent.mkdir()
+    kept.write_bytes(tiny_image("PNG").data)
+    chat = ConsoleChat(io.StringIO(), out_dir=tmp_path / "out", jsonl=True, echo_input=False)
+    await chat.send_image(
+        "console",
+        OutgoingImage(
+            tiny_image("PNG"), plain("caption"), "pic.png", as_file=False, kept_path=kept
+        ),
+        reply_to=None,
+    )
+    written = tmp_path / "out" / "pic.png"
+    assert written.read_bytes() == kept.read_bytes()
+    assert written.stat().st_ino == kept.stat().st_ino  # one file, two names
+
+
+async def test_an_image_no_longer_kept_is_written_from_its_bytes(tmp_path: Path) -> None:
+    chat = ConsoleChat(io.StringIO(), out_dir=tmp_path, jsonl=True, echo_input=False)
+    gone = tmp_path / "evicted.png"
+    await chat.send_image(
+        "console",
+        OutgoingImage(
+            tiny_image("PNG"), plain("caption"), "pic.png", as_file=False, kept_path=gone
+        ),
+        reply_to=None,
+    )
+    assert (tmp_path / "pic.png").read_bytes() == tiny_image("PNG").data
