@@ -80,6 +80,9 @@ class Admission:
         job_id = await self._fresh_job_id()
         # A stored result skips the queue altogether: no worker is needed.
         hit = await self._cache.lookup(model, request)
+        if hit is None:
+            # In Redis mode other front ends count too: the check below sees their counts.
+            await self._budgets.refresh()
         admitted = await self._allowance.admit(message.user_id)
         if isinstance(admitted, Denial):
             limited = EveryoneRateLimited if admitted.everyone else RateLimited

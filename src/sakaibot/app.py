@@ -43,11 +43,12 @@ from sakaibot.models import ModelRegistry
 from sakaibot.pipeline import JobOutcome, JobPipeline, OutcomeListener
 from sakaibot.private_files import make_private_dir, tighten, write_private
 from sakaibot.queues import JobQueues
-from sakaibot.quota import DailyBudgets, budget_limits
+from sakaibot.quota import DailyBudgets, LocalBudgets, budget_limits
 from sakaibot.recovery import Recovery
 from sakaibot.reports import DAY_S
 from sakaibot.settings import Settings
 from sakaibot.shared.allowance import SharedAllowance
+from sakaibot.shared.budgets import SharedBudgets
 from sakaibot.shared.cache import SharedResultCache
 from sakaibot.shared.generator import RemoteGenerator
 from sakaibot.shared.interfaces import SharedCacheStore
@@ -182,6 +183,7 @@ class _Shared:
     remote: RemoteGenerator
     allowance: Allowance
     backend: SharedCacheStore
+    budgets: DailyBudgets
 
 
 def _build_shared(
@@ -191,6 +193,7 @@ def _build_shared(
     starters: list[Closer],
     clock: Callable[[], float],
     worker_generator: ImageGenerator | None,
+    wall_clock: Callable[[], float],
 ) -> _Shared:
     from sakaibot.shared.backend import RedisBackend
 
@@ -249,7 +252,11 @@ def _build_shared(
         allowance = CombinedAllowance(
             allowance, SharedAllowance(backend, settings.image_global_limits)
         )
-    return _Shared(remote=remote, allowance=allowance, backend=backend)
+    # One Cloudflare account behind every front end: one count of its images a day.
+    budgets = SharedBudgets(
+        backend, budget_limits(registry), registry.names(), wall_clock, outage=outage
+    )
+    return _Shared(remote=remote, allowance=allowance, backend=backend, budgets=budgets)
 
 
 #: The longest a stop waits for the local generation worker's lanes.
@@ -402,7 +409,7 @@ def build_app(
     registry = settings.model_registry()
     shared: _Shared | None = None
     if settings.redis_url is not None:
-        shared = _build_shared(settings, registry, closers, starters, clock, generator)
+        shared = _build_shared(settings, registry, closers, starters, clock, generator, wall_clock)
         generator = shared.remote
         # The shared queue is where jobs wait their turn; this front end lets
         # up to REDIS_INFLIGHT_PER_MODEL of its own into it at once.
@@ -460,7 +467,9 @@ def build_app(
         if settings.image_global_limits:
             everyone_limiter = SlidingWindowLimiter(settings.image_global_limits, wall_clock)
             allowance = CombinedAllowance(allowance, LocalAllowance(everyone_limiter))
-    budgets = DailyBudgets(budget_limits(registry), wall_clock)
+    budgets: DailyBudgets = LocalBudgets(budget_limits(registry), wall_clock)
+    if shared is not None:
+        budgets = shared.budgets
     telemetry: Telemetry = NoTelemetry()
     prometheus: PrometheusTelemetry | None = None
     if settings.metrics_port is not None:

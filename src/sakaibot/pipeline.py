@@ -44,7 +44,7 @@ from sakaibot.jobs import Job, JobState
 from sakaibot.limits import Allowance
 from sakaibot.models import ASPECT_RATIOS, ModelRegistry, ModelSpec
 from sakaibot.queues import JobQueues, QueuePlace
-from sakaibot.quota import DailyBudgets
+from sakaibot.quota import DailyBudgets, LocalBudgets
 from sakaibot.status import (
     ENHANCING_TEXT,
     SENDING_TEXT,
@@ -225,7 +225,7 @@ class JobPipeline:
         telemetry: Telemetry | None = None,
         ahead: EnhanceAhead | None = None,
     ) -> None:
-        self._budgets = budgets or DailyBudgets({}, wall_clock)
+        self._budgets = budgets or LocalBudgets({}, wall_clock)
         self._telemetry: Telemetry = telemetry or NoTelemetry()
         self._generator = generator
         self._enhancer = enhancer
@@ -342,7 +342,7 @@ class JobPipeline:
         prompt_used = styled_prompt(enhanced.text, request)
         # Counted as the image is asked for, so jobs side by side never overdraw
         # the day's budget (the wait for the LLM may have used it up).
-        if not self._budgets.take(model.name):
+        if not await self._budgets.take(model.name):
             await self.finish(job, self._paused_until_reset(model))
             return
 
@@ -354,9 +354,9 @@ class JobPipeline:
         if not result.success or result.data is None:
             # No image, no use of the day's allocation (a job cancelled while the
             # worker was at it stays counted: the worker most likely finished it).
-            self._budgets.give_back(model.name)
+            await self._budgets.give_back(model.name)
         if isinstance(result.error, QuotaExhausted):
-            self._budgets.quota_exhausted(model.name)
+            await self._budgets.quota_exhausted(model.name)
             logger.warning(
                 "%s: the worker's daily quota is used up; paused until 00:00 UTC", model.name
             )

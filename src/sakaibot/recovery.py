@@ -76,7 +76,7 @@ class Recovery:
             return
         now_s = self.wall_clock()
         records = await self.store.jobs_since(utc_day(now_s) * DAY_S)
-        self.budgets.restore(used_today(records, now_s), quota_hit_today(records, now_s))
+        await self.budgets.restore(used_today(records, now_s), quota_hit_today(records, now_s))
 
     async def resume_jobs(self) -> int:
         records = await self.store.unfinished_jobs()

@@ -375,7 +375,10 @@ class Subcommands:
         since_s = self._wall_clock() - command.days * DAY_S
         records = await self._store.jobs_since(since_s)
         queue = [(load.model.name, load.waiting, load.running) for load in self._queues.loads()]
-        budgets = self._budgets.uses(self._registry.names()) if self._budgets is not None else []
+        budgets = []
+        if self._budgets is not None:
+            await self._budgets.refresh()  # other front ends' counts too (Redis mode)
+            budgets = self._budgets.uses(self._registry.names())
         text = format_stats(compute_stats(records, days=command.days, queue=queue, budgets=budgets))
         if self._draw_chart is not None:
             await self._send_chart(message)
