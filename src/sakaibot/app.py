@@ -27,6 +27,7 @@ from sakaibot.chat.port import ChatPort
 from sakaibot.commands import STATS_DEFAULT_DAYS
 from sakaibot.enhancer import PromptEnhancer
 from sakaibot.generation import ImageGenerator
+from sakaibot.i18n import LANGUAGE_SETTING, Languages
 from sakaibot.jobs import JobIdFactory, random_job_id
 from sakaibot.limits import (
     Allowance,
@@ -49,9 +50,9 @@ from sakaibot.shared.interfaces import SharedCacheStore
 from sakaibot.shared.outage import OutageLog
 from sakaibot.shared.worker import GenerationWorker
 from sakaibot.status import (
-    RESTARTING_TEXT,
     Sleep,
     StatusScheduler,
+    restarting_text,
     show_place,
 )
 from sakaibot.store import Store
@@ -96,6 +97,7 @@ class App:
     bot: ImageBot
     store: Store
     recovery: Recovery
+    languages: Languages
     _closers: list[Closer] = field(default_factory=list)
     #: Started before recovery: the shared queue and any local generation worker.
     _starters: list[Closer] = field(default_factory=list)
@@ -112,6 +114,8 @@ class App:
         pruned = await self.store.prune_jobs(self.recovery.wall_clock() - retention_s)
         if pruned:
             logger.info("store: %d job(s) past HISTORY_RETENTION_DAYS removed", pruned)
+        # Before recovery: a recovered job's status is in its chat's language.
+        self.languages.remember(await self.store.chat_settings(LANGUAGE_SETTING))
         await self.recovery.restore_limits()
         await self.recovery.resume_jobs()
         self.queues.start(self.pipeline.run)
@@ -128,7 +132,10 @@ class App:
         next start. A job cut off by the grace period is generated again then."""
         for job in self.queues.close_waiting():
             self.status.show(
-                job.id, chat_id=job.chat_id, reply_to=job.reply_to, text=RESTARTING_TEXT
+                job.id,
+                chat_id=job.chat_id,
+                reply_to=job.reply_to,
+                text=restarting_text(job.texts),
             )
         try:
             await asyncio.wait_for(self.drain(), timeout=grace_s)
@@ -394,6 +401,7 @@ def build_app(
             clock=wall_clock,
         )
     report = on_outcome or _no_listener
+    languages = Languages(settings.bot_language)
     allowance: Allowance = LocalAllowance(limiter) if shared is None else shared.allowance
     queues = JobQueues(
         registry,
@@ -420,6 +428,7 @@ def build_app(
         breakers=breakers,
         registry=registry,
         queues=queues,
+        texts_for=languages.for_chat,
     )
     if shared is not None:
         shared.remote.on_position = pipeline.show_shared_place
@@ -435,6 +444,7 @@ def build_app(
         pipeline=pipeline,
         clock=clock,
         new_job_id=new_job_id,
+        texts_for=languages.for_chat,
     )
     subcommands = Subcommands(
         registry=registry,
@@ -450,6 +460,7 @@ def build_app(
         remote=shared.remote if shared is not None else None,
         wall_clock=wall_clock,
         stats_days_default=STATS_DEFAULT_DAYS,
+        languages=languages,
     )
     bot = ImageBot(
         chat=chat,
@@ -465,6 +476,7 @@ def build_app(
             clock,
         ),
         on_outcome=report,
+        languages=languages,
     )
     recovery = Recovery(
         store=store,
@@ -477,6 +489,7 @@ def build_app(
         chat=chat,
         clock=clock,
         wall_clock=wall_clock,
+        texts_for=languages.for_chat,
     )
     return App(
         settings=settings,
@@ -488,6 +501,7 @@ def build_app(
         bot=bot,
         store=store,
         recovery=recovery,
+        languages=languages,
         _closers=closers,
         _starters=starters,
     )

@@ -14,6 +14,7 @@ from sakaibot.admission import Admission
 from sakaibot.chat.port import ChatPort, IncomingMessage
 from sakaibot.commands import ImageRequest, is_generation_command, parse_command
 from sakaibot.errors import ChatError, RequestRejected, SlowDown, StoreUnavailable
+from sakaibot.i18n import Languages
 from sakaibot.limits import RejectionThrottle, RejectionVerdict
 from sakaibot.models import ModelRegistry
 from sakaibot.pipeline import JobOutcome, OutcomeListener
@@ -43,6 +44,7 @@ class ImageBot:
         subcommands: Subcommands,
         rejections: RejectionThrottle,
         on_outcome: OutcomeListener,
+        languages: Languages | None = None,
     ) -> None:
         self._chat = chat
         self._registry = registry
@@ -52,6 +54,8 @@ class ImageBot:
         #: How many refusals a user hears before silence.
         self._rejections = rejections
         self._on_outcome = on_outcome
+        #: Each chat's language; English alone when none is given (tests of one language).
+        self._languages = languages or Languages("en", languages=("en",))
 
     async def handle(self, message: IncomingMessage) -> bool:
         """Act on ``message``; ``False`` when it was not an ``/image`` command."""
@@ -77,7 +81,8 @@ class ImageBot:
     async def _reject(
         self, message: IncomingMessage, rejection: RequestRejected | StoreUnavailable
     ) -> None:
-        text = rejection.user_message
+        texts = self._languages.for_chat(message.chat_id)
+        text = rejection.message_in(texts)
         verdict = RejectionVerdict.REPLY
         if not message.from_owner:
             verdict = self._rejections.verdict(message.user_id)
@@ -90,7 +95,7 @@ class ImageBot:
                 message.user_id,
                 silent_for_s,
             )
-            await self._reply(message, f"✋ {SlowDown(silent_for_s).user_message}")
+            await self._reply(message, f"✋ {SlowDown(silent_for_s).message_in(texts)}")
         if is_generation_command(message.text):
             self._on_outcome(
                 JobOutcome(

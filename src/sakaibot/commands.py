@@ -13,6 +13,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 
 from sakaibot.errors import (
     BadFlag,
@@ -24,6 +25,7 @@ from sakaibot.errors import (
     UsageError,
     plural,
 )
+from sakaibot.i18n import ENGLISH, Texts
 from sakaibot.models import ASPECT_RATIOS, UNIVERSAL_FLAGS, ModelRegistry, ModelSpec
 
 
@@ -142,6 +144,13 @@ class WhoamiCommand:
     """``/image whoami`` (for the owner): this chat's id and the sender's, for ALLOWED_*_IDS."""
 
 
+@dataclass(frozen=True)
+class LangCommand:
+    """``/image lang [code]``: the chat's language, or (the owner) choose it."""
+
+    language: str | None = None
+
+
 Command = (
     ImageRequest
     | HelpCommand
@@ -155,6 +164,7 @@ Command = (
     | StatsCommand
     | CacheCommand
     | WhoamiCommand
+    | LangCommand
 )
 
 
@@ -200,41 +210,54 @@ def is_generation_command(text: str) -> bool:
     return rest is not None and rest.startswith("=")
 
 
-def usage_text(registry: ModelRegistry) -> str:
+def usage_text(registry: ModelRegistry, texts: Texts = ENGLISH) -> str:
     """The help text: grammar, flags, examples and the models configured."""
-    lines = ["Make an image: /image=<model>=<prompt> [flags]"]
+    _ = texts.gettext
+    lines = [_("Make an image: /image=<model>=<prompt> [flags]")]
     models = list(zip(registry.names(), registry, strict=True))
     if models:
-        lines.append("Examples:")
+        lines.append(_("Examples:"))
         lines.extend(_examples(models))
-    lines.append("Flags (optional, at the end, after the prompt):")
+    lines.append(_("Flags (optional, at the end, after the prompt):"))
     lines.extend(
         [
-            f"--ar <ratio>  picture shape: {', '.join(ASPECT_RATIOS)}",
-            f"--seed <n>  the same number repeats a result (0 to {_MAX_SEED})",
-            "--neg <text>  what to keep out of the image",
-            "--steps <n>  more steps, more detail, slower (each model has a maximum)",
-            f"--style <name>  {', '.join(style.value for style in Style)}",
-            "--raw  use your prompt as written, without enhancement",
-            "--file  send the image as a file, uncompressed",
-            "--fresh  make a new image even if the same one was made recently",
+            _("--ar <ratio>  picture shape: {ratios}", ratios=", ".join(ASPECT_RATIOS)),
+            _("--seed <n>  the same number repeats a result (0 to {max})", max=_MAX_SEED),
+            _("--neg <text>  what to keep out of the image"),
+            _("--steps <n>  more steps, more detail, slower (each model has a maximum)"),
+            "--style <name>  " + ", ".join(style.value for style in Style),
+            _("--raw  use your prompt as written, without enhancement"),
+            _("--file  send the image as a file, uncompressed"),
+            _("--fresh  make a new image even if the same one was made recently"),
         ]
     )
     lines.append(
-        "More: /image help, models, status, cancel [job], retry <job>, history [n], "
-        "again <job>, resend <job>"
+        _(
+            "More: /image help, models, status, cancel [job], retry <job>, history [n], "
+            "again <job>, resend <job>, lang [en|fa]"
+        )
     )
-    lines.append("Owner: /image stats [days], /image cache [clear], /image whoami")
+    lines.append(_("Owner: /image stats [days], /image cache [clear], /image whoami"))
     if models:
-        lines.append(f"Models: {', '.join(name for name, _ in models)}")
+        lines.append(_("Models: {names}", names=", ".join(name for name, _spec in models)))
         for name, spec in models:
             flags = ", ".join(_supported_flags(spec))
-            steps = f" (steps up to {spec.max_steps})" if spec.supports("steps") else ""
-            lines.append(f"{name} takes {flags}{steps}")
+            if spec.supports("steps"):
+                line = _(
+                    "{model} takes {flags} (steps up to {max_steps})",
+                    model=name,
+                    flags=flags,
+                    max_steps=spec.max_steps,
+                )
+            else:
+                line = _("{model} takes {flags}", model=name, flags=flags)
+            lines.append(line)
     else:
         lines.append(
-            "No image model is configured yet: the bot's owner should set "
-            "FLUX_WORKER_URL or SDXL_WORKER_URL."
+            _(
+                "No image model is configured yet: the bot's owner should set "
+                "FLUX_WORKER_URL or SDXL_WORKER_URL."
+            )
         )
     return "\n".join(lines)
 
@@ -337,8 +360,13 @@ def _parse_subcommand(rest: str, registry: ModelRegistry) -> Command:
         return HelpCommand()
     command = _subcommand(words[0].lower(), words[1:])
     if command is None:
-        raise _typo(rest, registry) or UsageError(usage_text(registry))
+        raise _typo(rest, registry) or _usage_error(registry)
     return command
+
+
+def _usage_error(registry: ModelRegistry) -> UsageError:
+    """The help as a rejection, told in the language of the chat it reaches."""
+    return UsageError(usage_text(registry), render=partial(usage_text, registry))
 
 
 def _typo(text: str, registry: ModelRegistry) -> DidYouMean | None:
@@ -379,6 +407,8 @@ def _subcommand(verb: str, args: Sequence[str]) -> Command | None:
             return CacheCommand(clear=False)
         if verb == "whoami":
             return WhoamiCommand()
+        if verb == "lang":
+            return LangCommand()
         return None
     if verb == "history":
         return HistoryCommand(_count_argument("history", arg, _HISTORY_MAX, "images", 20))
@@ -386,6 +416,8 @@ def _subcommand(verb: str, args: Sequence[str]) -> Command | None:
         return StatsCommand(_count_argument("stats", arg, _STATS_MAX_DAYS, "days", 30))
     if verb == "cache":
         return CacheCommand(clear=True) if arg.lower() == "clear" else None
+    if verb == "lang":
+        return LangCommand(arg.lower())
     job_id = arg.lower().removeprefix("#")
     if not job_id:
         return None
@@ -419,7 +451,7 @@ def _parse_generation(body: str, registry: ModelRegistry, *, max_prompt_chars: i
     model_text, has_prompt, prompt_text = body.partition("=")
     model_name = _sanitise(model_text)
     if not model_name:
-        raise UsageError(usage_text(registry))
+        raise _usage_error(registry)
     spec = registry.get(model_name)
     if spec is None:
         # "/image=flux a fox": the "=" after the model is missing or misplaced.

@@ -37,18 +37,19 @@ from sakaibot.errors import (
     StoreUnavailable,
 )
 from sakaibot.generation import GeneratedImage, GenerationParams, ImageGenerator
+from sakaibot.i18n import Texts, english_for
 from sakaibot.jobs import Job, JobState
 from sakaibot.limits import Allowance
 from sakaibot.models import ASPECT_RATIOS, ModelRegistry, ModelSpec
 from sakaibot.queues import JobQueues, QueuePlace
 from sakaibot.status import (
-    ENHANCING_TEXT,
-    SENDING_TEXT,
     StatusScheduler,
+    enhancing_text,
     failed_text,
     generating_text,
     paused_text,
     queued_text,
+    sending_text,
 )
 from sakaibot.store import JobRecord, Store, StoredJobState, ended
 from sakaibot.store.images import ImageFiles
@@ -215,6 +216,7 @@ class JobPipeline:
         breakers: Breakers,
         registry: ModelRegistry,
         queues: JobQueues,
+        texts_for: Callable[[str], Texts] = english_for,
     ) -> None:
         self._generator = generator
         self._enhancer = enhancer
@@ -234,6 +236,8 @@ class JobPipeline:
         self._registry = registry
         #: The jobs still waiting, to tell them when their model is paused.
         self._queues = queues
+        #: A chat's language, for a job known only by its record (its model gone).
+        self._texts_for = texts_for
         #: Uploads under way, and the job each one delivers.
         self._deliveries: dict[asyncio.Task[None], Job] = {}
         #: The task running each started job until its image is handed over,
@@ -312,13 +316,13 @@ class JobPipeline:
             enhanced = EnhancedPrompt(text=request.prompt)
         else:
             step_started_s = self._step(job, JobState.ENHANCING, step_started_s)
-            self._show(job, ENHANCING_TEXT)
+            self._show(job, enhancing_text(job.texts))
             enhanced = await self._enhancer.enhance(request.prompt)
         prompt_used = styled_prompt(enhanced.text, request)
 
         step_started_s = self._step(job, JobState.GENERATING, step_started_s)
         label = model_label(job, model)
-        self._show(job, generating_text(label))
+        self._show(job, generating_text(label, job.texts))
         params = replace(generation_params(prompt_used, request), request_id=job.id)
         result = await self._generator.generate(model, params)
         if isinstance(result.error, JobCancelled):
@@ -356,7 +360,10 @@ class JobPipeline:
             if fallback is not None and self._allowed(job, self._breakers.get(fallback.name)):
                 return fallback
             if not told:
-                self._show(job, paused_text(job.model.display_name, breaker.retry_after_s()))
+                self._show(
+                    job,
+                    paused_text(job.model.display_name, breaker.retry_after_s(), job.texts),
+                )
                 told = True
             await self._sleep(max(breaker.retry_after_s(), _PROBE_POLL_S))
 
@@ -383,9 +390,8 @@ class JobPipeline:
 
     def _tell_paused(self, model: ModelSpec, retry_after_s: float) -> None:
         # Everyone waiting for the model hears it once, with when it is tried again.
-        text = paused_text(model.display_name, retry_after_s)
         for job in self._queues.waiting_jobs(model.name):
-            self._show(job, text)
+            self._show(job, paused_text(model.display_name, retry_after_s, job.texts))
 
     def show_shared_place(self, job_id: str, position: int) -> None:
         """Show a job's place in the shared queue (Redis mode), ``0`` meaning generating.
@@ -398,9 +404,11 @@ class JobPipeline:
         label = job.model.display_name
         self._show(
             job,
-            queued_text(label, QueuePlace(position, position * job.model.typical_duration_s))
+            queued_text(
+                label, QueuePlace(position, position * job.model.typical_duration_s), job.texts
+            )
             if position > 0
-            else generating_text(label),
+            else generating_text(label, job.texts),
         )
 
     async def hand_over(self, delivery: Delivery) -> None:
@@ -414,7 +422,7 @@ class JobPipeline:
             delivery = replace(
                 delivery, started_s=self._step(job, JobState.SENDING, delivery.started_s)
             )
-        self._show(job, SENDING_TEXT)
+        self._show(job, sending_text(job.texts))
         task = asyncio.create_task(self._keep_and_deliver(delivery), name=f"deliver-{job.id}")
         self._deliveries[task] = job
         task.add_done_callback(self._deliveries.pop)
@@ -471,7 +479,8 @@ class JobPipeline:
                 steps_requested=job.request.steps_requested,
                 job_id=job.id,
                 from_cache=delivery.from_cache,
-            )
+            ),
+            texts=job.texts,
         )
         return OutgoingImage(
             image=delivery.image,
@@ -597,6 +606,7 @@ class JobPipeline:
             stamp = None if job.refunded else job.created_at_s
             refunded_before = job.refunded
         refund = error.kind not in CHARGED_KINDS and stamp is not None
+        texts = job.texts if isinstance(job, Job) else self._texts_for(job.chat_id)
         if refund and stamp is not None:
             self._allowance.refund(job.user_id, stamp)
         await self._write_ending(
@@ -606,10 +616,10 @@ class JobPipeline:
                 at_s=self._wall_clock(),
                 refunded=refund or refunded_before,
                 kind=error.kind,
-                message=error.user_message,
+                message=error.message_in(texts),
             ),
         )
-        message = error.user_message
+        message = error.message_in(texts)
         if isinstance(error, JobCancelled):
             # The bot answers the /image cancel itself: the status just goes.
             self._status.finish(job.id)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from sakaibot.chat.port import ChatPort
 from sakaibot.enhancer import ORIGINAL_PROMPT
 from sakaibot.errors import ChatError, ModelGone, SakaiBotError, StoreUnavailable
+from sakaibot.i18n import Texts, english_for
 from sakaibot.jobs import Job, decode_request
 from sakaibot.limits import SlidingWindowLimiter
 from sakaibot.models import ModelRegistry
@@ -45,6 +46,8 @@ class Recovery:
     chat: ChatPort
     clock: Callable[[], float]
     wall_clock: Callable[[], float]
+    #: The language each chat is answered in (loaded from the store before recovery).
+    texts_for: Callable[[str], Texts] = english_for
 
     async def restore_limits(self) -> int:
         longest_s = max((w.window_s for w in self.limiter.windows), default=0.0)
@@ -83,6 +86,7 @@ class Recovery:
             created_at_s=self.clock(),
             limiter_stamp=None if record.refunded else record.created_at_s,
             chat_address=record.chat_address,
+            texts=self.texts_for(record.chat_id),
         )
 
     async def _resume(self, record: JobRecord) -> None:

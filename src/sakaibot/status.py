@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from sakaibot.chat.port import ChatPort
 from sakaibot.errors import ChatError, FloodWait, MessageNotModified, format_wait
+from sakaibot.i18n import ENGLISH, Texts
 from sakaibot.jobs import Job, JobState
 from sakaibot.queues import QueuePlace
 
@@ -42,32 +43,52 @@ _WAKE_MARGIN_S = 0.05
 # -- the texts of the status flow ----------------------------------------------
 
 
-def queued_text(model_label: str, place: QueuePlace) -> str:
-    where = "next in line" if place.position == 1 else f"position {place.position}"
-    return f"⏳ Queued for {model_label}: {where}, ready in about {format_wait(place.eta_s)}."
-
-
-ENHANCING_TEXT = "✨ Improving your prompt…"
-
-
-def generating_text(model_label: str) -> str:
-    return f"🎨 Generating with {model_label}…"
-
-
-SENDING_TEXT = "📤 Sending…"
-
-
-def paused_text(model_label: str, retry_after_s: float) -> str:
-    back = f"in about {format_wait(retry_after_s)}" if retry_after_s > 0 else "soon"
-    return (
-        f"⏸ The {model_label} worker keeps failing, so {model_label} is paused; it is "
-        f"tried again {back}. Your image stays in line and will be made when it is back."
+def queued_text(model_label: str, place: QueuePlace, texts: Texts = ENGLISH) -> str:
+    eta = format_wait(place.eta_s, texts)
+    if place.position == 1:
+        return texts.gettext(
+            "⏳ Queued for {model}: next in line, ready in about {eta}.", model=model_label, eta=eta
+        )
+    return texts.gettext(
+        "⏳ Queued for {model}: position {position}, ready in about {eta}.",
+        model=model_label,
+        position=place.position,
+        eta=eta,
     )
 
 
-RESTARTING_TEXT = (
-    "⏸ SakaiBot is restarting. Your image is kept and will be made as soon as it is back."
-)
+def enhancing_text(texts: Texts = ENGLISH) -> str:
+    return texts.gettext("✨ Improving your prompt…")
+
+
+def generating_text(model_label: str, texts: Texts = ENGLISH) -> str:
+    return texts.gettext("🎨 Generating with {model}…", model=model_label)
+
+
+def sending_text(texts: Texts = ENGLISH) -> str:
+    return texts.gettext("📤 Sending…")
+
+
+def paused_text(model_label: str, retry_after_s: float, texts: Texts = ENGLISH) -> str:
+    if retry_after_s > 0:
+        return texts.gettext(
+            "⏸ The {model} worker keeps failing, so {model} is paused; it is "
+            "tried again in about {wait}. Your image stays in line and will be made when "
+            "it is back.",
+            model=model_label,
+            wait=format_wait(retry_after_s, texts),
+        )
+    return texts.gettext(
+        "⏸ The {model} worker keeps failing, so {model} is paused; it is "
+        "tried again soon. Your image stays in line and will be made when it is back.",
+        model=model_label,
+    )
+
+
+def restarting_text(texts: Texts = ENGLISH) -> str:
+    return texts.gettext(
+        "⏸ SakaiBot is restarting. Your image is kept and will be made as soon as it is back."
+    )
 
 
 def failed_text(user_message: str) -> str:
@@ -85,7 +106,7 @@ def show_place(status: StatusScheduler, job: Job, place: QueuePlace) -> None:
             job.id,
             chat_id=job.chat_id,
             reply_to=job.reply_to,
-            text=queued_text(job.model.display_name, place),
+            text=queued_text(job.model.display_name, place, job.texts),
         )
 
 

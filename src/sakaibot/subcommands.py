@@ -4,8 +4,9 @@ Each handler answers with the text to reply (or ``None`` when there is
 nothing to say) and raises a :class:`~sakaibot.errors.RequestRejected` for a
 refusal; :class:`~sakaibot.bot.ImageBot` sends either. Handlers are found
 through a table keyed by the parsed command's type. Read-only verbs (help,
-models, status, history) answer anyone; stats, cache and whoami only the owner;
-cancel, retry, resend and again act on the sender's own jobs.
+models, status, history, lang) answer anyone; stats, cache, whoami and choosing a
+chat's language only the owner; cancel, retry, resend and again act on the
+sender's own jobs. Every answer is in the chat's language (:class:`~sakaibot.i18n.Languages`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from sakaibot.commands import (
     Command,
     HelpCommand,
     HistoryCommand,
+    LangCommand,
     ModelsCommand,
     ResendCommand,
     RetryCommand,
@@ -47,10 +49,11 @@ from sakaibot.errors import (
     OwnerOnly,
     StoreUnavailable,
     UnknownJob,
+    UnknownLanguage,
     UnknownModel,
     format_wait,
-    plural,
 )
+from sakaibot.i18n import LANGUAGE_SETTING, N_, Languages, Texts
 from sakaibot.jobs import Job, decode_request
 from sakaibot.models import ModelRegistry
 from sakaibot.pipeline import JobPipeline
@@ -88,8 +91,11 @@ class Subcommands:
         remote: RemoteGenerator | None,
         wall_clock: Callable[[], float],
         stats_days_default: int,
+        languages: Languages | None = None,
     ) -> None:
         self._registry = registry
+        #: Each chat's language; English alone when none is given (tests of one language).
+        self._languages = languages or Languages("en", languages=("en",))
         self._chat = chat
         self._queues = queues
         self._status = status
@@ -116,6 +122,7 @@ class Subcommands:
         self._verb(StatsCommand, self._stats)
         self._verb(CacheCommand, self._cache_command)
         self._verb(WhoamiCommand, self._whoami)
+        self._verb(LangCommand, self._lang)
 
     def _verb(
         self, kind: type[_C], handler: Callable[[IncomingMessage, _C], Awaitable[str | None]]
@@ -126,49 +133,74 @@ class Subcommands:
         """Run ``command``'s handler; its reply text, if any."""
         return await self._verbs[type(command)](message, command)
 
+    def _texts(self, message: IncomingMessage) -> Texts:
+        return self._languages.for_chat(message.chat_id)
+
     # -- read-only -------------------------------------------------------------
 
     async def _help(self, message: IncomingMessage, command: HelpCommand) -> str:
-        return usage_text(self._registry)
+        return usage_text(self._registry, self._texts(message))
 
     async def _models(self, message: IncomingMessage, command: ModelsCommand) -> str:
+        texts = self._texts(message)
         loads = self._queues.loads()
         if not loads:
-            return (
+            return texts.gettext(
                 "No image model is configured. The bot's owner should set "
                 "FLUX_WORKER_URL or SDXL_WORKER_URL (see `sakaibot verify`)."
             )
-        lines = ["Models:"]
+        lines = [texts.gettext("Models:")]
         for load in loads:
             model = load.model
-            queue = f"{load.waiting} waiting, {load.running} generating"
-            eta = format_wait(load.eta_new_s)
-            flags = " ".join(model.supported_flags())
             lines.append(
-                f"• {model.name} ({model.display_name}): {queue}; "
-                f"a new image would be ready in about {eta}. Flags: {flags}"
+                texts.gettext(
+                    "• {model} ({label}): {waiting} waiting, {running} generating; "
+                    "a new image would be ready in about {eta}. Flags: {flags}",
+                    model=model.name,
+                    label=model.display_name,
+                    waiting=load.waiting,
+                    running=load.running,
+                    eta=format_wait(load.eta_new_s, texts),
+                    flags=" ".join(model.supported_flags()),
+                )
             )
-        lines.append(f"Example: /image={loads[0].model.name}={EXAMPLE_PROMPT}")
+        lines.append(
+            texts.gettext(
+                "Example: /image={model}={prompt}",
+                model=loads[0].model.name,
+                prompt=EXAMPLE_PROMPT,
+            )
+        )
         return "\n".join(lines)
 
     async def _status_of(self, message: IncomingMessage, command: StatusCommand) -> str:
+        texts = self._texts(message)
         user_id = message.user_id
         jobs = self._queues.jobs_of(user_id)
         jobs += [(job, None) for job in self._pipeline.delivering() if job.user_id == user_id]
         if not jobs:
             example = self._registry.names()[0] if self._registry else "flux"
-            return (
-                "You have no images waiting or in progress. "
-                f"Start one with /image={example}={EXAMPLE_PROMPT}"
+            return texts.gettext(
+                "You have no images waiting or in progress. Start one with /image={model}={prompt}",
+                model=example,
+                prompt=EXAMPLE_PROMPT,
             )
-        lines = ["Your images:"]
+        lines = [texts.gettext("Your images:")]
         for job, place in jobs:
             if place is None:
-                where = job.state.value
+                where = _state_name(job, texts)
             else:
-                where = f"position {place.position}, ready in about {format_wait(place.eta_s)}"
-            lines.append(f"• {job.id} {job.model.name}: {where}")
-        lines.append("Cancel one with /image cancel <id>.")
+                where = texts.gettext(
+                    "position {position}, ready in about {eta}",
+                    position=place.position,
+                    eta=format_wait(place.eta_s, texts),
+                )
+            lines.append(
+                texts.gettext(
+                    "• {job_id} {model}: {where}", job_id=job.id, model=job.model.name, where=where
+                )
+            )
+        lines.append(texts.gettext("Cancel one with /image cancel <id>."))
         return "\n".join(lines)
 
     async def _history(self, message: IncomingMessage, command: HistoryCommand) -> str:
@@ -189,9 +221,12 @@ class Subcommands:
             stopped = await self._cancel_started(message.user_id, job_id)
             if stopped is None:
                 raise
-            return f"🚫 Cancelled job {stopped.id} ({stopped.model.display_name})."
-        await self._pipeline.finish(job, JobCancelled("cancelled by the user"))
-        return f"🚫 Cancelled job {job.id} ({job.model.display_name})."
+            job = stopped
+        else:
+            await self._pipeline.finish(job, JobCancelled("cancelled by the user"))
+        return self._texts(message).gettext(
+            "🚫 Cancelled job {job_id} ({model}).", job_id=job.id, model=job.model.display_name
+        )
 
     async def _cancel_started(self, user_id: str, job_id: str | None) -> Job | None:
         """Stop the user's started job ``job_id`` (or newest one) unless it is being sent."""
@@ -230,8 +265,11 @@ class Subcommands:
         except ChatError as exc:
             logger.warning("job %s: retry failed: %s", kept.job_id, exc)
             return failed_text(
-                "It still could not be sent. It stays kept; "
-                f"try /image retry {kept.job_id} again later."
+                self._texts(message).gettext(
+                    "It still could not be sent. It stays kept; "
+                    "try /image retry {job_id} again later.",
+                    job_id=kept.job_id,
+                )
             )
         await asyncio.to_thread(store.forget, kept.job_id)
         if record is not None:
@@ -285,7 +323,8 @@ class Subcommands:
                 elapsed_s=(record.finished_at_s or record.created_at_s) - record.created_at_s,
                 seed=request.options.seed,
                 job_id=record.id,
-            )
+            ),
+            texts=self._texts(message),
         )
         outgoing = OutgoingImage(
             image=image,
@@ -297,7 +336,7 @@ class Subcommands:
             await self._pipeline.send_image(message.chat_id, outgoing, reply_to=message.message_id)
         except ChatError as exc:
             logger.warning("job %s: resend failed: %s", record.id, exc)
-            return failed_text(exc.user_message)
+            return failed_text(exc.message_in(self._texts(message)))
         return None
 
     # -- the owner's -----------------------------------------------------------
@@ -313,37 +352,92 @@ class Subcommands:
     async def _cache_command(self, message: IncomingMessage, command: CacheCommand) -> str:
         if not message.from_owner:
             raise OwnerOnly("/image cache")
+        texts = self._texts(message)
         if not self._cache.enabled:
-            return "The result cache is turned off (CACHE_TTL_S=0)."
+            return texts.gettext("The result cache is turned off (CACHE_TTL_S=0).")
         if command.clear:
             removed = await self._cache.clear()
-            return f"🧹 Cache cleared: {plural(removed, 'entry', 'entries')} removed."
+            return texts.gettext(
+                "🧹 Cache cleared: {entries} removed.",
+                entries=texts.ngettext("{count} entry", "{count} entries", removed),
+            )
         summary = await self._cache.summary()
         since_s = self._wall_clock() - self._stats_days_default * DAY_S
         done = [r for r in await self._store.jobs_since(since_s) if r.state == StoredJobState.DONE]
         hits = sum(1 for r in done if r.cache_hit)
-        rate = f"{100 * hits / len(done):.0f}%" if done else "no images yet"
-        return (
-            f"Result cache: {plural(summary.entries, 'entry', 'entries')}, "
-            f"{summary.size_bytes / 1_000_000:.1f} MB of {summary.max_bytes / 1_000_000:.0f} MB, "
-            f"each kept {format_wait(summary.ttl_s)}.\n"
-            f"Hit rate over {self._stats_days_default} days: {rate} ({hits} of {len(done)}).\n"
-            "Clear it with /image cache clear."
+        if done:
+            rate = texts.gettext("{percent:.0f}%", percent=100 * hits / len(done))
+        else:
+            rate = texts.gettext("no images yet")
+        return texts.gettext(
+            "Result cache: {entries}, {size_mb:.1f} MB of {max_mb:.0f} MB, each kept {ttl}.\n"
+            "Hit rate over {days} days: {rate} ({hits} of {done}).\n"
+            "Clear it with /image cache clear.",
+            entries=texts.ngettext("{count} entry", "{count} entries", summary.entries),
+            size_mb=summary.size_bytes / 1_000_000,
+            max_mb=summary.max_bytes / 1_000_000,
+            ttl=format_wait(summary.ttl_s, texts),
+            days=self._stats_days_default,
+            rate=rate,
+            hits=hits,
+            done=len(done),
         )
 
     async def _whoami(self, message: IncomingMessage, command: WhoamiCommand) -> str:
         # Owner only: ids are not secret, but a bot should not hand them to strangers.
         if not message.from_owner:
             raise OwnerOnly("/image whoami")
-        return whoami_text(message.chat_id, message.user_id)
+        return whoami_text(message.chat_id, message.user_id, self._texts(message))
+
+    # -- the chat's language -----------------------------------------------------
+
+    async def _lang(self, message: IncomingMessage, command: LangCommand) -> str:
+        """``/image lang`` tells anyone; ``/image lang fa`` is the owner's to say."""
+        languages = self._languages
+        if command.language is None:
+            texts = self._texts(message)
+            return texts.gettext(
+                "This chat is answered in {language}. The owner can change it with "
+                "/image lang <code>; available: {codes}.",
+                language=texts.gettext(LANGUAGE_NAMES[texts.language]),
+                codes=", ".join(languages.names),
+            )
+        if not message.from_owner:
+            raise OwnerOnly("/image lang")
+        if command.language not in languages.names:
+            raise UnknownLanguage(command.language, list(languages.names))
+        await self._store.set_chat_setting(message.chat_id, LANGUAGE_SETTING, command.language)
+        languages.remember({message.chat_id: command.language})
+        texts = self._texts(message)
+        return texts.gettext(
+            "✅ This chat is now answered in {language}.",
+            language=texts.gettext(LANGUAGE_NAMES[texts.language]),
+        )
 
 
-def whoami_text(chat_id: str, user_id: str) -> str:
+#: Each language's name, said in the language of the answer.
+LANGUAGE_NAMES = {"en": N_("English"), "fa": N_("Persian")}
+
+
+def _state_name(job: Job, texts: Texts) -> str:
+    """A started job's state as ``/image status`` says it."""
+    names = {
+        "enhancing": N_("enhancing"),
+        "generating": N_("generating"),
+        "sending": N_("sending"),
+    }
+    state = job.state.value
+    return texts.gettext(names[state]) if state in names else state
+
+
+def whoami_text(chat_id: str, user_id: str, texts: Texts) -> str:
     """The answer to ``/image whoami``: the ids to put in ALLOWED_CHAT_IDS / ALLOWED_USER_IDS."""
-    return (
-        f"This chat's id: {chat_id}\n"
-        f"Your user id: {user_id}\n"
-        f"To let everyone in this chat use the bot, add {chat_id} to ALLOWED_CHAT_IDS; "
+    return texts.gettext(
+        "This chat's id: {chat_id}\n"
+        "Your user id: {user_id}\n"
+        "To let everyone in this chat use the bot, add {chat_id} to ALLOWED_CHAT_IDS; "
         "to let one person use it in any chat, add their user id to ALLOWED_USER_IDS. "
-        "Then restart SakaiBot."
+        "Then restart SakaiBot.",
+        chat_id=chat_id,
+        user_id=user_id,
     )

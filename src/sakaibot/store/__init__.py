@@ -143,3 +143,11 @@ class Store(Protocol):
     async def image_hashes_in_use(self) -> set[str]:
         """Images an unfinished job still needs (never evicted)."""
         ...
+
+    async def chat_settings(self, name: str) -> dict[str, str]:
+        """Every chat's value of setting ``name`` (``language``), by chat id."""
+        ...
+
+    async def set_chat_setting(self, chat_id: str, name: str, value: str) -> None:
+        """Keep ``chat_id``'s value of ``name``, replacing the one before."""
+        ...

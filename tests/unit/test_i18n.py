@@ -1,0 +1,287 @@
+"""The message catalogues: complete, consistent, compiled; and Persian chats answered in Persian."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import string
+from pathlib import Path
+
+import pytest
+from babel.messages.catalog import Catalog, Message
+from babel.messages.extract import extract_from_dir
+from babel.messages.mofile import read_mo
+from babel.messages.pofile import read_po
+
+from sakaibot.app import App, build_app
+from sakaibot.chat.port import IncomingMessage
+from sakaibot.errors import ConfigError, DeliveryFailed, QueueFull, RateLimited, UnknownModel
+from sakaibot.i18n import (
+    ENGLISH,
+    FSI,
+    LANGUAGES,
+    LOCALE_DIR,
+    LRI,
+    PDI,
+    Languages,
+    isolate,
+    load_texts,
+)
+from sakaibot.queues import QueuePlace
+from sakaibot.settings import load_settings
+from sakaibot.status import queued_text
+from tests.support.fakes import FakeClock, FakeEnhancer, FakeGenerator, RecordingChat
+
+ROOT = Path(__file__).resolve().parents[2]
+POT = LOCALE_DIR / "sakaibot.pot"
+TRANSLATED = [language for language in LANGUAGES if language != "en"]
+PERSIAN_LETTER = re.compile("[\u0600-\u06ff]")
+
+
+def _read_po(path: Path) -> Catalog:
+    with path.open("rb") as handle:
+        return read_po(handle)
+
+
+def _po(language: str) -> Path:
+    return LOCALE_DIR / language / "LC_MESSAGES" / "sakaibot.po"
+
+
+def _ids(catalog: Catalog) -> set[str | tuple[str, ...]]:
+    return {message.id for message in catalog if message.id}
+
+
+def _fields(text: str) -> set[tuple[str, str]]:
+    """The ``{name:spec}`` placeholders of a message."""
+    return {
+        (name, spec or "")
+        for _, name, spec, _ in string.Formatter().parse(text)
+        if name is not None
+    }
+
+
+def _english_fields(message: Message) -> set[tuple[str, str]]:
+    ids = message.id if isinstance(message.id, tuple) else (message.id,)
+    return set().union(*(_fields(text) for text in ids))
+
+
+def _forms(message: Message) -> tuple[str, ...]:
+    forms = message.string
+    return tuple(forms) if isinstance(forms, (tuple, list)) else (forms,)
+
+
+def _key(message: Message) -> str | tuple[str, ...]:
+    return tuple(message.id) if isinstance(message.id, (tuple, list)) else message.id
+
+
+# -- the catalogues ------------------------------------------------------------
+
+
+def test_the_template_holds_exactly_the_messages_in_the_source() -> None:
+    with (ROOT / "babel.cfg").open() as mapping:
+        assert "[python: **.py]" in mapping.read()
+    found = {
+        message if isinstance(message, str) else tuple(message)
+        for _, _, message, _, _ in extract_from_dir(
+            str(ROOT / "src" / "sakaibot"), [("**.py", "python")]
+        )
+        if message
+    }
+    template = _ids(_read_po(POT))
+    assert found - template == set(), "new messages: run `make translations`"
+    assert template - found == set(), "messages no longer used: run `make translations`"
+
+
+@pytest.mark.parametrize("language", TRANSLATED)
+def test_every_message_has_a_translation_with_the_same_placeholders(language: str) -> None:
+    template = _read_po(POT)
+    catalog = _read_po(_po(language))
+    missing = sorted(
+        str(message.id)
+        for message in catalog
+        if message.id and (message.fuzzy or not all(_forms(message)))
+    )
+    missing += sorted(str(m) for m in _ids(template) - _ids(catalog))
+    assert missing == [], f"{language}: no (or a fuzzy) translation for: {missing}"
+    assert _ids(catalog) == _ids(template), f"{language}: messages not in the template"
+    mismatched = {
+        str(message.id): sorted(_fields(form) ^ _english_fields(message))
+        for message in catalog
+        if message.id
+        for form in _forms(message)
+        if _fields(form) != _english_fields(message)
+    }
+    assert mismatched == {}, f"{language}: placeholders differ from the English"
+
+
+def test_the_parity_check_fails_on_a_missing_or_different_placeholder() -> None:
+    """The check above can fail: a renamed placeholder and an empty string are caught."""
+    renamed = Message("The {model} queue is full.", "صف {mdl} پر است.")
+    assert _fields(_forms(renamed)[0]) != _english_fields(renamed)
+    plural = Message(("{count} image", "{count} images"), ("{count} تصویر", ""))
+    assert not all(_forms(plural))
+
+
+@pytest.mark.parametrize("language", TRANSLATED)
+def test_the_compiled_catalogue_matches_its_source(language: str) -> None:
+    source = _read_po(_po(language))
+    with (LOCALE_DIR / language / "LC_MESSAGES" / "sakaibot.mo").open("rb") as handle:
+        compiled = read_mo(handle)
+    expected = {_key(m): _forms(m) for m in source if m.id and not m.fuzzy}
+    assert {_key(m): _forms(m) for m in compiled if m.id} == expected, "run `make translations`"
+    assert compiled.plural_forms == source.plural_forms
+
+
+# -- rendering -----------------------------------------------------------------
+
+
+def test_english_is_the_source_text_itself() -> None:
+    assert load_texts("en") is ENGLISH
+    error = QueueFull("flux", 50)
+    assert (
+        error.message_in(ENGLISH)
+        == error.user_message
+        == (
+            "The flux queue is full (50 waiting). "
+            "Try again in a few minutes, or use another model (/image models)."
+        )
+    )
+    assert "\u2066" not in queued_text("Flux", QueuePlace(2, 30.0))
+
+
+def test_persian_wraps_ids_and_commands_in_isolates() -> None:
+    fa = load_texts("fa")
+    text = DeliveryFailed("refused", job_id="abc123", kept_for_s=3600).message_in(fa)
+    assert PERSIAN_LETTER.search(text)
+    assert f"{LRI}/image retry {LRI}abc123{PDI}{PDI}" in text
+    assert "1 ساعت" in text  # the duration, in Persian, filled in
+    assert "{" not in text
+
+
+def test_persian_plurals_durations_and_a_persian_prompt_read_right() -> None:
+    fa = load_texts("fa")
+    text = RateLimited(retry_after_s=125, limit=5, window_s=3600).message_in(fa)
+    assert "5 تصویر" in text
+    assert "2 دقیقه و 5 ثانیه" in text
+    # A value with Persian letters is isolated by its own first strong letter.
+    assert isolate("روباه red") == f"{FSI}روباه red{PDI}"
+    assert isolate("flux") == f"{LRI}flux{PDI}"
+
+
+def test_a_status_in_persian_names_the_model_in_an_isolate() -> None:
+    text = queued_text("FLUX.1 [schnell]", QueuePlace(3, 90.0), load_texts("fa"))
+    assert text.startswith("⏳ در صف ")
+    assert f"{LRI}FLUX.1 [schnell]{PDI}" in text
+    assert "نوبت 3" in text
+
+
+def test_a_language_without_a_catalogue_is_refused() -> None:
+    with pytest.raises(ValueError, match="xx"):
+        Languages("xx")
+    languages = Languages("en")
+    languages.remember({"chat-1": "fa", "chat-2": "xx"})
+    assert languages.for_chat("chat-1").language == "fa"
+    assert languages.for_chat("chat-2").language == "en"  # not offered: the default
+
+
+# -- a chat's language, end to end ---------------------------------------------
+
+
+def _app(chat: RecordingChat, clock: FakeClock, **values: object) -> App:
+    settings = load_settings(
+        env_file=None,
+        flux_worker_url="http://127.0.0.1:9/flux",
+        **values,
+    )
+    return build_app(
+        settings,
+        chat,
+        generator=FakeGenerator(),
+        enhancer=FakeEnhancer(),
+        clock=clock,
+        sleep=clock.sleep,
+    )
+
+
+async def _say(app: App, text: str, *, message_id: int, owner: bool = False) -> None:
+    message = IncomingMessage(
+        chat_id="chat", message_id=message_id, user_id="ann", text=text, from_owner=owner
+    )
+    await asyncio.wait_for(app.bot.handle(message), timeout=10)
+
+
+async def test_lang_fa_answers_the_chat_in_persian_and_survives_a_restart(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    chat = RecordingChat(clock=clock)
+    app = _app(chat, clock, sakaibot_data_dir=tmp_path)
+    await app.start()
+    try:
+        await _say(app, "/image lang fa", message_id=1, owner=True)
+        await _say(app, "/image=dalle=a cat", message_id=2)
+    finally:
+        await app.aclose()
+    [chosen] = [e.text for e in chat.events if e.reply_to == 1]
+    assert chosen == "✅ از این پس در این گفتگو به فارسی پاسخ داده می‌شود."
+    [refused] = [e.text for e in chat.events if e.reply_to == 2]
+    assert refused == f"❌ {UnknownModel('dalle', ['flux']).message_in(load_texts('fa'))}"
+    assert f"{LRI}dalle{PDI}" in refused
+
+    restarted = _app(chat, clock, sakaibot_data_dir=tmp_path)
+    await restarted.start()
+    try:
+        await _say(restarted, "/image lang", message_id=3)
+    finally:
+        await restarted.aclose()
+    [told] = [e.text for e in chat.events if e.reply_to == 3]
+    assert told.startswith("زبان پاسخ‌ها در این گفتگو فارسی است.")
+
+
+async def test_only_the_owner_chooses_and_an_unknown_language_is_named(tmp_path: Path) -> None:
+    clock = FakeClock()
+    chat = RecordingChat(clock=clock)
+    app = _app(chat, clock, sakaibot_data_dir=tmp_path)
+    await app.start()
+    try:
+        await _say(app, "/image lang fa", message_id=1)
+        await _say(app, "/image lang de", message_id=2, owner=True)
+    finally:
+        await app.aclose()
+    assert [e.text for e in chat.events if e.reply_to == 1] == [
+        "❌ Only the bot's owner can use /image lang."
+    ]
+    assert [e.text for e in chat.events if e.reply_to == 2] == [
+        "❌ There is no language 'de'. Available: en, fa, e.g. /image lang fa."
+    ]
+
+
+async def test_bot_language_is_every_chats_default(tmp_path: Path) -> None:
+    clock = FakeClock()
+    chat = RecordingChat(clock=clock)
+    app = _app(chat, clock, sakaibot_data_dir=tmp_path, bot_language="fa")
+    await app.start()
+    try:
+        await _say(app, "/image=flux=a red fox", message_id=1)
+        await asyncio.wait_for(app.drain(), timeout=10)
+        await _say(app, "/image lang en", message_id=2, owner=True)
+        await _say(app, "/image=dalle=a cat", message_id=3)
+    finally:
+        await app.aclose()
+    [queued] = [e.text for e in chat.events if e.reply_to == 1 and e.kind == "send"]
+    assert queued == "⏳ در صف \u2066Flux\u2069: نفر بعدی هستید، آماده در حدود 10 ثانیه."
+    [image] = [e for e in chat.events if e.reply_to == 1 and e.kind == "image"]
+    assert image.text.startswith("\u200f🎨 \u2066Flux\u2069 · پرامپت: ")
+    assert [e.text for e in chat.events if e.reply_to == 3] == [
+        f"❌ {UnknownModel('dalle', ['flux']).user_message}"
+    ]
+
+
+def test_bot_language_must_be_offered() -> None:
+    with pytest.raises(ConfigError, match="BOT_LANGUAGE"):
+        load_settings(env_file=None, bot_language="de")
+
+
+def test_the_catalogue_files_are_shipped_with_the_package() -> None:
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert '"locale/*/LC_MESSAGES/*.mo"' in pyproject
