@@ -893,18 +893,27 @@ WIRE_KINDS: dict[str, type[GenerationError]] = {
 }
 
 
-def from_wire(kind: str, message: str, detail: str, *, model: str = "") -> GenerationError:
+def from_wire(
+    kind: str,
+    message: str,
+    detail: str,
+    *,
+    model: str = "",
+    messages: dict[str, str] | None = None,
+) -> GenerationError:
     """Rebuild a failure sent by another process as the same exception class.
 
     The result is an instance of the class registered for ``kind`` in
     :data:`WIRE_KINDS` (:class:`GenerationError` for a kind this version does
     not know), so code on this side uses ``isinstance`` as it would for a local
-    error, and it tells the user ``message``, the words the other side chose.
+    error, and it tells the user ``message``, the words the other side chose
+    (or, from ``messages``, its words in the chat's language).
     """
     cls = _RECEIVED.get(kind, _RECEIVED[GenerationError.kind])
     error = cls.__new__(cls)
     GenerationError.__init__(error, detail, model=model)
     error.received_message = message
+    error.received_messages = messages or {}
     return error
 
 
@@ -912,6 +921,8 @@ class _Received(GenerationError):
     """Mixed in first by :data:`_RECEIVED`: the user message came over the wire."""
 
     received_message: str = ""
+    #: The same message in each language the other side offers, by language code.
+    received_messages: dict[str, str] = {}  # noqa: RUF012 (replaced per instance)
     #: Defaults for what the subclasses' own constructors would have set.
     retry_after_s: float | None = None
     attempts: int = 0
@@ -920,8 +931,8 @@ class _Received(GenerationError):
     limit_bytes: int = 0
 
     def message_in(self, texts: Texts) -> str:
-        # The other process chose the words (and the language; see shared/worker.py).
-        return self.received_message
+        # The other process chose the words, in each language (shared/worker.py).
+        return self.received_messages.get(texts.language, self.received_message)
 
 
 #: Each class of :data:`WIRE_KINDS` as received: the same class, with the user

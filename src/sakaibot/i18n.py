@@ -68,7 +68,10 @@ def isolate(value: str) -> str:
 def _isolate_commands(template: str) -> str:
     def wrap(match: re.Match[str]) -> str:
         command = match.group(0)
-        core = command.rstrip(_COMMAND_TAIL)
+        core = command
+        # Punctuation of the sentence stays outside; "/image=..." keeps its dots.
+        while core and core[-1] in _COMMAND_TAIL and not core.endswith("..."):
+            core = core[:-1]
         return f"{LRI}{core}{PDI}{command[len(core) :]}"
 
     return _COMMAND.sub(wrap, template)
@@ -125,6 +128,11 @@ def load_texts(language: str, *, locale_dir: Path = LOCALE_DIR) -> Texts:
         return ENGLISH
     translations = gettext.translation(DOMAIN, localedir=locale_dir, languages=[language])
     return Texts(language, translations)
+
+
+def every_language() -> tuple[Texts, ...]:
+    """The :class:`Texts` of every language offered, English first."""
+    return tuple(load_texts(language) for language in LANGUAGES)
 
 
 class Languages:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 import string
 from pathlib import Path
@@ -14,8 +15,17 @@ from babel.messages.mofile import read_mo
 from babel.messages.pofile import read_po
 
 from sakaibot.app import App, build_app
+from sakaibot.chat.console import ConsoleChat
 from sakaibot.chat.port import IncomingMessage
-from sakaibot.errors import ConfigError, DeliveryFailed, QueueFull, RateLimited, UnknownModel
+from sakaibot.errors import (
+    ConfigError,
+    DeliveryFailed,
+    QueueFull,
+    QuotaExhausted,
+    RateLimited,
+    UnknownModel,
+    from_wire,
+)
 from sakaibot.i18n import (
     ENGLISH,
     FSI,
@@ -24,6 +34,7 @@ from sakaibot.i18n import (
     LRI,
     PDI,
     Languages,
+    every_language,
     isolate,
     load_texts,
 )
@@ -156,6 +167,9 @@ def test_persian_wraps_ids_and_commands_in_isolates() -> None:
     assert f"{LRI}/image retry {LRI}abc123{PDI}{PDI}" in text
     assert "1 ساعت" in text  # the duration, in Persian, filled in
     assert "{" not in text
+    # The sentence's punctuation stays outside the command's isolate.
+    full = QueueFull("flux", 50).message_in(fa)
+    assert full.endswith(f"({LRI}/image models{PDI}).")
 
 
 def test_persian_plurals_durations_and_a_persian_prompt_read_right() -> None:
@@ -285,3 +299,51 @@ def test_bot_language_must_be_offered() -> None:
 def test_the_catalogue_files_are_shipped_with_the_package() -> None:
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert '"locale/*/LC_MESSAGES/*.mo"' in pyproject
+
+
+async def test_a_persian_console_chat_shows_persian_with_its_isolates(tmp_path: Path) -> None:
+    out = io.StringIO()
+    chat = ConsoleChat(out, out_dir=tmp_path / "out", jsonl=False, echo_input=True)
+    clock = FakeClock()
+    app = build_app(
+        load_settings(
+            env_file=None,
+            flux_worker_url="http://127.0.0.1:9/flux",
+            sakaibot_data_dir=tmp_path / "data",
+        ),
+        chat,
+        generator=FakeGenerator(),
+        enhancer=FakeEnhancer(),
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    await app.start()
+    try:
+        for line in ("/image lang fa", "/image retry abc123"):
+            message = chat.incoming(line)
+            assert message is not None
+            await asyncio.wait_for(app.bot.handle(message), timeout=10)
+    finally:
+        await app.aclose()
+    lines = out.getvalue().splitlines()
+    assert lines[1] == "bot #2 ↩ #1: ✅ از این پس در این گفتگو به فارسی پاسخ داده می‌شود."
+    assert lines[3].startswith(f"bot #4 ↩ #3: ❌ تصویر ارسال‌نشده‌ای با شناسهٔ {LRI}abc123{PDI} ")
+    assert f"{LRI}/image=...{PDI}" in lines[3]
+
+
+def test_a_failure_from_another_process_is_told_in_the_chats_language() -> None:
+    fa = load_texts("fa")
+    sent = QuotaExhausted("daily quota", model="Flux")
+    received = from_wire(
+        sent.kind,
+        sent.user_message,
+        "daily quota",
+        model="Flux",
+        messages={text.language: sent.message_in(text) for text in every_language()},
+    )
+    assert isinstance(received, QuotaExhausted)
+    assert received.message_in(fa) == sent.message_in(fa)
+    assert received.user_message == sent.user_message
+    # From a worker of an older version: its one message, whatever the language.
+    older = from_wire(sent.kind, sent.user_message, "daily quota", model="Flux")
+    assert older.message_in(fa) == sent.user_message
