@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import partial
@@ -23,9 +23,8 @@ from sakaibot.errors import (
     UnknownModel,
     UnsupportedFlag,
     UsageError,
-    plural,
 )
-from sakaibot.i18n import ENGLISH, Texts
+from sakaibot.i18n import ENGLISH, N_, Texts
 from sakaibot.models import ASPECT_RATIOS, UNIVERSAL_FLAGS, ModelRegistry, ModelSpec
 
 
@@ -346,9 +345,15 @@ def _shorten(text: str) -> str:
     return text if len(text) <= _QUOTE_CHARS else text[: _QUOTE_CHARS - 1] + "…"
 
 
-def _quote(text: str) -> str:
-    """A user's text for an error message, shortened when long."""
-    return f"'{_shorten(text)}'"
+def _given_twice(texts: Texts, *, example: str) -> str:
+    return texts.gettext(
+        "it was given twice. Give each flag once, e.g. {example}.", example=example
+    )
+
+
+def _flag_error(flag: str, problem: Callable[[Texts], str]) -> BadFlag:
+    """A :class:`BadFlag` whose problem is told in the language of the chat it reaches."""
+    return BadFlag(flag, problem(ENGLISH), render=problem)
 
 
 # -- subcommands -----------------------------------------------------------------
@@ -411,9 +416,9 @@ def _subcommand(verb: str, args: Sequence[str]) -> Command | None:
             return LangCommand()
         return None
     if verb == "history":
-        return HistoryCommand(_count_argument("history", arg, _HISTORY_MAX, "images", 20))
+        return HistoryCommand(_count_argument("history", arg, _HISTORY_MAX, N_("images"), 20))
     if verb == "stats":
-        return StatsCommand(_count_argument("stats", arg, _STATS_MAX_DAYS, "days", 30))
+        return StatsCommand(_count_argument("stats", arg, _STATS_MAX_DAYS, N_("days"), 30))
     if verb == "cache":
         return CacheCommand(clear=True) if arg.lower() == "clear" else None
     if verb == "lang":
@@ -436,10 +441,17 @@ def _count_argument(verb: str, value: str, maximum: int, unit: str, example: int
     """``value`` as a whole number from 1 to ``maximum``; else a clear rejection."""
     count = _whole_number(value)
     if count is None or not 1 <= count <= maximum:
-        raise BadFlag(
+        raise _flag_error(
             verb,
-            f"{_quote(value)} is not a valid number of {unit}. /image {verb} takes a whole "
-            f"number from 1 to {maximum}, e.g. /image {verb} {example}.",
+            lambda texts: texts.gettext(
+                "'{value}' is not a valid number of {unit}. /image {verb} takes a whole "
+                "number from 1 to {maximum}, e.g. /image {verb} {example}.",
+                value=_shorten(value),
+                unit=texts.gettext(unit),
+                verb=verb,
+                maximum=maximum,
+                example=example,
+            ),
         )
     return count
 
@@ -533,8 +545,9 @@ class _FlagParser:
             if not _supports(self._spec, name):
                 raise UnsupportedFlag(flag, self._model, _supported_flags(self._spec))
             if name in self._seen:
-                raise BadFlag(
-                    flag, f"it was given twice. Give each flag once, e.g. {self._example(name)}."
+                raise _flag_error(
+                    flag,
+                    partial(_given_twice, example=self._example(name)),
                 )
             self._seen.add(name)
             if name == "raw":
@@ -574,7 +587,12 @@ class _FlagParser:
     def _value(self, name: str) -> str:
         """The one token after a flag that takes a value."""
         if self._pos >= len(self._tokens) or _flag_name(self._tokens[self._pos]) is not None:
-            raise BadFlag(f"--{name}", f"its value is missing. {self._rule(name)}")
+            raise _flag_error(
+                f"--{name}",
+                lambda texts: texts.gettext(
+                    "its value is missing. {rule}", rule=self._rule(name, texts)
+                ),
+            )
         value = self._tokens[self._pos]
         self._pos += 1
         return value
@@ -585,13 +603,23 @@ class _FlagParser:
             self._pos += 1
         text = " ".join(self._tokens[start : self._pos])
         if not text:
-            raise BadFlag("--neg", f"its text is missing. {self._rule('neg')}")
-        if len(text) > self._max_chars:
-            raise BadFlag(
+            raise _flag_error(
                 "--neg",
-                f"the negative prompt is {len(text)} characters long; the limit is "
-                f"{self._max_chars}. Shorten it by "
-                f"{plural(len(text) - self._max_chars, 'character')}.",
+                lambda texts: texts.gettext(
+                    "its text is missing. {rule}", rule=self._rule("neg", texts)
+                ),
+            )
+        if len(text) > self._max_chars:
+            over = len(text) - self._max_chars
+            raise _flag_error(
+                "--neg",
+                lambda texts: texts.gettext(
+                    "the negative prompt is {length} characters long; the limit is "
+                    "{limit}. Shorten it by {over}.",
+                    length=len(text),
+                    limit=self._max_chars,
+                    over=texts.ngettext("{count} character", "{count} characters", over),
+                ),
             )
         return text
 
@@ -623,24 +651,47 @@ class _FlagParser:
     # -- messages --------------------------------------------------------------
 
     def _bad_value(self, name: str, value: str) -> BadFlag:
-        return BadFlag(f"--{name}", f"{_quote(value)} is not a valid value. {self._rule(name)}")
+        return _flag_error(
+            f"--{name}",
+            lambda texts: texts.gettext(
+                "'{value}' is not a valid value. {rule}",
+                value=_shorten(value),
+                rule=self._rule(name, texts),
+            ),
+        )
 
-    def _rule(self, name: str) -> str:
+    def _rule(self, name: str, texts: Texts) -> str:
         """What a flag's value must be, with an example."""
         example = self._example(name)
         if name == "ar":
-            return f"--ar needs one of {', '.join(ASPECT_RATIOS)}, e.g. {example}."
+            return texts.gettext(
+                "--ar needs one of {ratios}, e.g. {example}.",
+                ratios=", ".join(ASPECT_RATIOS),
+                example=example,
+            )
         if name == "seed":
-            return f"--seed needs a whole number from 0 to {_MAX_SEED}, e.g. {example}."
+            return texts.gettext(
+                "--seed needs a whole number from 0 to {max}, e.g. {example}.",
+                max=_MAX_SEED,
+                example=example,
+            )
         if name == "steps":
-            return (
-                f"--steps needs a whole number of 1 or more ({self._model} uses at most "
-                f"{self._spec.max_steps}), e.g. {example}."
+            return texts.gettext(
+                "--steps needs a whole number of 1 or more ({model} uses at most "
+                "{max_steps}), e.g. {example}.",
+                model=self._model,
+                max_steps=self._spec.max_steps,
+                example=example,
             )
         if name == "style":
-            styles = ", ".join(style.value for style in Style)
-            return f"--style needs one of {styles}, e.g. {example}."
-        return f"--neg needs the words to keep out of the image, e.g. {example}."
+            return texts.gettext(
+                "--style needs one of {styles}, e.g. {example}.",
+                styles=", ".join(style.value for style in Style),
+                example=example,
+            )
+        return texts.gettext(
+            "--neg needs the words to keep out of the image, e.g. {example}.", example=example
+        )
 
     def _example(self, name: str) -> str:
         examples = {
@@ -661,17 +712,35 @@ class _FlagParser:
         while end < len(self._tokens) and _flag_name(self._tokens[end]) is None:
             end += 1
         stray = " ".join(self._tokens[self._pos : end])
-        where = (
-            f"Flags go at the end: write the whole prompt first, then the flags, "
-            f"e.g. /image={self._model}={EXAMPLE_PROMPT} {self._example(last_flag[2:])}."
-        )
+
+        def where(texts: Texts) -> str:
+            return texts.gettext(
+                "Flags go at the end: write the whole prompt first, then the flags, "
+                "e.g. /image={model}={prompt} {example}.",
+                model=self._model,
+                prompt=EXAMPLE_PROMPT,
+                example=self._example(last_flag[2:]),
+            )
+
         if token.startswith("--") and len(token) > 2:
             supported = ", ".join(_supported_flags(self._spec))
-            return BadFlag(
+            return _flag_error(
                 _shorten(token),
-                f"{_quote(token)} is not a flag SakaiBot knows. Flags {self._model} takes: "
-                f"{supported}. {where}",
+                lambda texts: texts.gettext(
+                    "'{flag}' is not a flag SakaiBot knows. Flags {model} takes: "
+                    "{supported}. {where}",
+                    flag=_shorten(token),
+                    model=self._model,
+                    supported=supported,
+                    where=where(texts),
+                ),
             )
-        return BadFlag(
-            last_flag, f"{_quote(stray)} is neither a flag nor a value of {last_flag}. {where}"
+        return _flag_error(
+            last_flag,
+            lambda texts: texts.gettext(
+                "'{stray}' is neither a flag nor a value of {flag}. {where}",
+                stray=_shorten(stray),
+                flag=last_flag,
+                where=where(texts),
+            ),
         )

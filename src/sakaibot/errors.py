@@ -222,13 +222,18 @@ class PromptTooLong(RequestRejected):
 class BadFlag(RequestRejected):
     kind = "bad_flag"
 
-    def __init__(self, flag: str, problem: str) -> None:
+    def __init__(
+        self, flag: str, problem: str, *, render: Callable[[Texts], str] | None = None
+    ) -> None:
         self.flag = flag
         self.problem = problem
+        #: The problem in another language (it quotes the user's text and the model's limits).
+        self._render = render
         super().__init__(f"{flag}: {problem}")
 
     def message_in(self, texts: Texts) -> str:
-        return texts.gettext("Problem with {flag}: {problem}", flag=self.flag, problem=self.problem)
+        problem = self.problem if self._render is None else self._render(texts)
+        return texts.gettext("Problem with {flag}: {problem}", flag=self.flag, problem=problem)
 
 
 class UnsupportedFlag(RequestRejected):

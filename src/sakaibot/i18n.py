@@ -10,8 +10,8 @@ from it and a compiled ``.mo`` file read here with the standard library's
 Placeholders are Python's named braces, filled after translation, so a
 translation may put them in any order. In a right-to-left language every text
 value filled in is wrapped in a Unicode isolate (model names, ids, prompts,
-numbers with units), and every ``/image ...`` command written in a message is
-wrapped in a left-to-right one, so Latin runs inside Persian sentences keep
+numbers with units), and every ``/image ...`` command or ``--flag`` written in a
+message is wrapped in a left-to-right one, so Latin runs inside Persian sentences keep
 their order. The cleaning of user input strips these characters from what
 users send (``commands.strip_invisible``); our own texts keep them.
 """
@@ -40,9 +40,9 @@ LRI: Final = "\u2066"
 FSI: Final = "\u2068"
 PDI: Final = "\u2069"
 
-#: An ``/image ...`` command written in a message: ASCII from ``/image`` on,
-#: up to the first letter of the sentence around it (placeholders included).
-_COMMAND = re.compile(r"/image[\x20-\x7e]*")
+#: An ``/image ...`` command or a ``--flag`` written in a message: ASCII from
+#: there on, up to the first letter of the sentence around it (placeholders included).
+_COMMAND = re.compile(r"(?:/image|--[a-z])[\x20-\x7e]*")
 _COMMAND_TAIL = " .,;:!?)"
 
 
@@ -77,6 +77,12 @@ def _isolate_commands(template: str) -> str:
     return _COMMAND.sub(wrap, template)
 
 
+class _Ours(str):
+    """A message rendered in a right-to-left language: filled into another, it is not isolated."""
+
+    __slots__ = ()
+
+
 class Texts:
     """Every user-visible message in one language: translated, then filled in.
 
@@ -100,11 +106,18 @@ class Texts:
         )
 
     def _fill(self, template: str, values: dict[str, object]) -> str:
-        if self.right_to_left:
-            template = _isolate_commands(template)
-            values = {k: isolate(v) if isinstance(v, str) else v for k, v in values.items()}
-        # A message without values is not formatted: its braces are literal.
-        return template.format(**values) if values else template
+        if not self.right_to_left:
+            # A message without values is not formatted: its braces are literal.
+            return template.format(**values) if values else template
+        template = _isolate_commands(template)
+        values = {
+            # Our own sentence put in another reads as the one around it; other text is isolated.
+            name: isolate(value)
+            if isinstance(value, str) and not isinstance(value, _Ours)
+            else value
+            for name, value in values.items()
+        }
+        return _Ours(template.format(**values) if values else template)
 
     def __repr__(self) -> str:
         return f"Texts({self.language!r})"

@@ -205,7 +205,7 @@ class Subcommands:
 
     async def _history(self, message: IncomingMessage, command: HistoryCommand) -> str:
         records = await self._store.history(message.user_id, command.limit)
-        return format_history(records, now_s=self._wall_clock())
+        return format_history(records, now_s=self._wall_clock(), texts=self._texts(message))
 
     # -- the sender's own jobs -------------------------------------------------
 
@@ -347,7 +347,9 @@ class Subcommands:
         since_s = self._wall_clock() - command.days * DAY_S
         records = await self._store.jobs_since(since_s)
         queue = [(load.model.name, load.waiting, load.running) for load in self._queues.loads()]
-        return format_stats(compute_stats(records, days=command.days, queue=queue))
+        return format_stats(
+            compute_stats(records, days=command.days, queue=queue), self._texts(message)
+        )
 
     async def _cache_command(self, message: IncomingMessage, command: CacheCommand) -> str:
         if not message.from_owner:

@@ -17,7 +17,9 @@ from babel.messages.pofile import read_po
 from sakaibot.app import App, build_app
 from sakaibot.chat.console import ConsoleChat
 from sakaibot.chat.port import IncomingMessage
+from sakaibot.commands import parse_command
 from sakaibot.errors import (
+    BadFlag,
     ConfigError,
     DeliveryFailed,
     QueueFull,
@@ -38,9 +40,12 @@ from sakaibot.i18n import (
     isolate,
     load_texts,
 )
+from sakaibot.models import Contract, ModelRegistry, ModelSpec
 from sakaibot.queues import QueuePlace
+from sakaibot.reports import format_history
 from sakaibot.settings import load_settings
 from sakaibot.status import queued_text
+from sakaibot.store import JobRecord
 from tests.support.fakes import FakeClock, FakeEnhancer, FakeGenerator, RecordingChat
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -347,3 +352,34 @@ def test_a_failure_from_another_process_is_told_in_the_chats_language() -> None:
     # From a worker of an older version: its one message, whatever the language.
     older = from_wire(sent.kind, sent.user_message, "daily quota", model="Flux")
     assert older.message_in(fa) == sent.user_message
+
+
+def test_a_bad_flag_and_the_history_are_told_in_persian() -> None:
+    fa = load_texts("fa")
+    sdxl = ModelSpec(
+        name="sdxl", contract=Contract.POST, url="http://127.0.0.1:9", options=frozenset({"ar"})
+    )
+    registry = ModelRegistry([sdxl])
+    with pytest.raises(BadFlag) as caught:
+        parse_command("/image=sdxl=a fox --ar 5:4", registry, max_prompt_chars=100)
+    text = caught.value.message_in(fa)
+    assert text.startswith(f"اشکال در {LRI}--ar{PDI}: «{LRI}5:4{PDI}» مقدار درستی نیست.")
+    # English stays what it always was.
+    assert caught.value.user_message.startswith("Problem with --ar: '5:4' is not a valid value.")
+    record = JobRecord(
+        id="ab12cd", user_id="ann", chat_id="chat", reply_to=1, model="sdxl",
+        request_json="{}", prompt="یک روباه قرمز", created_at_s=0.0, state="done",
+    )  # fmt: skip
+    history = format_history([record], now_s=120.0, texts=fa).splitlines()
+    assert history[0] == "1 تصویر آخر شما:"
+    assert history[1] == f"• {LRI}ab12cd{PDI} {LRI}sdxl{PDI}، 2 دقیقه پیش: تحویل شد — یک روباه قرمز"
+
+
+def test_a_flag_in_a_persian_sentence_is_isolated() -> None:
+    fa = load_texts("fa")
+    sdxl = ModelSpec(
+        name="sdxl", contract=Contract.POST, url="http://127.0.0.1:9", options=frozenset({"seed"})
+    )
+    with pytest.raises(BadFlag) as caught:
+        parse_command("/image=sdxl=a fox --seed x", ModelRegistry([sdxl]), max_prompt_chars=100)
+    assert f"{LRI}--seed{PDI} یک عدد صحیح" in caught.value.message_in(fa)
