@@ -9,11 +9,12 @@ from it and a compiled ``.mo`` file read here with the standard library's
 
 Placeholders are Python's named braces, filled after translation, so a
 translation may put them in any order. In a right-to-left language every text
-value filled in is wrapped in a Unicode isolate (model names, ids, prompts,
-numbers with units), and every ``/image ...`` command or ``--flag`` written in a
-message is wrapped in a left-to-right one, so Latin runs inside Persian sentences keep
-their order. The cleaning of user input strips these characters from what
-users send (``commands.strip_invisible``); our own texts keep them.
+value filled in that is not purely right-to-left (model names, ids, English
+prompts) is wrapped in a Unicode isolate (:func:`isolate`), and so is every
+``/image ...`` command or ``--flag`` written in a message, so Latin runs inside
+Persian sentences keep their order. The cleaning of user input strips these
+characters from what users send (``commands.strip_invisible``); our own texts
+keep them.
 """
 
 from __future__ import annotations
