@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, SecretStr
@@ -25,12 +26,15 @@ from sakaibot.breaker import Breakers, BreakerSettings
 from sakaibot.cache import Cache, ResultCache
 from sakaibot.chat.port import ChatPort
 from sakaibot.commands import STATS_DEFAULT_DAYS
+from sakaibot.enhance_ahead import EnhanceAhead
 from sakaibot.enhancer import PromptEnhancer
 from sakaibot.generation import ImageGenerator
+from sakaibot.health import HealthCheck
 from sakaibot.i18n import LANGUAGE_SETTING, Languages
 from sakaibot.jobs import JobIdFactory, random_job_id
 from sakaibot.limits import (
     Allowance,
+    CombinedAllowance,
     LocalAllowance,
     RejectionPolicy,
     RejectionThrottle,
@@ -40,6 +44,7 @@ from sakaibot.models import ModelRegistry
 from sakaibot.pipeline import JobOutcome, JobPipeline, OutcomeListener
 from sakaibot.private_files import make_private_dir, tighten, write_private
 from sakaibot.queues import JobQueues
+from sakaibot.quota import DailyBudgets, budget_limits
 from sakaibot.recovery import Recovery
 from sakaibot.reports import DAY_S
 from sakaibot.settings import Settings
@@ -55,11 +60,15 @@ from sakaibot.status import (
     restarting_text,
     show_place,
 )
-from sakaibot.store import Store
+from sakaibot.store import JobRecord, Store
 from sakaibot.store.images import ImageFiles
 from sakaibot.store.sqlite import SqliteStore
 from sakaibot.subcommands import Subcommands
+from sakaibot.telemetry import NoTelemetry, Telemetry
 from sakaibot.undelivered import UndeliveredImages
+
+if TYPE_CHECKING:
+    from sakaibot.metrics import MetricsServer, PrometheusTelemetry
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +107,9 @@ class App:
     store: Store
     recovery: Recovery
     languages: Languages
+    budgets: DailyBudgets
+    #: ``/metrics`` and ``/healthz`` when ``METRICS_PORT`` is set.
+    metrics_server: MetricsServer | None = None
     _closers: list[Closer] = field(default_factory=list)
     #: Started before recovery: the shared queue and any local generation worker.
     _starters: list[Closer] = field(default_factory=list)
@@ -117,8 +129,12 @@ class App:
         # Before recovery: a recovered job's status is in its chat's language.
         self.languages.remember(await self.store.chat_settings(LANGUAGE_SETTING))
         await self.recovery.restore_limits()
+        await self.recovery.restore_budgets()
         await self.recovery.resume_jobs()
         self.queues.start(self.pipeline.run)
+        if self.metrics_server is not None:
+            await self.metrics_server.start()
+            self._closers.append(self.metrics_server.close)
 
     async def drain(self) -> None:
         """Finish every accepted job and flush every status message, then stop."""
@@ -171,7 +187,7 @@ class _Shared:
     """What a front end on Redis is made of besides the usual."""
 
     remote: RemoteGenerator
-    allowance: SharedAllowance
+    allowance: Allowance
     backend: SharedCacheStore
 
 
@@ -234,11 +250,13 @@ def _build_shared(
 
     starters.append(start)
     closers.append(close)
-    return _Shared(
-        remote=remote,
-        allowance=SharedAllowance(backend, settings.image_user_limits),
-        backend=backend,
-    )
+    allowance: Allowance = SharedAllowance(backend, settings.image_user_limits)
+    if settings.image_global_limits:
+        # All users' requests are one more key on the same shared windows.
+        allowance = CombinedAllowance(
+            allowance, SharedAllowance(backend, settings.image_global_limits)
+        )
+    return _Shared(remote=remote, allowance=allowance, backend=backend)
 
 
 #: The longest a stop waits for the local generation worker's lanes.
@@ -326,6 +344,44 @@ def _no_listener(outcome: JobOutcome) -> None:
     """Outcomes nobody listens to (the log has them)."""
 
 
+def _always_connected() -> bool:
+    """A front end with no connection to lose (the console)."""
+    return True
+
+
+def _draw_chart(records: list[JobRecord], now_s: float) -> bytes:
+    # Imported here: matplotlib loads only when the owner asks for a chart.
+    from sakaibot.charts import draw_day_chart
+
+    return draw_day_chart(records, now_s)
+
+
+def _build_metrics_server(
+    settings: Settings,
+    prometheus: PrometheusTelemetry,
+    health: HealthCheck,
+    queues: JobQueues,
+    status: StatusScheduler,
+    budgets: DailyBudgets,
+    registry: ModelRegistry,
+) -> MetricsServer:
+    from sakaibot.metrics import LiveSources, MetricsServer
+
+    assert settings.metrics_port is not None
+    prometheus.watch(
+        LiveSources(
+            queue_loads=lambda: [
+                (load.model.name, load.waiting, load.running) for load in queues.loads()
+            ],
+            budgets=lambda: budgets.uses(registry.names()),
+            status_flood_waits=lambda: status.counters.flood_waits,
+        )
+    )
+    return MetricsServer(
+        prometheus.registry, health, host=settings.metrics_host, port=settings.metrics_port
+    )
+
+
 def build_app(
     settings: Settings,
     chat: ChatPort,
@@ -338,12 +394,14 @@ def build_app(
     sleep: Sleep | Sleeps = asyncio.sleep,
     edit_interval_s: Callable[[str], float] | None = None,
     new_job_id: JobIdFactory = random_job_id,
+    connected: Callable[[], bool] = _always_connected,
 ) -> App:
     """Wire a bot for ``chat`` from ``settings``.
 
     ``generator`` and ``enhancer`` are built from the settings unless given; with
     no LLM configured there is no enhancer and jobs skip that step. ``sleep`` is
-    every component's, or each its own (:class:`Sleeps`).
+    every component's, or each its own (:class:`Sleeps`). ``connected`` says
+    whether the chat is connected (for ``/healthz``).
     """
     sleeps = sleep if isinstance(sleep, Sleeps) else Sleeps.every(sleep)
     closers: list[Closer] = []
@@ -402,14 +460,32 @@ def build_app(
         )
     report = on_outcome or _no_listener
     languages = Languages(settings.bot_language)
-    allowance: Allowance = LocalAllowance(limiter) if shared is None else shared.allowance
+    everyone_limiter: SlidingWindowLimiter | None = None
+    if shared is not None:
+        allowance: Allowance = shared.allowance
+    else:
+        allowance = LocalAllowance(limiter)
+        if settings.image_global_limits:
+            everyone_limiter = SlidingWindowLimiter(settings.image_global_limits, wall_clock)
+            allowance = CombinedAllowance(allowance, LocalAllowance(everyone_limiter))
+    budgets = DailyBudgets(budget_limits(registry), wall_clock)
+    telemetry: Telemetry = NoTelemetry()
+    prometheus: PrometheusTelemetry | None = None
+    if settings.metrics_port is not None:
+        from sakaibot.metrics import PrometheusTelemetry
+
+        telemetry = prometheus = PrometheusTelemetry()
+    # In Redis mode too: a front end improves its jobs' prompts before they enter the shared queue.
+    ahead = EnhanceAhead(enhancer, ahead=settings.enhance_ahead, status=status)
     queues = JobQueues(
         registry,
         max_waiting_per_model=settings.image_queue_max,
         max_pending_per_user=settings.image_user_max_pending,
         on_position=partial(show_place, status),
         clock=clock,
+        watcher=ahead,
     )
+    ahead.place_of = queues.place_of
     pipeline = JobPipeline(
         generator=generator,
         enhancer=enhancer,
@@ -427,8 +503,11 @@ def build_app(
         cache=cache,
         breakers=breakers,
         registry=registry,
+        ahead=ahead,
         queues=queues,
         texts_for=languages.for_chat,
+        budgets=budgets,
+        telemetry=telemetry,
     )
     if shared is not None:
         shared.remote.on_position = pipeline.show_shared_place
@@ -445,6 +524,8 @@ def build_app(
         clock=clock,
         new_job_id=new_job_id,
         texts_for=languages.for_chat,
+        budgets=budgets,
+        wall_clock=wall_clock,
     )
     subcommands = Subcommands(
         registry=registry,
@@ -461,6 +542,9 @@ def build_app(
         wall_clock=wall_clock,
         stats_days_default=STATS_DEFAULT_DAYS,
         languages=languages,
+        budgets=budgets,
+        # Only with the dashboard on: the chart is the owner's view of the same numbers.
+        draw_chart=_draw_chart,
     )
     bot = ImageBot(
         chat=chat,
@@ -490,7 +574,26 @@ def build_app(
         clock=clock,
         wall_clock=wall_clock,
         texts_for=languages.for_chat,
+        everyone_limiter=everyone_limiter,
+        budgets=budgets,
     )
+    metrics_server = None
+    if prometheus is not None and settings.metrics_port is not None:
+        metrics_server = _build_metrics_server(
+            settings,
+            prometheus,
+            HealthCheck(
+                connected=connected,
+                store_writable=store.writable,
+                registry=registry,
+                breakers=breakers,
+                budgets=budgets,
+            ),
+            queues,
+            status,
+            budgets,
+            registry,
+        )
     return App(
         settings=settings,
         registry=registry,
@@ -502,6 +605,8 @@ def build_app(
         store=store,
         recovery=recovery,
         languages=languages,
+        budgets=budgets,
+        metrics_server=metrics_server,
         _closers=closers,
         _starters=starters,
     )

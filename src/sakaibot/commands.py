@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from functools import partial
 
@@ -25,7 +25,7 @@ from sakaibot.errors import (
     UsageError,
 )
 from sakaibot.i18n import ENGLISH, N_, Texts
-from sakaibot.models import ASPECT_RATIOS, UNIVERSAL_FLAGS, ModelRegistry, ModelSpec
+from sakaibot.models import ASPECT_RATIOS, UNIVERSAL_FLAGS, Contract, ModelRegistry, ModelSpec
 
 
 class Style(StrEnum):
@@ -112,16 +112,36 @@ class HistoryCommand:
 
 @dataclass(frozen=True)
 class AgainCommand:
-    """``/image again <job>``: generate again with the same prompt and a new seed."""
+    """``/image again [job]``: generate again with the same prompt and a new seed.
 
-    job_id: str
+    ``job_id`` ``None``: the image the command replies to.
+    """
+
+    job_id: str | None = None
 
 
 @dataclass(frozen=True)
 class ResendCommand:
-    """``/image resend <job>``: send an earlier image again, without generating."""
+    """``/image resend [job]``: send an earlier image again, without generating;
+    ``/image file [job]`` is the same as a file (a document, the original bytes).
 
-    job_id: str
+    ``job_id`` ``None``: the image the command replies to.
+    """
+
+    job_id: str | None = None
+    as_file: bool = False
+
+
+@dataclass(frozen=True)
+class DefaultsCommand:
+    """``/image set [<flag> <value> | reset]``: this chat's default flags.
+
+    No ``flag`` and no ``reset``: show them. ``value`` ``None`` clears ``flag``.
+    """
+
+    flag: str | None = None
+    value: str | None = None
+    reset: bool = False
 
 
 @dataclass(frozen=True)
@@ -164,6 +184,7 @@ Command = (
     | CacheCommand
     | WhoamiCommand
     | LangCommand
+    | DefaultsCommand
 )
 
 
@@ -192,6 +213,14 @@ _QUOTE_CHARS = 40
 EXAMPLE_PROMPT = "a red fox in the snow"
 #: A generation command with its "=" signs astray: "flux a fox", "= flux = a fox".
 _TYPO_FORM = re.compile(r"=? ?(?P<model>[^ =]+) ?=? ?(?P<prompt>.*)")
+
+#: Flags a chat may set a default for (``/image set``). Not --seed (every image
+#: would come out the same) nor --fresh (it would switch the result cache off).
+DEFAULT_FLAGS = ("ar", "neg", "steps", "style", "raw", "file")
+#: Flags without a value, set with ``on``; ``off`` clears any default.
+_SWITCHES = frozenset({"raw", "file"})
+_ON, _OFF = "on", "off"
+_STYLE_NAMES = frozenset(style.value for style in Style)
 
 #: ``/image history [n]`` and ``/image stats [days]``: at most.
 _HISTORY_MAX = 50
@@ -233,7 +262,16 @@ def usage_text(registry: ModelRegistry, texts: Texts = ENGLISH) -> str:
     lines.append(
         _(
             "More: /image help, models, status, cancel [job], retry <job>, history [n], "
-            "again <job>, resend <job>, lang [en|fa]"
+            "again [job], file [job], resend [job] (without a job: as a reply to your image), "
+            "lang [en|fa]"
+        )
+    )
+    lines.append(
+        _(
+            "This chat's defaults: /image set (shows them), /image set <flag> <value> "
+            "({flags}; e.g. /image set ar 16:9, /image set raw on), "
+            "/image set <flag> off, /image set reset. Your own flags win.",
+            flags=", ".join(DEFAULT_FLAGS),
         )
     )
     lines.append(_("Owner: /image stats [days], /image cache [clear], /image whoami"))
@@ -291,7 +329,7 @@ def parse_command(text: str, registry: ModelRegistry, *, max_prompt_chars: int) 
         return None
     if rest.startswith("="):
         return _parse_generation(rest[1:], registry, max_prompt_chars=max_prompt_chars)
-    return _parse_subcommand(rest, registry)
+    return _parse_subcommand(rest, registry, max_prompt_chars=max_prompt_chars)
 
 
 # -- the command word ------------------------------------------------------------
@@ -359,10 +397,12 @@ def _flag_error(flag: str, problem: Callable[[Texts], str]) -> BadFlag:
 # -- subcommands -----------------------------------------------------------------
 
 
-def _parse_subcommand(rest: str, registry: ModelRegistry) -> Command:
+def _parse_subcommand(rest: str, registry: ModelRegistry, *, max_prompt_chars: int) -> Command:
     words = _sanitise(rest).split()
     if not words:
         return HelpCommand()
+    if words[0].lower() == "set":
+        return _defaults_command(words[1:], registry, max_prompt_chars=max_prompt_chars)
     command = _subcommand(words[0].lower(), words[1:])
     if command is None:
         raise _typo(rest, registry) or _usage_error(registry)
@@ -414,6 +454,12 @@ def _subcommand(verb: str, args: Sequence[str]) -> Command | None:
             return WhoamiCommand()
         if verb == "lang":
             return LangCommand()
+        if verb == "again":
+            return AgainCommand(None)
+        if verb == "resend":
+            return ResendCommand(None)
+        if verb == "file":
+            return ResendCommand(None, as_file=True)
         return None
     if verb == "history":
         return HistoryCommand(_count_argument("history", arg, _HISTORY_MAX, N_("images"), 20))
@@ -434,7 +480,151 @@ def _subcommand(verb: str, args: Sequence[str]) -> Command | None:
         return AgainCommand(job_id)
     if verb == "resend":
         return ResendCommand(job_id)
+    if verb == "file":
+        return ResendCommand(job_id, as_file=True)
     return None
+
+
+# -- per-chat defaults -------------------------------------------------------------
+
+
+def _defaults_command(
+    args: Sequence[str], registry: ModelRegistry, *, max_prompt_chars: int
+) -> DefaultsCommand:
+    """``/image set ...``; the value is checked by the same rules as the flag's."""
+    if not args:
+        return DefaultsCommand()
+    name = args[0].lower().lstrip("-\u2014\u2013")
+    values = args[1:]
+    if name == "reset" and not values:
+        return DefaultsCommand(reset=True)
+    if name not in DEFAULT_FLAGS:
+        given = _shorten(args[0])
+        raise _flag_error(
+            "/image set",
+            lambda texts: texts.gettext(
+                "'{given}' is not a flag a chat can have a default for. Those are: "
+                "{flags}, e.g. /image set ar 16:9; /image set reset clears them all.",
+                given=given,
+                flags=", ".join(DEFAULT_FLAGS),
+            ),
+        )
+    example = _set_example(name)
+    if not values:
+        if name in _SWITCHES:
+            raise _flag_error(
+                f"/image set {name}",
+                lambda texts: texts.gettext("it needs on or off, e.g. {example}.", example=example),
+            )
+        raise _flag_error(
+            f"/image set {name}",
+            lambda texts: texts.gettext(
+                "it needs a value (or off), e.g. {example}.", example=example
+            ),
+        )
+    if len(values) == 1 and values[0].lower() == _OFF:
+        return DefaultsCommand(flag=name, value=None)
+    given = _shorten(" ".join(values))
+    if name in _SWITCHES:
+        if len(values) != 1 or values[0].lower() != _ON:
+            raise _flag_error(
+                f"/image set {name}",
+                lambda texts: texts.gettext(
+                    "'{given}' is neither on nor off, e.g. {example}.",
+                    given=given,
+                    example=example,
+                ),
+            )
+        return DefaultsCommand(flag=name, value=_ON)
+    if name != "neg" and len(values) > 1:
+        raise _flag_error(
+            f"/image set {name}",
+            lambda texts: texts.gettext(
+                "it takes one value, not '{given}', e.g. {example}.",
+                given=given,
+                example=example,
+            ),
+        )
+    # The flag's own parser, on a model that takes every flag: the same rules
+    # and messages as in a request. Steps are checked against the largest
+    # maximum of any model and capped for each model when a request uses them.
+    spec = _defaults_model(registry)
+    parsed = _FlagParser(spec.name, spec, [f"--{name}", *values], max_prompt_chars).parse("-")
+    options = parsed.options
+    value = {
+        "ar": options.aspect_ratio,
+        "neg": options.negative_prompt,
+        "steps": None if options.steps is None else str(options.steps),
+        "style": None if options.style is None else options.style.value,
+    }[name]
+    return DefaultsCommand(flag=name, value=value)
+
+
+def _set_example(name: str) -> str:
+    examples = {
+        "ar": "16:9",
+        "neg": "blurry watermark",
+        "steps": "8",
+        "style": "artistic",
+        "raw": _ON,
+        "file": _ON,
+    }
+    return f"/image set {name} {examples[name]}"
+
+
+def _defaults_model(registry: ModelRegistry) -> ModelSpec:
+    """A model that takes every flag, with the largest step maximum configured."""
+    widest = max(registry, key=lambda spec: spec.max_steps, default=None)
+    every_flag = frozenset(_FLAG_NAMES)
+    if widest is None:  # no model configured: still check the values
+        return ModelSpec(name="every model", contract=Contract.GET, url="", options=every_flag)
+    return replace(widest, options=every_flag)
+
+
+def with_defaults(
+    request: ImageRequest, spec: ModelSpec, defaults: Mapping[str, str]
+) -> ImageRequest:
+    """``request`` with a chat's defaults for the flags it did not give itself.
+
+    The request's own flags win. A default ``spec`` does not take (``--ar`` on
+    a model without it) is skipped for that model, as is a stored value that
+    no longer parses: defaults never make a request fail.
+    """
+    options = request.options
+    aspect_ratio, negative, steps = options.aspect_ratio, options.negative_prompt, options.steps
+    style, raw, as_file = options.style, options.raw, options.as_file
+    for name, value in defaults.items():
+        if name not in DEFAULT_FLAGS or not _supports(spec, name):
+            continue
+        if name == "ar" and aspect_ratio is None and value in ASPECT_RATIOS:
+            aspect_ratio = value
+        elif name == "neg" and negative is None and value:
+            negative = value
+        elif name == "steps" and steps is None:
+            number = _whole_number(value)
+            if number is not None and number >= 1:
+                steps = min(number, spec.max_steps)
+        elif name == "style" and style is None and value in _STYLE_NAMES:
+            style = Style(value)
+        elif name == "raw":
+            raw = raw or value == _ON
+        elif name == "file":
+            as_file = as_file or value == _ON
+    merged = replace(
+        options,
+        aspect_ratio=aspect_ratio,
+        negative_prompt=negative,
+        steps=steps,
+        style=style,
+        raw=raw,
+        as_file=as_file,
+    )
+    return request if merged == options else replace(request, options=merged)
+
+
+def default_flag_text(name: str, value: str) -> str:
+    """A stored default as the flag a request would carry (``--ar 16:9``, ``--raw``)."""
+    return f"--{name}" if name in _SWITCHES else f"--{name} {value}"
 
 
 def _count_argument(verb: str, value: str, maximum: int, unit: str, example: int) -> int:

@@ -17,16 +17,21 @@ the wording lives here and nowhere else::
     │   ├── BadFlag                  a known flag with a bad value
     │   ├── UnsupportedFlag          a flag the chosen model does not take
     │   ├── RateLimited              the user's sliding window is full
+    │   │   └── EveryoneRateLimited  IMAGE_GLOBAL_LIMITS: all users' window is full
     │   ├── SlowDown                 refused too often: one warning, then silence
     │   ├── QueueFull                the model's queue is at its bound
     │   ├── TooManyPending           the user has too many jobs waiting
     │   ├── NothingToCancel          /image cancel found no waiting job
     │   ├── NothingToRetry           /image retry found no kept image
     │   ├── ModelUnavailable         the model's circuit breaker is open
+    │   ├── PausedUntilReset         the model's daily budget or quota is used up
     │   ├── OwnerOnly                an owner command from someone else
     │   ├── UnknownJob               again/resend named no job of this user
     │   ├── UnknownLanguage          /image lang named a language not offered
-    │   └── ImageGone                resend: the image is no longer kept
+    │   ├── ImageGone                resend: the image is no longer kept
+    │   ├── NoImageReplied           again/file without an id, not a reply to an image
+    │   ├── NotYourButton            a one-tap action pressed by someone else
+    │   └── DefaultsLocked           /image set by someone not trusted with it
     ├── GenerationError              the image could not be made
     │   ├── TransientWorkerError     worth retrying (timeouts, 429/502/503/504, capacity)
     │   │   └── WorkerTimeout
@@ -267,6 +272,21 @@ class RateLimited(RequestRejected):
     def message_in(self, texts: Texts) -> str:
         return texts.gettext(
             "You have reached the limit of {images} per {window}. Try again in {wait}.",
+            images=texts.ngettext("{count} image", "{count} images", self.limit),
+            window=format_wait(self.window_s, texts),
+            wait=format_wait(self.retry_after_s, texts),
+        )
+
+
+class EveryoneRateLimited(RateLimited):
+    """``IMAGE_GLOBAL_LIMITS``: the images of all users together reached a window."""
+
+    kind = "global_rate_limited"
+
+    def message_in(self, texts: Texts) -> str:
+        return texts.gettext(
+            "The bot has made its limit of {images} per {window} for everyone. "
+            "Try again in {wait}.",
             images=texts.ngettext("{count} image", "{count} images", self.limit),
             window=format_wait(self.window_s, texts),
             wait=format_wait(self.retry_after_s, texts),
@@ -621,6 +641,39 @@ class ModelUnavailable(RequestRejected):
         )
 
 
+class PausedUntilReset(RequestRejected):
+    """The model's daily budget (or its worker's quota) is used up until 00:00 UTC.
+
+    Told to new requests at once and to waiting jobs when their turn comes; it
+    is not the worker's failure, so the user's slot is given back.
+    """
+
+    kind = "paused_until_reset"
+
+    def __init__(self, model: str, retry_after_s: float, fallback: str | None = None) -> None:
+        super().__init__(f"{model} paused for {retry_after_s:.0f} s until 00:00 UTC")
+        self.model = model
+        self.retry_after_s = retry_after_s
+        self.fallback = fallback
+
+    def message_in(self, texts: Texts) -> str:
+        wait = format_wait(self.retry_after_s, texts)
+        if self.fallback:
+            return texts.gettext(
+                "{model} has used up today's images; it comes back at 00:00 UTC "
+                "(in {wait}). Until then, use {fallback}.",
+                model=self.model,
+                wait=wait,
+                fallback=self.fallback,
+            )
+        return texts.gettext(
+            "{model} has used up today's images; it comes back at 00:00 UTC "
+            "(in {wait}). Until then, use another model (/image models).",
+            model=self.model,
+            wait=wait,
+        )
+
+
 class OwnerOnly(RequestRejected):
     kind = "owner_only"
 
@@ -679,6 +732,50 @@ class ImageGone(RequestRejected):
             "The image of {job_id} is no longer kept (or was never made). "
             "Make it again with /image again {job_id}.",
             job_id=self.job_id,
+        )
+
+
+class NoImageReplied(RequestRejected):
+    """``/image again`` (or ``file``, ``resend``) with no id, not sent as a reply to an image."""
+
+    kind = "no_image_replied"
+
+    def __init__(self, verb: str) -> None:
+        super().__init__(f"/image {verb} without an image")
+        self.verb = verb
+
+    def message_in(self, texts: Texts) -> str:
+        return texts.gettext(
+            "Send /image {verb} as a reply to one of your images, or name the image: "
+            "/image {verb} <id> (your images and their ids: /image history).",
+            verb=self.verb,
+        )
+
+
+class NotYourButton(RequestRejected):
+    """A one-tap action (a button) pressed by someone other than the job's owner."""
+
+    kind = "not_your_button"
+
+    def __init__(self) -> None:
+        super().__init__("a button of someone else's job")
+
+    def message_in(self, texts: Texts) -> str:
+        return texts.gettext("Only the person who asked for this image can use its buttons.")
+
+
+class DefaultsLocked(RequestRejected):
+    """``/image set`` from someone the operator has not named (only their chat is allowed)."""
+
+    kind = "defaults_locked"
+
+    def __init__(self) -> None:
+        super().__init__("not trusted with this chat's defaults")
+
+    def message_in(self, texts: Texts) -> str:
+        return texts.gettext(
+            "Only the bot's owner, or someone the owner lists in ALLOWED_USER_IDS, can change "
+            "this chat's defaults. /image set shows them; your own flags always win."
         )
 
 

@@ -73,6 +73,8 @@ class Job:
     chat_address: str | None = None
     #: The language its chat is answered in (``/image lang``), chosen when it was accepted.
     texts: Texts = ENGLISH
+    #: Its prompt is being improved while it waits (see :mod:`sakaibot.enhance_ahead`).
+    improving: bool = False
 
     @property
     def stored(self) -> bool:

@@ -70,6 +70,16 @@ class Denial:
 
     retry_after_s: float
     window: RateWindow
+    #: The window is ``IMAGE_GLOBAL_LIMITS``', all users' together, not the user's own.
+    everyone: bool = False
+
+
+#: The key under which the requests of all users together are counted
+#: (``IMAGE_GLOBAL_LIMITS``); no user id can take this form.
+EVERYONE_KEY = "*everyone*"
+#: How many stamps of the everyone-window :class:`CombinedAllowance` remembers
+#: for refunds; an older one is given back by the user's own stamp.
+_MAX_PAIRED_STAMPS = 4096
 
 
 class SlidingWindowLimiter:
@@ -181,6 +191,38 @@ class LocalAllowance:
 
     def refund(self, key: str, stamp: float) -> None:
         self.limiter.refund(key, stamp)
+
+
+class CombinedAllowance:
+    """A user's own windows and all users' windows (``IMAGE_GLOBAL_LIMITS``) as one.
+
+    A request is counted in both or in neither: when the windows of everyone
+    are full, the user's slot is given straight back. The stamp handed out is
+    the user's; the everyone-stamp is paired with it for :meth:`refund` (bounded;
+    after a restart both are the job's creation time, as the store keeps it).
+    """
+
+    def __init__(self, user: Allowance, everyone: Allowance) -> None:
+        self._user = user
+        self._everyone = everyone
+        self._paired: dict[tuple[str, float], float] = {}
+
+    async def admit(self, key: str) -> Denial | float:
+        stamp = await self._user.admit(key)
+        if isinstance(stamp, Denial):
+            return stamp
+        everyone = await self._everyone.admit(EVERYONE_KEY)
+        if isinstance(everyone, Denial):
+            self._user.refund(key, stamp)
+            return Denial(everyone.retry_after_s, everyone.window, everyone=True)
+        if len(self._paired) >= _MAX_PAIRED_STAMPS:
+            del self._paired[next(iter(self._paired))]  # the oldest pairing
+        self._paired[(key, stamp)] = everyone
+        return stamp
+
+    def refund(self, key: str, stamp: float) -> None:
+        self._user.refund(key, stamp)
+        self._everyone.refund(EVERYONE_KEY, self._paired.pop((key, stamp), stamp))
 
 
 @dataclass(frozen=True)

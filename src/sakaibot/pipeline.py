@@ -24,8 +24,9 @@ from functools import partial
 from sakaibot.breaker import Breakers, CircuitBreaker, counts_as_unavailable
 from sakaibot.cache import Cache, CacheHit
 from sakaibot.captions import CaptionFacts, build_caption
-from sakaibot.chat.port import ChatPort, OutgoingImage
+from sakaibot.chat.port import Action, ChatPort, OutgoingImage
 from sakaibot.commands import STYLE_WORDS, ImageOptions, ImageRequest
+from sakaibot.enhance_ahead import EnhanceAhead
 from sakaibot.enhancer import EnhancedPrompt, PromptEnhancer
 from sakaibot.errors import (
     CHARGED_KINDS,
@@ -33,17 +34,22 @@ from sakaibot.errors import (
     DeliveryFailed,
     FloodWait,
     JobCancelled,
+    PausedUntilReset,
+    QuotaExhausted,
     SakaiBotError,
     StoreUnavailable,
 )
 from sakaibot.generation import GeneratedImage, GenerationParams, ImageGenerator
-from sakaibot.i18n import Texts, english_for
+from sakaibot.i18n import ENGLISH, Texts, english_for
 from sakaibot.jobs import Job, JobState
 from sakaibot.limits import Allowance
 from sakaibot.models import ASPECT_RATIOS, ModelRegistry, ModelSpec
 from sakaibot.queues import JobQueues, QueuePlace
+from sakaibot.quota import DailyBudgets
 from sakaibot.status import (
     StatusScheduler,
+    action_label,
+    cancel_actions,
     enhancing_text,
     failed_text,
     generating_text,
@@ -53,6 +59,7 @@ from sakaibot.status import (
 )
 from sakaibot.store import JobRecord, Store, StoredJobState, ended
 from sakaibot.store.images import ImageFiles
+from sakaibot.telemetry import DELIVERED, NoTelemetry, Telemetry
 from sakaibot.undelivered import UndeliveredImages
 
 logger = logging.getLogger(__name__)
@@ -216,10 +223,16 @@ class JobPipeline:
         breakers: Breakers,
         registry: ModelRegistry,
         queues: JobQueues,
+        budgets: DailyBudgets | None = None,
+        telemetry: Telemetry | None = None,
+        ahead: EnhanceAhead | None = None,
         texts_for: Callable[[str], Texts] = english_for,
     ) -> None:
+        self._budgets = budgets or DailyBudgets({}, wall_clock)
+        self._telemetry: Telemetry = telemetry or NoTelemetry()
         self._generator = generator
         self._enhancer = enhancer
+        self._ahead = ahead or EnhanceAhead(enhancer, ahead=0, status=status)
         self._chat = chat
         self._status = status
         self._allowance = allowance
@@ -248,7 +261,11 @@ class JobPipeline:
         self._probes: dict[str, CircuitBreaker] = {}
 
     def _show(self, job: Job, text: str) -> None:
-        self._status.show(job.id, chat_id=job.chat_id, reply_to=job.reply_to, text=text)
+        # Until the image is on its way, the job can be cancelled from its status.
+        actions = () if job.state is JobState.SENDING else cancel_actions(job.id, job.texts)
+        self._status.show(
+            job.id, chat_id=job.chat_id, reply_to=job.reply_to, text=text, actions=actions
+        )
 
     def _step(self, job: Job, state: JobState, started_s: float) -> float:
         """Enter ``state``, recording how long the previous step took."""
@@ -312,19 +329,42 @@ class JobPipeline:
             await self.deliver_cached(job, hit)
             return
         model = await self._model_for(job)
-        if request.options.raw or self._enhancer is None:
+        if model is None:
+            await self.finish(job, self._paused_until_reset(job.model))
+            return
+        if not self._ahead.wanted(job):
             enhanced = EnhancedPrompt(text=request.prompt)
         else:
-            step_started_s = self._step(job, JobState.ENHANCING, step_started_s)
-            self._show(job, enhancing_text(job.texts))
-            enhanced = await self._enhancer.enhance(request.prompt)
+            ready = self._ahead.ready(job)
+            if ready is not None:
+                enhanced = ready  # improved while the job waited
+            else:
+                step_started_s = self._step(job, JobState.ENHANCING, step_started_s)
+                self._show(job, enhancing_text(job.texts))
+                enhanced = await self._ahead.improve(job)
+            if not enhanced.enhanced:
+                self._telemetry.enhancer_fallback()
         prompt_used = styled_prompt(enhanced.text, request)
+        # Counted as the image is asked for, so jobs side by side never overdraw
+        # the day's budget (the wait for the LLM may have used it up).
+        if not self._budgets.take(model.name):
+            await self.finish(job, self._paused_until_reset(model))
+            return
 
         step_started_s = self._step(job, JobState.GENERATING, step_started_s)
         label = model_label(job, model)
         self._show(job, generating_text(label, job.texts))
         params = replace(generation_params(prompt_used, request), request_id=job.id)
         result = await self._generator.generate(model, params)
+        if not result.success or result.data is None:
+            # No image, no use of the day's allocation (a job cancelled while the
+            # worker was at it stays counted: the worker most likely finished it).
+            self._budgets.give_back(model.name)
+        if isinstance(result.error, QuotaExhausted):
+            self._budgets.quota_exhausted(model.name)
+            logger.warning(
+                "%s: the worker's daily quota is used up; paused until 00:00 UTC", model.name
+            )
         if isinstance(result.error, JobCancelled):
             # Taken back from a shared queue by /image cancel.
             await self.finish(job, JobCancelled("cancelled by the user"))
@@ -348,17 +388,25 @@ class JobPipeline:
             )
         )
 
-    async def _model_for(self, job: Job) -> ModelSpec:
+    async def _model_for(self, job: Job) -> ModelSpec | None:
         """The model to generate with: the job's own, or its fallback while the
-        job's model is paused by its circuit breaker; else wait for the probe."""
+        job's model is paused (by its circuit breaker or until 00:00 UTC); else
+        wait for the probe. ``None``: paused until 00:00 UTC, with no fallback."""
         told = False
         while True:
             breaker = self._breakers.get(job.model.name)
-            if self._allowed(job, breaker):
+            until_reset = self._budgets.paused_until_s(job.model.name) is not None
+            if not until_reset and self._allowed(job, breaker):
                 return job.model
             fallback = usable_fallback(job.model, job.request.options, self._registry)
-            if fallback is not None and self._allowed(job, self._breakers.get(fallback.name)):
+            if (
+                fallback is not None
+                and self._budgets.paused_until_s(fallback.name) is None
+                and self._allowed(job, self._breakers.get(fallback.name))
+            ):
                 return fallback
+            if until_reset:
+                return None  # hours away: the job ends now, saying when the model is back
             if not told:
                 self._show(
                     job,
@@ -374,6 +422,11 @@ class JobPipeline:
         if breaker.probe_out:
             self._probes[job.id] = breaker
         return True
+
+    def _paused_until_reset(self, model: ModelSpec) -> PausedUntilReset:
+        until_s = self._budgets.paused_until_s(model.name)
+        retry_after_s = 0.0 if until_s is None else until_s - self._wall_clock()
+        return PausedUntilReset(model.display_name, retry_after_s)
 
     def _report_to_breaker(self, job: Job, model: ModelSpec, error: SakaiBotError | None) -> None:
         self._probes.pop(job.id, None)  # reported: the breaker takes it from here
@@ -435,11 +488,13 @@ class JobPipeline:
         """
         job, image = delivery.job, delivery.image
         cache_key = delivery.cache_key
+        digest: str | None = None
         try:
             digest = await self._images.put(image)
             await self._cache.trim(keep=digest)
+            remembered: Awaitable[str | None] | None = None
             if delivery.to_cache:
-                cache_key = await self._cache.remember(
+                remembered = self._cache.remember(
                     job.model,
                     job.request,
                     image,
@@ -447,7 +502,7 @@ class JobPipeline:
                     prompt_used=delivery.prompt_used,
                     enhancer=delivery.prompt_source,
                 )
-            await self._store.update_job(
+            noted = self._store.update_job(
                 job.id,
                 state=StoredJobState.DELIVERING,
                 prompt_used=delivery.prompt_used,
@@ -460,13 +515,20 @@ class JobPipeline:
                 enhancing_s=job.timings_s.get(JobState.ENHANCING.value),
                 generating_s=job.timings_s.get(JobState.GENERATING.value),
             )
+            if remembered is None:
+                await noted
+            else:
+                # Made together, so the store writes them in one transaction.
+                cache_key, _ = await asyncio.gather(remembered, noted)
         except (StoreUnavailable, OSError) as exc:
             # Sending matters more than the note; without it a crash in the next
             # seconds could send this image twice, which is the lesser harm.
             logger.error("job %s: could not note the delivery: %s", job.id, exc)
-        await self._deliver(job, self._outgoing(delivery, cache_key), delivery.started_s)
+        await self._deliver(job, self._outgoing(delivery, cache_key, digest), delivery.started_s)
 
-    def _outgoing(self, delivery: Delivery, cache_key: str | None) -> OutgoingImage:
+    def _outgoing(
+        self, delivery: Delivery, cache_key: str | None, digest: str | None
+    ) -> OutgoingImage:
         job, options = delivery.job, delivery.job.request.options
         caption = build_caption(
             CaptionFacts(
@@ -489,10 +551,17 @@ class JobPipeline:
             as_file=options.as_file,
             upload_ref=delivery.upload_ref,
             remember_upload=self._cache.note_upload(cache_key) if cache_key is not None else None,
+            actions=image_actions(job.id, as_file=options.as_file, texts=job.texts),
+            kept_path=(
+                self._images.path_of(digest, delivery.image.extension)
+                if digest is not None
+                else None
+            ),
         )
 
     async def deliver_cached(self, job: Job, hit: CacheHit) -> None:
         """Answer ``job`` with a stored result: no LLM, no worker."""
+        self._telemetry.cache_hit(job.model.name)
         await self.hand_over(
             Delivery(
                 job,
@@ -562,6 +631,7 @@ class JobPipeline:
                     "chat %s: flood wait of %.0f s before delivery", chat_id, exc.retry_after_s
                 )
                 waited_s += exc.retry_after_s
+                self._telemetry.flood_wait()
                 await self._sleep(exc.retry_after_s)
 
     async def finish(self, job: Job | JobRecord, outcome: Delivered | SakaiBotError) -> None:
@@ -589,6 +659,7 @@ class JobPipeline:
             if isinstance(job, Job) and JobState.SENDING.value in job.timings_s:
                 fields["uploading_s"] = job.timings_s[JobState.SENDING.value]
             await self._write_ending(job.id, fields)
+            self._report_ending(job, DELIVERED)
             self._status.finish(job.id)
             self._on_outcome(_outcome_of(job, image_message_id=outcome.message_id))
             return
@@ -619,6 +690,7 @@ class JobPipeline:
                 message=error.message_in(texts),
             ),
         )
+        self._report_ending(job, error.kind)
         message = error.message_in(texts)
         if isinstance(error, JobCancelled):
             # The bot answers the /image cancel itself: the status just goes.
@@ -627,6 +699,15 @@ class JobPipeline:
             logger.info("job %s (%s) failed: %s: %s", job.id, _model_name(job), error.kind, error)
             self._status.finish(job.id, final_text=failed_text(message))
         self._on_outcome(_outcome_of(job, error_kind=error.kind, error=message))
+
+    def _report_ending(self, job: Job | JobRecord, outcome: str) -> None:
+        timings = job.timings_s if isinstance(job, Job) else {}
+        self._telemetry.job_ended(
+            _model_name(job),
+            outcome,
+            waited_s=timings.get("waited"),
+            generating_s=timings.get(JobState.GENERATING.value),
+        )
 
     async def _write_ending(self, job_id: str, fields: dict[str, object]) -> None:
         try:
@@ -654,6 +735,14 @@ class JobPipeline:
         probe = self._probes.pop(job_id, None)
         if probe is not None:
             probe.release_probe()
+
+
+def image_actions(job_id: str, *, as_file: bool, texts: Texts = ENGLISH) -> tuple[Action, ...]:
+    """What a delivered image offers: 🔁 again, and 📄 as a file unless it is one."""
+    again = Action("again", job_id, action_label("again", texts))
+    if as_file:
+        return (again,)
+    return (again, Action("file", job_id, action_label("file", texts)))
 
 
 def _model_name(job: Job | JobRecord) -> str:

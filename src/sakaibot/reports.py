@@ -26,6 +26,7 @@ from sakaibot.errors import (
     GenerationError,
     ImageTooLarge,
     InvalidImage,
+    PausedUntilReset,
     PermanentWorkerError,
     QuotaExhausted,
     SakaiBotError,
@@ -38,6 +39,7 @@ from sakaibot.errors import (
     format_wait,
 )
 from sakaibot.i18n import ENGLISH, N_, Texts
+from sakaibot.quota import BudgetUse
 from sakaibot.store import JobRecord, StoredJobState
 
 #: How much of a prompt one history line shows.
@@ -68,6 +70,7 @@ _FAILURE_WORDS = {
     WorkerBadRequest.kind: N_("failed (the worker refused the request)"),
     ContentFiltered.kind: N_("blocked by the content filter"),
     QuotaExhausted.kind: N_("failed (the worker's quota is used up)"),
+    PausedUntilReset.kind: N_("failed (the model's images for today were used up)"),
     InvalidImage.kind: N_("failed (the worker sent no valid image)"),
     ImageTooLarge.kind: N_("failed (the image was too large)"),
     EnhancerError.kind: N_("failed (the prompt enhancer)"),
@@ -232,6 +235,8 @@ class Stats:
     errors_by_kind: dict[str, int]
     #: ``(model, waiting, running)`` now, as the caller passed it; empty if unknown.
     queue: list[tuple[str, int, int]] = field(default_factory=list)
+    #: Each model's daily budget use today (UTC), as the caller passed it.
+    budgets: list[BudgetUse] = field(default_factory=list)
 
 
 def _rate(part: int, whole: int) -> float | None:
@@ -239,7 +244,11 @@ def _rate(part: int, whole: int) -> float | None:
 
 
 def compute_stats(
-    records: list[JobRecord], *, days: int, queue: list[tuple[str, int, int]]
+    records: list[JobRecord],
+    *,
+    days: int,
+    queue: list[tuple[str, int, int]],
+    budgets: list[BudgetUse] | None = None,
 ) -> Stats:
     """Count ``records`` (the jobs of the last ``days`` days, e.g. ``store.jobs_since``).
 
@@ -287,6 +296,7 @@ def compute_stats(
         enhancer_fallback_rate=_rate(fallbacks, len(done)),
         errors_by_kind=errors_by_kind,
         queue=list(queue),
+        budgets=list(budgets or []),
     )
 
 
@@ -376,12 +386,35 @@ def format_stats(stats: Stats, texts: Texts = ENGLISH) -> str:
             rate=_percent(stats.enhancer_fallback_rate),
         )
     )
+    if stats.budgets:
+        used = "; ".join(_budget_words(use, texts) for use in stats.budgets)
+        lines.append(_("Used today (UTC): {used}", used=used))
     if stats.errors_by_kind:
         errors = ", ".join(f"{kind} {count}" for kind, count in stats.errors_by_kind.items())
         lines.append(_("Errors: {errors}", errors=errors))
     else:
         lines.append(_("Errors: none"))
     return "\n".join(lines)
+
+
+def _budget_words(use: BudgetUse, texts: Texts) -> str:
+    """``flux 12 of 100``, ``sdxl 3 (no budget)``, ``… (paused until 00:00 UTC)``."""
+    if not use.limit:
+        if use.paused:
+            return texts.gettext(
+                "{model} {used} (paused until 00:00 UTC)", model=use.model, used=use.used
+            )
+        return texts.gettext("{model} {used} (no budget)", model=use.model, used=use.used)
+    if use.paused:
+        return texts.gettext(
+            "{model} {used} of {limit} (paused until 00:00 UTC)",
+            model=use.model,
+            used=use.used,
+            limit=use.limit,
+        )
+    return texts.gettext(
+        "{model} {used} of {limit}", model=use.model, used=use.used, limit=use.limit
+    )
 
 
 def stats_to_json(stats: Stats) -> dict[str, Any]:
@@ -405,5 +438,14 @@ def stats_to_json(stats: Stats) -> dict[str, Any]:
         "queue": [
             {"model": model, "waiting": waiting, "running": running}
             for model, waiting, running in stats.queue
+        ],
+        "budgets": [
+            {
+                "model": use.model,
+                "used": use.used,
+                "limit": use.limit,
+                "paused_until_s": use.paused_until_s,
+            }
+            for use in stats.budgets
         ],
     }

@@ -11,7 +11,8 @@ error (or ``ConnectionError``) next.
 :func:`make_message` builds a real ``telethon.tl.types.Message`` (Telethon's
 custom message class) and finishes it the way Telethon does for an update, so
 ``.sender``, ``.sender_id``, ``.chat_id``, ``.out``, ``.fwd_from`` and ``.post``
-are computed by Telethon itself, not by the test.
+are computed by Telethon itself, not by the test. :func:`make_press` does the
+same for a pressed inline button (a ``CallbackQuery`` event).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ OWNER_ID = 1_000_001
 
 _DATE = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 _message_ids = itertools.count(5_000)
+_query_ids = itertools.count(9_000)
+#: ``buttons`` left out of a call (a user account never passes it).
+_NOT_GIVEN: Any = object()
 
 
 @dataclass
@@ -116,6 +120,7 @@ class RecordingTelegramClient:
         reply_to: int | None = None,
         parse_mode: Any = (),
         link_preview: bool = True,
+        buttons: Any = _NOT_GIVEN,
     ) -> types.Message:
         call = self._record(
             "send_message",
@@ -125,6 +130,7 @@ class RecordingTelegramClient:
             parse_mode=parse_mode,
             link_preview=link_preview,
         )
+        _note_buttons(call, buttons)
         self._raise_if_scripted(call)
         return self._new_message(call, entity, message, reply_to)
 
@@ -136,6 +142,7 @@ class RecordingTelegramClient:
         *,
         parse_mode: Any = (),
         link_preview: bool = True,
+        buttons: Any = _NOT_GIVEN,
     ) -> types.Message:
         call = self._record(
             "edit_message",
@@ -145,6 +152,7 @@ class RecordingTelegramClient:
             parse_mode=parse_mode,
             link_preview=link_preview,
         )
+        _note_buttons(call, buttons)
         self._raise_if_scripted(call)
         if message not in self.texts:
             self._fail(call, errors.MessageIdInvalidError(request=None))
@@ -169,6 +177,7 @@ class RecordingTelegramClient:
         parse_mode: Any = (),
         force_document: bool = False,
         reply_to: int | None = None,
+        buttons: Any = _NOT_GIVEN,
     ) -> types.Message:
         reused = isinstance(file, types.InputPhoto | types.InputDocument)
         data = None if reused else file.read()
@@ -184,6 +193,7 @@ class RecordingTelegramClient:
         call.file_bytes = data
         call.file_name = name
         call.kwargs["reused"] = file if reused else None
+        _note_buttons(call, buttons)
         self._raise_if_scripted(call)
         sent = self._new_message(call, entity, caption or "", reply_to, keep_text=False)
         # Like Telegram: the message carries the uploaded photo or document.
@@ -225,6 +235,11 @@ class RecordingTelegramClient:
             if m.id > min_id and (search or "") in (m.raw_text or "")
         ]
         return found[:limit]
+
+    async def __call__(self, request: Any) -> bool:
+        """A raw request (``event.answer()`` sends ``SetBotCallbackAnswerRequest``)."""
+        self._record(type(request).__name__, None, request=request)
+        return True
 
     # -- helpers ----------------------------------------------------------------
 
@@ -275,6 +290,12 @@ class RecordingTelegramClient:
         )
         message._finish_init(self, {}, None)
         return message
+
+
+def _note_buttons(call: ClientCall, buttons: Any) -> None:
+    """Record the inline keyboard when one was given (``None`` too: it removes one)."""
+    if buttons is not _NOT_GIVEN:
+        call.kwargs["buttons"] = buttons
 
 
 def _peer_of(entity: Any) -> Any:
@@ -363,6 +384,37 @@ def _chat_entity(
 def make_event(client: Any, **fields: Any) -> events.NewMessage.Event:
     """A ``NewMessage`` event carrying :func:`make_message`'s message."""
     return events.NewMessage.Event(make_message(client, **fields))
+
+
+def make_press(
+    client: Any,
+    *,
+    data: bytes,
+    chat: types.PeerUser | types.PeerChat | types.PeerChannel,
+    sender_id: int,
+    msg_id: int,
+) -> events.CallbackQuery.Event:
+    """A real ``CallbackQuery`` event for a press on the button carrying ``data``,
+    built and finished the way Telethon's update dispatch does."""
+    update = types.UpdateBotCallbackQuery(
+        query_id=next(_query_ids),
+        user_id=sender_id,
+        peer=chat,
+        msg_id=msg_id,
+        chat_instance=42,
+        data=data,
+    )
+    event = events.CallbackQuery.build(update)
+    sender = types.User(
+        id=sender_id, is_self=False, access_hash=sender_id * 7, first_name=f"user{sender_id}"
+    )
+    chat_entity = _chat_entity(chat, self_id=client._self_id)
+    event._entities = {
+        utils.get_peer_id(sender): sender,
+        utils.get_peer_id(chat_entity): chat_entity,
+    }
+    event._set_client(client)
+    return event
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The core knows nothing of Telegram, the OpenAI SDK, httpx, SQLite, Redis or RSA.
+"""The core knows nothing of Telegram, the OpenAI SDK, httpx, SQLite, Redis, RSA,
+Prometheus or matplotlib.
 
 Each outside library is imported by exactly one adapter module (the layers of
 ``docs/image-generation/architecture.md``).
@@ -45,8 +46,21 @@ CORE_MODULES = [
     "chat/port.py",
     "chat/console.py",
     "enhancer/__init__.py",
+    "quota.py",
+    "health.py",
+    "telemetry.py",
 ]
-OUTSIDE_THINGS = {"telethon", "openai", "httpx", "sqlite3", "aiosqlite", "redis", "rsa"}
+OUTSIDE_THINGS = {
+    "telethon",
+    "openai",
+    "httpx",
+    "sqlite3",
+    "aiosqlite",
+    "redis",
+    "rsa",
+    "prometheus_client",
+    "matplotlib",
+}
 #: The one adapter module allowed to import each outside thing.
 ADAPTERS = {
     "telethon": {"chat/telegram.py"},
@@ -56,6 +70,8 @@ ADAPTERS = {
     "httpx": {"workers/client.py"},
     "sqlite3": {"store/sqlite.py"},
     "redis": {"shared/backend.py"},
+    "prometheus_client": {"metrics.py"},
+    "matplotlib": {"charts.py"},
 }
 
 
