@@ -16,12 +16,15 @@ from babel.messages.pofile import read_po
 
 from sakaibot.app import App, build_app
 from sakaibot.chat.console import ConsoleChat
-from sakaibot.chat.port import IncomingMessage
+from sakaibot.chat.port import ActionPress, IncomingMessage
 from sakaibot.commands import parse_command
 from sakaibot.errors import (
     BadFlag,
     ConfigError,
     DeliveryFailed,
+    EveryoneRateLimited,
+    NotYourButton,
+    PausedUntilReset,
     QueueFull,
     QuotaExhausted,
     RateLimited,
@@ -47,6 +50,7 @@ from sakaibot.settings import load_settings
 from sakaibot.status import queued_text
 from sakaibot.store import JobRecord
 from tests.support.fakes import FakeClock, FakeEnhancer, FakeGenerator, RecordingChat
+from tests.support.waiting import until_idle
 
 ROOT = Path(__file__).resolve().parents[2]
 POT = LOCALE_DIR / "sakaibot.pot"
@@ -278,7 +282,8 @@ async def test_only_the_owner_chooses_and_an_unknown_language_is_named(tmp_path:
 async def test_bot_language_is_every_chats_default(tmp_path: Path) -> None:
     clock = FakeClock()
     chat = RecordingChat(clock=clock)
-    app = _app(chat, clock, sakaibot_data_dir=tmp_path, bot_language="fa")
+    # No prompt improved ahead: the first status is the job's place in the queue.
+    app = _app(chat, clock, sakaibot_data_dir=tmp_path, bot_language="fa", enhance_ahead=0)
     await app.start()
     try:
         await _say(app, "/image=flux=a red fox", message_id=1)
@@ -383,3 +388,56 @@ def test_a_flag_in_a_persian_sentence_is_isolated() -> None:
     with pytest.raises(BadFlag) as caught:
         parse_command("/image=sdxl=a fox --seed x", ModelRegistry([sdxl]), max_prompt_chars=100)
     assert f"{LRI}--seed{PDI} یک عدد صحیح" in caught.value.message_in(fa)
+
+
+async def test_buttons_press_answers_and_defaults_in_a_persian_chat(tmp_path: Path) -> None:
+    clock = FakeClock()
+    chat = RecordingChat(clock=clock)
+    app = _app(chat, clock, sakaibot_data_dir=tmp_path, bot_language="fa")
+    await app.start()
+    try:
+        await _say(app, "/image=flux=a red fox", message_id=1)
+        await until_idle(app)
+        await asyncio.wait_for(app.status.drain(), timeout=10)
+        [image] = chat.of_kind("image")
+        again, as_file = image.actions
+        assert (again.label, as_file.label) == ("🔁 دوباره", "📄 به‌صورت فایل")
+        # Someone else's press, then the owner's: each told in the chat's language.
+        stranger = ActionPress("chat", image.message_id, "bob", as_file)
+        told = await asyncio.wait_for(app.bot.handle_action(stranger), timeout=10)
+        assert told.text == NotYourButton().message_in(load_texts("fa"))
+        assert told.text.startswith("فقط کسی که این تصویر را خواسته")
+        done = await app.bot.handle_action(ActionPress("chat", image.message_id, "ann", as_file))
+        assert done.text == "📄 به‌صورت فایل فرستاده شد."
+        await _say(app, "/image set ar 16:9", message_id=5, owner=True)
+        await _say(app, "/image set", message_id=6)
+        await _say(app, "/image set raw maybe", message_id=7, owner=True)
+    finally:
+        await app.aclose()
+    [set_ar] = [e.text for e in chat.events if e.reply_to == 5]
+    assert set_ar.startswith(f"✅ از این پس هر تصویر در این گفتگو {LRI}--ar 16:9{PDI} می‌گیرد")
+    [shown] = [e.text for e in chat.events if e.reply_to == 6]
+    assert shown.splitlines()[0] == f"پیش‌فرض‌های این گفتگو: {LRI}--ar 16:9{PDI}"
+    [refused] = [e.text for e in chat.events if e.reply_to == 7]
+    assert refused == (
+        f"❌ اشکال در {LRI}/image set raw{PDI}: «{LRI}maybe{PDI}» نه on است نه off؛ "
+        f"مثلاً {LRI}/image set raw on{PDI}."
+    )
+
+
+def test_a_daily_budget_and_everyones_limit_are_told_in_persian() -> None:
+    fa = load_texts("fa")
+    paused = PausedUntilReset("Flux", 3 * 3600 + 60, fallback="SDXL")
+    assert paused.message_in(fa) == (
+        f"تصویرهای امروز {LRI}Flux{PDI} تمام شده است؛ ساعت ۰۰:۰۰ به وقت UTC "
+        f"(تا 3 ساعت و 1 دقیقه دیگر) برمی‌گردد. تا آن زمان از {LRI}SDXL{PDI} استفاده کنید."
+    )
+    assert paused.user_message == (
+        "Flux has used up today's images; it comes back at 00:00 UTC (in 3 h 1 min). "
+        "Until then, use SDXL."
+    )
+    everyone = EveryoneRateLimited(30.0, 100, 3600.0)
+    assert everyone.message_in(fa) == (
+        "ربات به سقف 100 تصویر در هر 1 ساعت برای همهٔ کاربران رسیده است. 30 ثانیه دیگر "
+        "دوباره امتحان کنید."
+    )
