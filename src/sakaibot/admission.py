@@ -27,6 +27,7 @@ from sakaibot.errors import (
     StoreUnavailable,
     UnknownModel,
 )
+from sakaibot.i18n import Texts, english_for
 from sakaibot.jobs import Job, JobIdFactory, job_record
 from sakaibot.limits import Allowance, Denial
 from sakaibot.models import ModelRegistry, ModelSpec
@@ -57,6 +58,7 @@ class Admission:
         new_job_id: JobIdFactory,
         budgets: DailyBudgets,
         wall_clock: Callable[[], float],
+        texts_for: Callable[[str], Texts] = english_for,
     ) -> None:
         self._budgets = budgets
         self._wall_clock = wall_clock
@@ -70,6 +72,8 @@ class Admission:
         self._pipeline = pipeline
         self._clock = clock
         self._new_job_id = new_job_id
+        #: The language a chat is answered in, kept with each of its jobs.
+        self._texts_for = texts_for
 
     async def admit(self, message: IncomingMessage, request: ImageRequest) -> None:
         """Queue ``request`` (or answer it from the cache); raises when it is refused."""
@@ -108,6 +112,7 @@ class Admission:
             created_at_s=self._clock(),
             persisted=asyncio.get_running_loop().create_future(),
             chat_address=message.chat_address,
+            texts=self._texts_for(message.chat_id),
         )
         job.limiter_stamp = admitted
         if hit is None:

@@ -30,6 +30,7 @@ from sakaibot.enhance_ahead import EnhanceAhead
 from sakaibot.enhancer import PromptEnhancer
 from sakaibot.generation import ImageGenerator
 from sakaibot.health import HealthCheck
+from sakaibot.i18n import LANGUAGE_SETTING, Languages
 from sakaibot.jobs import JobIdFactory, random_job_id
 from sakaibot.limits import (
     Allowance,
@@ -55,9 +56,9 @@ from sakaibot.shared.interfaces import SharedCacheStore
 from sakaibot.shared.outage import OutageLog
 from sakaibot.shared.worker import GenerationWorker
 from sakaibot.status import (
-    RESTARTING_TEXT,
     Sleep,
     StatusScheduler,
+    restarting_text,
     show_place,
 )
 from sakaibot.store import JobRecord, Store
@@ -106,6 +107,7 @@ class App:
     bot: ImageBot
     store: Store
     recovery: Recovery
+    languages: Languages
     budgets: DailyBudgets
     #: ``/metrics`` and ``/healthz`` when ``METRICS_PORT`` is set.
     metrics_server: MetricsServer | None = None
@@ -125,6 +127,8 @@ class App:
         pruned = await self.store.prune_jobs(self.recovery.wall_clock() - retention_s)
         if pruned:
             logger.info("store: %d job(s) past HISTORY_RETENTION_DAYS removed", pruned)
+        # Before recovery: a recovered job's status is in its chat's language.
+        self.languages.remember(await self.store.chat_settings(LANGUAGE_SETTING))
         await self.recovery.restore_limits()
         await self.recovery.restore_budgets()
         await self.recovery.resume_jobs()
@@ -145,7 +149,10 @@ class App:
         next start. A job cut off by the grace period is generated again then."""
         for job in self.queues.close_waiting():
             self.status.show(
-                job.id, chat_id=job.chat_id, reply_to=job.reply_to, text=RESTARTING_TEXT
+                job.id,
+                chat_id=job.chat_id,
+                reply_to=job.reply_to,
+                text=restarting_text(job.texts),
             )
         try:
             await asyncio.wait_for(self.drain(), timeout=grace_s)
@@ -459,6 +466,7 @@ def build_app(
             clock=wall_clock,
         )
     report = on_outcome or _no_listener
+    languages = Languages(settings.bot_language)
     everyone_limiter: SlidingWindowLimiter | None = None
     if shared is not None:
         allowance: Allowance = shared.allowance
@@ -506,6 +514,7 @@ def build_app(
         registry=registry,
         ahead=ahead,
         queues=queues,
+        texts_for=languages.for_chat,
         budgets=budgets,
         telemetry=telemetry,
     )
@@ -523,6 +532,7 @@ def build_app(
         pipeline=pipeline,
         clock=clock,
         new_job_id=new_job_id,
+        texts_for=languages.for_chat,
         budgets=budgets,
         wall_clock=wall_clock,
     )
@@ -540,6 +550,7 @@ def build_app(
         remote=shared.remote if shared is not None else None,
         wall_clock=wall_clock,
         stats_days_default=STATS_DEFAULT_DAYS,
+        languages=languages,
         budgets=budgets,
         # Only with the dashboard on: the chart is the owner's view of the same numbers.
         draw_chart=_draw_chart,
@@ -558,6 +569,7 @@ def build_app(
             clock,
         ),
         on_outcome=report,
+        languages=languages,
     )
     recovery = Recovery(
         store=store,
@@ -570,6 +582,7 @@ def build_app(
         chat=chat,
         clock=clock,
         wall_clock=wall_clock,
+        texts_for=languages.for_chat,
         everyone_limiter=everyone_limiter,
         budgets=budgets,
     )
@@ -600,6 +613,7 @@ def build_app(
         bot=bot,
         store=store,
         recovery=recovery,
+        languages=languages,
         budgets=budgets,
         metrics_server=metrics_server,
         _closers=closers,

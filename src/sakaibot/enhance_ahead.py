@@ -34,7 +34,7 @@ from collections.abc import Callable
 from sakaibot.enhancer import EnhancedPrompt, PromptEnhancer
 from sakaibot.jobs import Job, JobState
 from sakaibot.queues import QueuePlace, WaitingLine
-from sakaibot.status import ENHANCING_TEXT, StatusScheduler, show_place
+from sakaibot.status import StatusScheduler, enhancing_text, show_place
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,9 @@ class EnhanceAhead:
         task = asyncio.create_task(_enhance(enhancer, job), name=f"enhance-{job.id}")
         self._tasks[job.id] = task
         job.improving = True
-        self._status.show(job.id, chat_id=job.chat_id, reply_to=job.reply_to, text=ENHANCING_TEXT)
+        self._status.show(
+            job.id, chat_id=job.chat_id, reply_to=job.reply_to, text=enhancing_text(job.texts)
+        )
         task.add_done_callback(lambda _: self._done(job))
 
     def _done(self, job: Job) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from sakaibot.commands import ImageOptions, ImageRequest, Style
+from sakaibot.i18n import ENGLISH, Texts
 from sakaibot.models import ModelSpec
 from sakaibot.store import JobRecord
 
@@ -70,6 +71,8 @@ class Job:
     persisted: asyncio.Future[bool] | None = None
     #: The front end's address of the chat (:attr:`IncomingMessage.chat_address`).
     chat_address: str | None = None
+    #: The language its chat is answered in (``/image lang``), chosen when it was accepted.
+    texts: Texts = ENGLISH
     #: Its prompt is being improved while it waits (see :mod:`sakaibot.enhance_ahead`).
     improving: bool = False
 

@@ -40,20 +40,22 @@ from sakaibot.errors import (
     StoreUnavailable,
 )
 from sakaibot.generation import GeneratedImage, GenerationParams, ImageGenerator
+from sakaibot.i18n import ENGLISH, Texts, english_for
 from sakaibot.jobs import Job, JobState
 from sakaibot.limits import Allowance
 from sakaibot.models import ASPECT_RATIOS, ModelRegistry, ModelSpec
 from sakaibot.queues import JobQueues, QueuePlace
 from sakaibot.quota import DailyBudgets, LocalBudgets
 from sakaibot.status import (
-    ENHANCING_TEXT,
-    SENDING_TEXT,
     StatusScheduler,
+    action_label,
     cancel_actions,
+    enhancing_text,
     failed_text,
     generating_text,
     paused_text,
     queued_text,
+    sending_text,
 )
 from sakaibot.store import JobRecord, Store, StoredJobState, ended
 from sakaibot.store.images import ImageFiles
@@ -224,6 +226,7 @@ class JobPipeline:
         budgets: DailyBudgets | None = None,
         telemetry: Telemetry | None = None,
         ahead: EnhanceAhead | None = None,
+        texts_for: Callable[[str], Texts] = english_for,
     ) -> None:
         self._budgets = budgets or LocalBudgets({}, wall_clock)
         self._telemetry: Telemetry = telemetry or NoTelemetry()
@@ -246,6 +249,8 @@ class JobPipeline:
         self._registry = registry
         #: The jobs still waiting, to tell them when their model is paused.
         self._queues = queues
+        #: A chat's language, for a job known only by its record (its model gone).
+        self._texts_for = texts_for
         #: Uploads under way, and the job each one delivers.
         self._deliveries: dict[asyncio.Task[None], Job] = {}
         #: The task running each started job until its image is handed over,
@@ -257,7 +262,7 @@ class JobPipeline:
 
     def _show(self, job: Job, text: str) -> None:
         # Until the image is on its way, the job can be cancelled from its status.
-        actions = () if job.state is JobState.SENDING else cancel_actions(job.id)
+        actions = () if job.state is JobState.SENDING else cancel_actions(job.id, job.texts)
         self._status.show(
             job.id, chat_id=job.chat_id, reply_to=job.reply_to, text=text, actions=actions
         )
@@ -335,7 +340,7 @@ class JobPipeline:
                 enhanced = ready  # improved while the job waited
             else:
                 step_started_s = self._step(job, JobState.ENHANCING, step_started_s)
-                self._show(job, ENHANCING_TEXT)
+                self._show(job, enhancing_text(job.texts))
                 enhanced = await self._ahead.improve(job)
             if not enhanced.enhanced:
                 self._telemetry.enhancer_fallback()
@@ -348,7 +353,7 @@ class JobPipeline:
 
         step_started_s = self._step(job, JobState.GENERATING, step_started_s)
         label = model_label(job, model)
-        self._show(job, generating_text(label))
+        self._show(job, generating_text(label, job.texts))
         params = replace(generation_params(prompt_used, request), request_id=job.id)
         result = await self._generator.generate(model, params)
         if not result.success or result.data is None:
@@ -403,7 +408,10 @@ class JobPipeline:
             if until_reset:
                 return None  # hours away: the job ends now, saying when the model is back
             if not told:
-                self._show(job, paused_text(job.model.display_name, breaker.retry_after_s()))
+                self._show(
+                    job,
+                    paused_text(job.model.display_name, breaker.retry_after_s(), job.texts),
+                )
                 told = True
             await self._sleep(max(breaker.retry_after_s(), _PROBE_POLL_S))
 
@@ -435,9 +443,8 @@ class JobPipeline:
 
     def _tell_paused(self, model: ModelSpec, retry_after_s: float) -> None:
         # Everyone waiting for the model hears it once, with when it is tried again.
-        text = paused_text(model.display_name, retry_after_s)
         for job in self._queues.waiting_jobs(model.name):
-            self._show(job, text)
+            self._show(job, paused_text(model.display_name, retry_after_s, job.texts))
 
     def show_shared_place(self, job_id: str, position: int) -> None:
         """Show a job's place in the shared queue (Redis mode), ``0`` meaning generating.
@@ -450,9 +457,11 @@ class JobPipeline:
         label = job.model.display_name
         self._show(
             job,
-            queued_text(label, QueuePlace(position, position * job.model.typical_duration_s))
+            queued_text(
+                label, QueuePlace(position, position * job.model.typical_duration_s), job.texts
+            )
             if position > 0
-            else generating_text(label),
+            else generating_text(label, job.texts),
         )
 
     async def hand_over(self, delivery: Delivery) -> None:
@@ -466,7 +475,7 @@ class JobPipeline:
             delivery = replace(
                 delivery, started_s=self._step(job, JobState.SENDING, delivery.started_s)
             )
-        self._show(job, SENDING_TEXT)
+        self._show(job, sending_text(job.texts))
         task = asyncio.create_task(self._keep_and_deliver(delivery), name=f"deliver-{job.id}")
         self._deliveries[task] = job
         task.add_done_callback(self._deliveries.pop)
@@ -532,7 +541,8 @@ class JobPipeline:
                 steps_requested=job.request.steps_requested,
                 job_id=job.id,
                 from_cache=delivery.from_cache,
-            )
+            ),
+            texts=job.texts,
         )
         return OutgoingImage(
             image=delivery.image,
@@ -541,7 +551,7 @@ class JobPipeline:
             as_file=options.as_file,
             upload_ref=delivery.upload_ref,
             remember_upload=self._cache.note_upload(cache_key) if cache_key is not None else None,
-            actions=image_actions(job.id, as_file=options.as_file),
+            actions=image_actions(job.id, as_file=options.as_file, texts=job.texts),
             kept_path=(
                 self._images.path_of(digest, delivery.image.extension)
                 if digest is not None
@@ -667,6 +677,7 @@ class JobPipeline:
             stamp = None if job.refunded else job.created_at_s
             refunded_before = job.refunded
         refund = error.kind not in CHARGED_KINDS and stamp is not None
+        texts = job.texts if isinstance(job, Job) else self._texts_for(job.chat_id)
         if refund and stamp is not None:
             self._allowance.refund(job.user_id, stamp)
         await self._write_ending(
@@ -676,11 +687,11 @@ class JobPipeline:
                 at_s=self._wall_clock(),
                 refunded=refund or refunded_before,
                 kind=error.kind,
-                message=error.user_message,
+                message=error.message_in(texts),
             ),
         )
         self._report_ending(job, error.kind)
-        message = error.user_message
+        message = error.message_in(texts)
         if isinstance(error, JobCancelled):
             # The bot answers the /image cancel itself: the status just goes.
             self._status.finish(job.id)
@@ -726,11 +737,12 @@ class JobPipeline:
             probe.release_probe()
 
 
-def image_actions(job_id: str, *, as_file: bool) -> tuple[Action, ...]:
+def image_actions(job_id: str, *, as_file: bool, texts: Texts = ENGLISH) -> tuple[Action, ...]:
     """What a delivered image offers: 🔁 again, and 📄 as a file unless it is one."""
+    again = Action("again", job_id, action_label("again", texts))
     if as_file:
-        return (Action("again", job_id),)
-    return (Action("again", job_id), Action("file", job_id))
+        return (again,)
+    return (again, Action("file", job_id, action_label("file", texts)))
 
 
 def _model_name(job: Job | JobRecord) -> str:

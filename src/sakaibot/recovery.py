@@ -29,6 +29,7 @@ from sakaibot.errors import (
     SakaiBotError,
     StoreUnavailable,
 )
+from sakaibot.i18n import Texts, english_for
 from sakaibot.jobs import Job, decode_request
 from sakaibot.limits import EVERYONE_KEY, SlidingWindowLimiter
 from sakaibot.models import ModelRegistry
@@ -54,6 +55,8 @@ class Recovery:
     chat: ChatPort
     clock: Callable[[], float]
     wall_clock: Callable[[], float]
+    #: The language each chat is answered in (loaded from the store before recovery).
+    texts_for: Callable[[str], Texts] = english_for
     #: All users' windows (``IMAGE_GLOBAL_LIMITS``), in this process.
     everyone_limiter: SlidingWindowLimiter | None = None
     budgets: DailyBudgets | None = None
@@ -106,6 +109,7 @@ class Recovery:
             created_at_s=self.clock(),
             limiter_stamp=None if record.refunded else record.created_at_s,
             chat_address=record.chat_address,
+            texts=self.texts_for(record.chat_id),
         )
 
     async def _resume(self, record: JobRecord) -> None:
