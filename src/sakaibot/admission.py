@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 from sakaibot.breaker import Breakers, BreakerState
 from sakaibot.cache import Cache
 from sakaibot.chat.port import IncomingMessage
-from sakaibot.commands import ImageRequest
+from sakaibot.commands import MAX_SEED, ImageRequest
 from sakaibot.errors import (
     ModelUnavailable,
     RateLimited,
@@ -23,7 +24,7 @@ from sakaibot.errors import (
     StoreUnavailable,
     UnknownModel,
 )
-from sakaibot.jobs import Job, JobIdFactory, job_record
+from sakaibot.jobs import Album, Job, JobIdFactory, job_record, random_seed
 from sakaibot.limits import Allowance, Denial
 from sakaibot.models import ModelRegistry, ModelSpec
 from sakaibot.pipeline import JobPipeline, usable_fallback
@@ -50,6 +51,7 @@ class Admission:
         pipeline: JobPipeline,
         clock: Callable[[], float],
         new_job_id: JobIdFactory,
+        new_seed: Callable[[], int] = random_seed,
     ) -> None:
         self._registry = registry
         self._allowance = allowance
@@ -61,12 +63,17 @@ class Admission:
         self._pipeline = pipeline
         self._clock = clock
         self._new_job_id = new_job_id
+        #: Seeds of an album's images when the request names none.
+        self._new_seed = new_seed
 
     async def admit(self, message: IncomingMessage, request: ImageRequest) -> None:
         """Queue ``request`` (or answer it from the cache); raises when it is refused."""
         model = self._registry.get(request.model)
         if model is None:  # the parser only returns configured models
             raise UnknownModel(request.model, self._registry.names())
+        if request.count > 1:
+            await self._admit_album(message, request, model)
+            return
         job_id = await self._fresh_job_id()
         # A stored result skips the queue altogether: no worker is needed.
         hit = await self._cache.lookup(model, request)
@@ -121,6 +128,100 @@ class Admission:
             show_place(self._status, job, place)
             logger.info("job %s queued: %s at position %d", job.id, model.name, place.position)
 
+    async def _admit_album(
+        self, message: IncomingMessage, request: ImageRequest, model: ModelSpec
+    ) -> None:
+        """``--n``: one job per image, counted, bounded and stored as one — or refused whole.
+
+        Each image finds its own place in the model's queue, with its own seed;
+        the cache is looked up per image when it starts (a seed repeated with
+        ``--seed`` comes from the cache).
+        """
+        count, user_id = request.count, message.user_id
+        taken: set[str] = set()
+        album_id = await self._fresh_job_id(taken)
+        job_ids = [await self._fresh_job_id(taken) for _ in range(count)]
+        admitted = await self._allowance.admit(user_id, count)
+        if isinstance(admitted, Denial):
+            raise RateLimited(
+                admitted.retry_after_s,
+                admitted.window.limit,
+                admitted.window.window_s,
+                asked=count,
+            )
+        # As for one image: nothing awaits from the checks to the last submit().
+        try:
+            self._check_breaker(model, request)
+            self._queues.check_admission(model.name, user_id, count)
+        except RequestRejected:
+            for _ in range(count):
+                self._allowance.refund(user_id, admitted)
+            raise
+        album = Album(
+            id=album_id,
+            size=count,
+            chat_id=message.chat_id,
+            reply_to=message.message_id,
+            user_id=user_id,
+            model=model.name,
+        )
+        loop = asyncio.get_running_loop()
+        jobs = [
+            Job(
+                id=job_id,
+                user_id=user_id,
+                chat_id=message.chat_id,
+                reply_to=message.message_id,
+                request=self._variant(request, model, index),
+                model=model,
+                created_at_s=self._clock(),
+                limiter_stamp=admitted,
+                persisted=loop.create_future(),
+                chat_address=message.chat_address,
+                album=album,
+                album_index=index,
+            )
+            for index, job_id in enumerate(job_ids)
+        ]
+        for job in jobs:
+            self._queues.submit(job)
+        try:
+            await self._store.add_jobs([job_record(job) for job in jobs])
+        except StoreUnavailable as exc:
+            logger.error("album %s could not be stored: %s", album_id, exc)
+            for job in jobs:
+                assert job.persisted is not None
+                job.persisted.set_result(False)
+                self._allowance.refund(user_id, admitted)
+                self._queues.withdraw(job)
+            raise
+        for job in jobs:
+            assert job.persisted is not None
+            job.persisted.set_result(True)
+            self._queues.stored(job)
+        for job in jobs:
+            place = self._queues.place_of(job)
+            if place is not None:
+                show_place(self._status, job, place)
+        logger.info("album %s queued: %d images of %s", album_id, count, model.name)
+
+    def _variant(self, request: ImageRequest, model: ModelSpec, index: int) -> ImageRequest:
+        """The request of an album's ``index``-th image: one image, its own seed.
+
+        ``--seed S`` gives S, S+1, ... (so each can be asked for again); without
+        it the seeds are drawn here, to be named in the caption. A model that
+        takes no seed makes variations of its own, and they must not answer each
+        other from the cache.
+        """
+        options = request.options
+        if model.supports("seed"):
+            base = options.seed
+            seed = (base + index) % (MAX_SEED + 1) if base is not None else self._new_seed()
+            options = replace(options, seed=seed)
+        else:
+            options = replace(options, fresh=True)
+        return replace(request, options=options, count=1)
+
     def _check_breaker(self, model: ModelSpec, request: ImageRequest) -> None:
         """While a model is paused, new requests hear so at once (unless a fallback takes them)."""
         breaker = self._breakers.get(model.name)
@@ -138,8 +239,13 @@ class Admission:
         )
         raise ModelUnavailable(model.display_name, breaker.retry_after_s(), suggestion)
 
-    async def _fresh_job_id(self) -> str:
+    async def _fresh_job_id(self, taken: set[str] | None = None) -> str:
+        """A job (or album) id no job, album or other id in ``taken`` has (then taken)."""
         while True:
             job_id = self._new_job_id()
+            if taken is not None and job_id in taken:
+                continue
             if self._queues.is_free_id(job_id) and not await self._store.job_id_exists(job_id):
+                if taken is not None:
+                    taken.add(job_id)
                 return job_id

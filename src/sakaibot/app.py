@@ -450,11 +450,13 @@ def build_app(
         remote=shared.remote if shared is not None else None,
         wall_clock=wall_clock,
         stats_days_default=STATS_DEFAULT_DAYS,
+        max_per_request=settings.image_max_per_request,
     )
     bot = ImageBot(
         chat=chat,
         registry=registry,
         max_prompt_chars=settings.image_prompt_max_chars,
+        max_per_request=settings.image_max_per_request,
         admission=admission,
         subcommands=subcommands,
         rejections=RejectionThrottle(

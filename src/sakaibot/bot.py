@@ -12,7 +12,12 @@ import logging
 
 from sakaibot.admission import Admission
 from sakaibot.chat.port import ChatPort, IncomingMessage
-from sakaibot.commands import ImageRequest, is_generation_command, parse_command
+from sakaibot.commands import (
+    DEFAULT_MAX_PER_REQUEST,
+    ImageRequest,
+    is_generation_command,
+    parse_command,
+)
 from sakaibot.errors import ChatError, RequestRejected, SlowDown, StoreUnavailable
 from sakaibot.limits import RejectionThrottle, RejectionVerdict
 from sakaibot.models import ModelRegistry
@@ -39,6 +44,7 @@ class ImageBot:
         chat: ChatPort,
         registry: ModelRegistry,
         max_prompt_chars: int,
+        max_per_request: int = DEFAULT_MAX_PER_REQUEST,
         admission: Admission,
         subcommands: Subcommands,
         rejections: RejectionThrottle,
@@ -47,6 +53,8 @@ class ImageBot:
         self._chat = chat
         self._registry = registry
         self._max_prompt_chars = max_prompt_chars
+        #: ``--n``: how many images one request may ask for.
+        self._max_per_request = max_per_request
         self._admission = admission
         self._subcommands = subcommands
         #: How many refusals a user hears before silence.
@@ -59,7 +67,10 @@ class ImageBot:
         self._chat.remember_chat(message.chat_id, message.chat_address)
         try:
             command = parse_command(
-                message.text, self._registry, max_prompt_chars=self._max_prompt_chars
+                message.text,
+                self._registry,
+                max_prompt_chars=self._max_prompt_chars,
+                max_per_request=self._max_per_request,
             )
             match command:
                 case None:

@@ -233,14 +233,30 @@ class UnsupportedFlag(RequestRejected):
 class RateLimited(RequestRejected):
     kind = "rate_limited"
 
-    def __init__(self, retry_after_s: float, limit: int, window_s: float) -> None:
+    def __init__(
+        self, retry_after_s: float, limit: int, window_s: float, *, asked: int = 1
+    ) -> None:
         self.retry_after_s = retry_after_s
         self.limit = limit
         self.window_s = window_s
+        #: How many images the request asked for (``--n``).
+        self.asked = asked
         super().__init__(f"rate limited for {retry_after_s:.1f} s")
 
     @property
     def user_message(self) -> str:
+        if self.asked > self.limit:
+            return (
+                f"You asked for {plural(self.asked, 'image')}, more than the limit of "
+                f"{plural(self.limit, 'image')} per {format_wait(self.window_s)}. "
+                f"Ask for fewer, e.g. --n {self.limit}."
+            )
+        if self.asked > 1:
+            return (
+                f"{plural(self.asked, 'image')} would go over the limit of "
+                f"{plural(self.limit, 'image')} per {format_wait(self.window_s)}. "
+                f"Try again in {format_wait(self.retry_after_s)}, or ask for fewer with --n."
+            )
         return (
             f"You have reached the limit of {plural(self.limit, 'image')} per "
             f"{format_wait(self.window_s)}. Try again in {format_wait(self.retry_after_s)}."
@@ -284,13 +300,26 @@ class QueueFull(RequestRejected):
 class TooManyPending(RequestRejected):
     kind = "too_many_pending"
 
-    def __init__(self, pending: int, limit: int) -> None:
+    def __init__(self, pending: int, limit: int, *, asked: int = 1) -> None:
         self.pending = pending
         self.limit = limit
+        #: How many images the request asked for (``--n``).
+        self.asked = asked
         super().__init__(f"{pending} pending jobs, limit {limit}")
 
     @property
     def user_message(self) -> str:
+        if self.asked > self.limit:
+            return (
+                f"You asked for {plural(self.asked, 'image')}; you may have at most "
+                f"{self.limit} waiting or generating at once. Ask for fewer, e.g. --n {self.limit}."
+            )
+        if self.asked > 1:
+            return (
+                f"You asked for {plural(self.asked, 'image')} and already have "
+                f"{plural(self.pending, 'image')} waiting or generating (the limit is "
+                f"{self.limit}). Ask for fewer with --n, or wait for yours to finish."
+            )
         return (
             f"You already have {plural(self.pending, 'image')} waiting or generating "
             f"(the limit is {self.limit}). Wait for one to finish, or cancel a waiting one "

@@ -74,6 +74,31 @@ def failed_text(user_message: str) -> str:
     return f"❌ {user_message}"
 
 
+def album_progress_text(made: int, size: int, failed: int) -> str:
+    head = f"🖼 {made} of {size} ready…"
+    if failed:
+        head += f" ({failed} could not be made)"
+    return head
+
+
+def album_failed_text(size: int, reasons: str) -> str:
+    return f"None of the {size} images could be made: {reasons}."
+
+
+def status_text(job: Job, text: str | None = None) -> str:
+    """What ``job``'s status message says: ``text``, or its album's progress with
+    the step of the first image still on its way (one message per request)."""
+    album = job.album
+    if album is None:
+        return text or ""
+    if text is not None and job.album_index not in album.ended:
+        album.texts[job.album_index] = text
+    head = album_progress_text(album.made, album.size, album.failed)
+    waiting = [index for index in range(album.size) if index not in album.ended]
+    current = album.texts.get(waiting[0]) if waiting else None
+    return head if current is None else f"{head}\n{current}"
+
+
 def show_place(status: StatusScheduler, job: Job, place: QueuePlace) -> None:
     """The queues' position listener: a waiting job's status says where it stands.
 
@@ -82,10 +107,10 @@ def show_place(status: StatusScheduler, job: Job, place: QueuePlace) -> None:
     """
     if job.state is JobState.QUEUED and job.stored:
         status.show(
-            job.id,
+            job.status_key,
             chat_id=job.chat_id,
             reply_to=job.reply_to,
-            text=queued_text(job.model.display_name, place),
+            text=status_text(job, queued_text(job.model.display_name, place)),
         )
 
 

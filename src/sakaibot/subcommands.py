@@ -22,6 +22,7 @@ from sakaibot.cache import Cache
 from sakaibot.captions import CaptionFacts, build_caption
 from sakaibot.chat.port import ChatPort, IncomingMessage, OutgoingImage
 from sakaibot.commands import (
+    DEFAULT_MAX_PER_REQUEST,
     EXAMPLE_PROMPT,
     AgainCommand,
     CacheCommand,
@@ -35,6 +36,7 @@ from sakaibot.commands import (
     StatsCommand,
     StatusCommand,
     WhoamiCommand,
+    per_request_text,
     usage_text,
 )
 from sakaibot.enhancer import ORIGINAL_PROMPT
@@ -88,6 +90,7 @@ class Subcommands:
         remote: RemoteGenerator | None,
         wall_clock: Callable[[], float],
         stats_days_default: int,
+        max_per_request: int = DEFAULT_MAX_PER_REQUEST,
     ) -> None:
         self._registry = registry
         self._chat = chat
@@ -104,6 +107,8 @@ class Subcommands:
         self._remote = remote
         self._wall_clock = wall_clock
         self._stats_days_default = stats_days_default
+        #: ``--n``: how many images one request may ask for.
+        self._max_per_request = max_per_request
         self._verbs: dict[type, Handler] = {}
         self._verb(HelpCommand, self._help)
         self._verb(ModelsCommand, self._models)
@@ -129,7 +134,7 @@ class Subcommands:
     # -- read-only -------------------------------------------------------------
 
     async def _help(self, message: IncomingMessage, command: HelpCommand) -> str:
-        return usage_text(self._registry)
+        return usage_text(self._registry, max_per_request=self._max_per_request)
 
     async def _models(self, message: IncomingMessage, command: ModelsCommand) -> str:
         loads = self._queues.loads()
@@ -149,6 +154,7 @@ class Subcommands:
                 f"a new image would be ready in about {eta}. Flags: {flags}"
             )
         lines.append(f"Example: /image={loads[0].model.name}={EXAMPLE_PROMPT}")
+        lines.append(per_request_text(self._max_per_request))
         return "\n".join(lines)
 
     async def _status_of(self, message: IncomingMessage, command: StatusCommand) -> str:
