@@ -728,6 +728,15 @@ class JobPipeline:
             _album_outcome(album, image_message_id=message_ids[0] if message_ids else None)
         )
 
+    async def album_found_delivered(
+        self, album: Album, records: list[JobRecord], message_id: int | None
+    ) -> None:
+        """After a restart: the album is in the chat already; its images end delivered."""
+        for record in records:
+            await self._record_ending(record, Delivered(message_id))
+        self._status.finish(album.id)
+        self._on_outcome(_album_outcome(album, image_message_id=message_id))
+
     async def send_album(
         self, chat_id: str, images: list[OutgoingImage], caption: Caption, *, reply_to: int
     ) -> list[int]:
