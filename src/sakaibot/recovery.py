@@ -21,10 +21,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sakaibot.albums import MissingImage, short_reason
 from sakaibot.chat.port import ChatPort
 from sakaibot.enhancer import ORIGINAL_PROMPT
 from sakaibot.errors import ChatError, ModelGone, SakaiBotError, StoreUnavailable
-from sakaibot.albums import MissingImage, short_reason
 from sakaibot.jobs import Album, Job, decode_request
 from sakaibot.limits import SlidingWindowLimiter
 from sakaibot.models import ModelRegistry
