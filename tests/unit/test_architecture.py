@@ -16,6 +16,7 @@ import sakaibot
 PACKAGE = Path(sakaibot.__file__).parent
 CORE_MODULES = [
     "admission.py",
+    "albums.py",
     "app.py",
     "bot.py",
     "captions.py",
@@ -46,7 +47,16 @@ CORE_MODULES = [
     "chat/console.py",
     "enhancer/__init__.py",
 ]
-OUTSIDE_THINGS = {"telethon", "openai", "httpx", "sqlite3", "aiosqlite", "redis", "rsa"}
+OUTSIDE_THINGS = {
+    "telethon",
+    "openai",
+    "httpx",
+    "sqlite3",
+    "aiosqlite",
+    "redis",
+    "rsa",
+    "prompt_toolkit",
+}
 #: The one adapter module allowed to import each outside thing.
 ADAPTERS = {
     "telethon": {"chat/telegram.py"},
@@ -56,6 +66,8 @@ ADAPTERS = {
     "httpx": {"workers/client.py"},
     "sqlite3": {"store/sqlite.py"},
     "redis": {"shared/backend.py"},
+    # Line editing for `sakaibot chat` on a terminal.
+    "prompt_toolkit": {"chat/terminal.py"},
 }
 
 

@@ -144,12 +144,11 @@ class ConsoleChat:
 
     # -- input -----------------------------------------------------------------
 
-    def incoming(self, line: str) -> IncomingMessage | None:
-        """Turn one input line into a message (``None`` for a blank line)."""
+    def incoming(self, line: str, *, user: str = DEFAULT_USER) -> IncomingMessage | None:
+        """Turn one input line from ``user`` into a message (``None`` for a blank line)."""
         text = line.rstrip("\r\n")
         if not text.strip():
             return None
-        user = DEFAULT_USER
         match = _SENDER_RE.match(text.strip())
         if match is not None:
             user = match.group("name")
