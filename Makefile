@@ -62,8 +62,13 @@ $(WORKERD_STAMP):
 			"the Cloudflare worker tests will be skipped"; \
 	fi
 
+# Figures go to out/benchmarks.md (not committed); `make bench REPORT=docs/benchmarks.md`
+# updates the committed page. Progress is shown as it runs (a few minutes).
+REPORT ?= out/benchmarks.md
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run.py
+	@mkdir -p out
+	$(BIN)/python benchmarks/run.py --report $(REPORT) > out/benchmarks.json
+	@echo "Figures: $(REPORT) (all of them as JSON: out/benchmarks.json)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts benchmarks

@@ -1,9 +1,12 @@
 """Admission: the path of a new ``/image=`` request, from parsed command to queued job.
 
-Order (only accepted requests count against a user's allowance): cache look-up
-→ rate-limit check → circuit breaker → queue bounds → queue the job → write it
-to the store → show its place. A request refused after the rate-limit check
-gives its slot straight back.
+The chat's default flags (``/image set``) are merged in first, under the
+request's own. Order (only accepted requests count against a user's allowance):
+cache look-up → rate-limit check (the user's, then everyone's) → daily budget →
+circuit breaker → queue bounds → queue the job → write it to the store → show
+its place. A request refused after the rate-limit check gives its slot straight
+back. An ``--n`` request (an album) counts N in every window and is refused
+whole, up front, when N do not fit.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ from dataclasses import replace
 from sakaibot.breaker import Breakers, BreakerState
 from sakaibot.cache import Cache
 from sakaibot.chat.port import IncomingMessage
-from sakaibot.commands import MAX_SEED, ImageRequest
+from sakaibot.commands import MAX_SEED, ImageRequest, with_defaults
 from sakaibot.errors import (
+    EveryoneRateLimited,
     ModelUnavailable,
+    PausedUntilReset,
     RateLimited,
     RequestRejected,
     StoreUnavailable,
@@ -29,6 +34,7 @@ from sakaibot.limits import Allowance, Denial
 from sakaibot.models import ModelRegistry, ModelSpec
 from sakaibot.pipeline import JobPipeline, usable_fallback
 from sakaibot.queues import JobQueues
+from sakaibot.quota import DailyBudgets
 from sakaibot.status import StatusScheduler, show_place
 from sakaibot.store import Store
 
@@ -51,8 +57,12 @@ class Admission:
         pipeline: JobPipeline,
         clock: Callable[[], float],
         new_job_id: JobIdFactory,
+        budgets: DailyBudgets,
+        wall_clock: Callable[[], float],
         new_seed: Callable[[], int] = random_seed,
     ) -> None:
+        self._budgets = budgets
+        self._wall_clock = wall_clock
         self._registry = registry
         self._allowance = allowance
         self._breakers = breakers
@@ -71,6 +81,7 @@ class Admission:
         model = self._registry.get(request.model)
         if model is None:  # the parser only returns configured models
             raise UnknownModel(request.model, self._registry.names())
+        request = with_defaults(request, model, await self._store.chat_defaults(message.chat_id))
         if request.count > 1:
             await self._admit_album(message, request, model)
             return
@@ -79,14 +90,14 @@ class Admission:
         hit = await self._cache.lookup(model, request)
         admitted = await self._allowance.admit(message.user_id)
         if isinstance(admitted, Denial):
-            raise RateLimited(
-                admitted.retry_after_s, admitted.window.limit, admitted.window.window_s
-            )
+            limited = EveryoneRateLimited if admitted.everyone else RateLimited
+            raise limited(admitted.retry_after_s, admitted.window.limit, admitted.window.window_s)
         # From here to submit() nothing awaits: the checks and the queueing
         # happen as one step, so bounds and order are exact. A request refused
         # here gives its counted slot straight back (only accepted ones count).
         if hit is None:
             try:
+                self._check_budget(model, request)
                 self._check_breaker(model, request)
                 self._queues.check_admission(model.name, message.user_id)
             except RequestRejected:
@@ -128,6 +139,22 @@ class Admission:
             show_place(self._status, job, place)
             logger.info("job %s queued: %s at position %d", job.id, model.name, place.position)
 
+    def _check_budget(self, model: ModelSpec, request: ImageRequest) -> None:
+        """While a model is paused until 00:00 UTC, new requests hear when it comes back."""
+        paused_until_s = self._budgets.paused_until_s(model.name)
+        if paused_until_s is None:
+            return
+        fallback = usable_fallback(model, request.options, self._registry)
+        if fallback is not None and self._budgets.paused_until_s(fallback.name) is None:
+            return  # it will be made by the fallback
+        other = self._registry.get(model.fallback) if model.fallback else None
+        suggestion = (
+            other.display_name
+            if other is not None and self._budgets.paused_until_s(other.name) is None
+            else None
+        )
+        raise PausedUntilReset(model.display_name, paused_until_s - self._wall_clock(), suggestion)
+
     async def _admit_album(
         self, message: IncomingMessage, request: ImageRequest, model: ModelSpec
     ) -> None:
@@ -141,16 +168,21 @@ class Admission:
         taken: set[str] = set()
         album_id = await self._fresh_job_id(taken)
         job_ids = [await self._fresh_job_id(taken) for _ in range(count)]
+        # All N count against the user's windows and everyone's, or none do.
         admitted = await self._allowance.admit(user_id, count)
         if isinstance(admitted, Denial):
-            raise RateLimited(
+            limited = EveryoneRateLimited if admitted.everyone else RateLimited
+            raise limited(
                 admitted.retry_after_s,
                 admitted.window.limit,
                 admitted.window.window_s,
                 asked=count,
             )
         # As for one image: nothing awaits from the checks to the last submit().
+        # A model paused until 00:00 UTC refuses the album whole; otherwise each
+        # image takes its part of the day's budget as it starts, like any job.
         try:
+            self._check_budget(model, request)
             self._check_breaker(model, request)
             self._queues.check_admission(model.name, user_id, count)
         except RequestRejected:

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, SecretStr
@@ -25,11 +26,14 @@ from sakaibot.breaker import Breakers, BreakerSettings
 from sakaibot.cache import Cache, ResultCache
 from sakaibot.chat.port import ChatPort
 from sakaibot.commands import STATS_DEFAULT_DAYS
+from sakaibot.enhance_ahead import EnhanceAhead
 from sakaibot.enhancer import PromptEnhancer
 from sakaibot.generation import ImageGenerator
+from sakaibot.health import HealthCheck
 from sakaibot.jobs import JobIdFactory, random_job_id
 from sakaibot.limits import (
     Allowance,
+    CombinedAllowance,
     LocalAllowance,
     RejectionPolicy,
     RejectionThrottle,
@@ -39,6 +43,7 @@ from sakaibot.models import ModelRegistry
 from sakaibot.pipeline import JobOutcome, JobPipeline, OutcomeListener
 from sakaibot.private_files import make_private_dir, tighten, write_private
 from sakaibot.queues import JobQueues
+from sakaibot.quota import DailyBudgets, budget_limits
 from sakaibot.recovery import Recovery
 from sakaibot.reports import DAY_S
 from sakaibot.settings import Settings
@@ -53,12 +58,17 @@ from sakaibot.status import (
     Sleep,
     StatusScheduler,
     show_place,
+    status_text,
 )
-from sakaibot.store import Store
+from sakaibot.store import JobRecord, Store
 from sakaibot.store.images import ImageFiles
 from sakaibot.store.sqlite import SqliteStore
 from sakaibot.subcommands import Subcommands
+from sakaibot.telemetry import NoTelemetry, Telemetry
 from sakaibot.undelivered import UndeliveredImages
+
+if TYPE_CHECKING:
+    from sakaibot.metrics import MetricsServer, PrometheusTelemetry
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +106,9 @@ class App:
     bot: ImageBot
     store: Store
     recovery: Recovery
+    budgets: DailyBudgets
+    #: ``/metrics`` and ``/healthz`` when ``METRICS_PORT`` is set.
+    metrics_server: MetricsServer | None = None
     _closers: list[Closer] = field(default_factory=list)
     #: Started before recovery: the shared queue and any local generation worker.
     _starters: list[Closer] = field(default_factory=list)
@@ -113,8 +126,12 @@ class App:
         if pruned:
             logger.info("store: %d job(s) past HISTORY_RETENTION_DAYS removed", pruned)
         await self.recovery.restore_limits()
+        await self.recovery.restore_budgets()
         await self.recovery.resume_jobs()
         self.queues.start(self.pipeline.run)
+        if self.metrics_server is not None:
+            await self.metrics_server.start()
+            self._closers.append(self.metrics_server.close)
 
     async def drain(self) -> None:
         """Finish every accepted job and flush every status message, then stop."""
@@ -128,7 +145,10 @@ class App:
         next start. A job cut off by the grace period is generated again then."""
         for job in self.queues.close_waiting():
             self.status.show(
-                job.id, chat_id=job.chat_id, reply_to=job.reply_to, text=RESTARTING_TEXT
+                job.status_key,
+                chat_id=job.chat_id,
+                reply_to=job.reply_to,
+                text=status_text(job, RESTARTING_TEXT),
             )
         try:
             await asyncio.wait_for(self.drain(), timeout=grace_s)
@@ -164,7 +184,7 @@ class _Shared:
     """What a front end on Redis is made of besides the usual."""
 
     remote: RemoteGenerator
-    allowance: SharedAllowance
+    allowance: Allowance
     backend: SharedCacheStore
 
 
@@ -227,11 +247,13 @@ def _build_shared(
 
     starters.append(start)
     closers.append(close)
-    return _Shared(
-        remote=remote,
-        allowance=SharedAllowance(backend, settings.image_user_limits),
-        backend=backend,
-    )
+    allowance: Allowance = SharedAllowance(backend, settings.image_user_limits)
+    if settings.image_global_limits:
+        # All users' requests are one more key on the same shared windows.
+        allowance = CombinedAllowance(
+            allowance, SharedAllowance(backend, settings.image_global_limits)
+        )
+    return _Shared(remote=remote, allowance=allowance, backend=backend)
 
 
 #: The longest a stop waits for the local generation worker's lanes.
@@ -319,6 +341,44 @@ def _no_listener(outcome: JobOutcome) -> None:
     """Outcomes nobody listens to (the log has them)."""
 
 
+def _always_connected() -> bool:
+    """A front end with no connection to lose (the console)."""
+    return True
+
+
+def _draw_chart(records: list[JobRecord], now_s: float) -> bytes:
+    # Imported here: matplotlib loads only when the owner asks for a chart.
+    from sakaibot.charts import draw_day_chart
+
+    return draw_day_chart(records, now_s)
+
+
+def _build_metrics_server(
+    settings: Settings,
+    prometheus: PrometheusTelemetry,
+    health: HealthCheck,
+    queues: JobQueues,
+    status: StatusScheduler,
+    budgets: DailyBudgets,
+    registry: ModelRegistry,
+) -> MetricsServer:
+    from sakaibot.metrics import LiveSources, MetricsServer
+
+    assert settings.metrics_port is not None
+    prometheus.watch(
+        LiveSources(
+            queue_loads=lambda: [
+                (load.model.name, load.waiting, load.running) for load in queues.loads()
+            ],
+            budgets=lambda: budgets.uses(registry.names()),
+            status_flood_waits=lambda: status.counters.flood_waits,
+        )
+    )
+    return MetricsServer(
+        prometheus.registry, health, host=settings.metrics_host, port=settings.metrics_port
+    )
+
+
 def build_app(
     settings: Settings,
     chat: ChatPort,
@@ -331,12 +391,14 @@ def build_app(
     sleep: Sleep | Sleeps = asyncio.sleep,
     edit_interval_s: Callable[[str], float] | None = None,
     new_job_id: JobIdFactory = random_job_id,
+    connected: Callable[[], bool] = _always_connected,
 ) -> App:
     """Wire a bot for ``chat`` from ``settings``.
 
     ``generator`` and ``enhancer`` are built from the settings unless given; with
     no LLM configured there is no enhancer and jobs skip that step. ``sleep`` is
-    every component's, or each its own (:class:`Sleeps`).
+    every component's, or each its own (:class:`Sleeps`). ``connected`` says
+    whether the chat is connected (for ``/healthz``).
     """
     sleeps = sleep if isinstance(sleep, Sleeps) else Sleeps.every(sleep)
     closers: list[Closer] = []
@@ -394,14 +456,32 @@ def build_app(
             clock=wall_clock,
         )
     report = on_outcome or _no_listener
-    allowance: Allowance = LocalAllowance(limiter) if shared is None else shared.allowance
+    everyone_limiter: SlidingWindowLimiter | None = None
+    if shared is not None:
+        allowance: Allowance = shared.allowance
+    else:
+        allowance = LocalAllowance(limiter)
+        if settings.image_global_limits:
+            everyone_limiter = SlidingWindowLimiter(settings.image_global_limits, wall_clock)
+            allowance = CombinedAllowance(allowance, LocalAllowance(everyone_limiter))
+    budgets = DailyBudgets(budget_limits(registry), wall_clock)
+    telemetry: Telemetry = NoTelemetry()
+    prometheus: PrometheusTelemetry | None = None
+    if settings.metrics_port is not None:
+        from sakaibot.metrics import PrometheusTelemetry
+
+        telemetry = prometheus = PrometheusTelemetry()
+    # In Redis mode too: a front end improves its jobs' prompts before they enter the shared queue.
+    ahead = EnhanceAhead(enhancer, ahead=settings.enhance_ahead, status=status)
     queues = JobQueues(
         registry,
         max_waiting_per_model=settings.image_queue_max,
         max_pending_per_user=settings.image_user_max_pending,
         on_position=partial(show_place, status),
         clock=clock,
+        watcher=ahead,
     )
+    ahead.place_of = queues.place_of
     pipeline = JobPipeline(
         generator=generator,
         enhancer=enhancer,
@@ -419,7 +499,10 @@ def build_app(
         cache=cache,
         breakers=breakers,
         registry=registry,
+        ahead=ahead,
         queues=queues,
+        budgets=budgets,
+        telemetry=telemetry,
     )
     if shared is not None:
         shared.remote.on_position = pipeline.show_shared_place
@@ -435,6 +518,8 @@ def build_app(
         pipeline=pipeline,
         clock=clock,
         new_job_id=new_job_id,
+        budgets=budgets,
+        wall_clock=wall_clock,
     )
     subcommands = Subcommands(
         registry=registry,
@@ -451,6 +536,9 @@ def build_app(
         wall_clock=wall_clock,
         stats_days_default=STATS_DEFAULT_DAYS,
         max_per_request=settings.image_max_per_request,
+        budgets=budgets,
+        # Only with the dashboard on: the chart is the owner's view of the same numbers.
+        draw_chart=_draw_chart,
     )
     bot = ImageBot(
         chat=chat,
@@ -479,7 +567,26 @@ def build_app(
         chat=chat,
         clock=clock,
         wall_clock=wall_clock,
+        everyone_limiter=everyone_limiter,
+        budgets=budgets,
     )
+    metrics_server = None
+    if prometheus is not None and settings.metrics_port is not None:
+        metrics_server = _build_metrics_server(
+            settings,
+            prometheus,
+            HealthCheck(
+                connected=connected,
+                store_writable=store.writable,
+                registry=registry,
+                breakers=breakers,
+                budgets=budgets,
+            ),
+            queues,
+            status,
+            budgets,
+            registry,
+        )
     return App(
         settings=settings,
         registry=registry,
@@ -490,6 +597,8 @@ def build_app(
         bot=bot,
         store=store,
         recovery=recovery,
+        budgets=budgets,
+        metrics_server=metrics_server,
         _closers=closers,
         _starters=starters,
     )

@@ -4,6 +4,11 @@
 :class:`~sakaibot.admission.Admission`, any other subcommand to its handler in
 :class:`~sakaibot.subcommands.Subcommands`. A refusal from either is answered
 here, in one way (and, past the rejection throttle, not at all).
+
+A one-tap action (a button under an image or a status) is the typed command it
+stands for (``/image again <job>``, ``/image file <job>``, ``/image cancel
+<job>``), run through the same handlers and so the same admission, for the
+job's owner only; its answer goes back to the presser, not into the chat.
 """
 
 from __future__ import annotations
@@ -11,21 +16,41 @@ from __future__ import annotations
 import logging
 
 from sakaibot.admission import Admission
-from sakaibot.chat.port import ChatPort, IncomingMessage
+from sakaibot.chat.port import ActionAnswer, ActionKind, ActionPress, ChatPort, IncomingMessage
 from sakaibot.commands import (
     DEFAULT_MAX_PER_REQUEST,
+    AgainCommand,
+    CancelCommand,
+    Command,
     ImageRequest,
+    ResendCommand,
     is_generation_command,
     parse_command,
 )
-from sakaibot.errors import ChatError, RequestRejected, SlowDown, StoreUnavailable
+from sakaibot.errors import (
+    ChatError,
+    NotYourButton,
+    RequestRejected,
+    SlowDown,
+    StoreUnavailable,
+    UnknownJob,
+)
 from sakaibot.limits import RejectionThrottle, RejectionVerdict
 from sakaibot.models import ModelRegistry
 from sakaibot.pipeline import JobOutcome, OutcomeListener
-from sakaibot.status import failed_text
+from sakaibot.status import ACTION_DONE, failed_text
 from sakaibot.subcommands import Subcommands
 
 logger = logging.getLogger(__name__)
+
+
+def _action_command(kind: ActionKind, job_id: str) -> tuple[str, Command]:
+    """The typed command an action stands for, and how it would be typed."""
+    if kind == "again":
+        return f"/image again {job_id}", AgainCommand(job_id)
+    if kind == "file":
+        return f"/image file {job_id}", ResendCommand(job_id, as_file=True)
+    return f"/image cancel {job_id}", CancelCommand(job_id)
 
 
 def _model_named_in(text: str) -> str | None:
@@ -72,18 +97,55 @@ class ImageBot:
                 max_prompt_chars=self._max_prompt_chars,
                 max_per_request=self._max_per_request,
             )
-            match command:
-                case None:
-                    return False
-                case ImageRequest():
-                    await self._admission.admit(message, command)
-                case _:
-                    answer = await self._subcommands.answer(message, command)
-                    if answer is not None:
-                        await self._reply(message, answer)
+            if command is None:
+                return False
+            answer = await self._run(message, command)
+            if answer is not None:
+                await self._reply(message, answer)
         except (RequestRejected, StoreUnavailable) as rejection:
             await self._reject(message, rejection)
         return True
+
+    async def handle_action(self, press: ActionPress) -> ActionAnswer:
+        """Act on a pressed action; what the presser is shown.
+
+        Only the job's owner may use its actions: anyone else hears so and
+        nothing changes. The job is read from the store, so a press on a
+        message sent before a restart works the same.
+        """
+        self._chat.remember_chat(press.chat_id, press.chat_address)
+        action = press.action
+        text, command = _action_command(action.kind, action.job_id)
+        message = IncomingMessage(
+            chat_id=press.chat_id,
+            message_id=press.message_id,
+            user_id=press.user_id,
+            text=text,
+            from_owner=press.from_owner,
+            chat_address=press.chat_address,
+        )
+        try:
+            record = await self._subcommands.stored_job(action.job_id)
+            if record is None:
+                raise UnknownJob(action.job_id)  # forgotten (HISTORY_RETENTION_DAYS)
+            if record.user_id != press.user_id:
+                raise NotYourButton()
+            answer = await self._run(message, command)
+        except NotYourButton as notice:
+            return ActionAnswer(notice.user_message)
+        except (RequestRejected, StoreUnavailable) as rejection:
+            # A refusal is read in a dialog: a brief notice would vanish unread.
+            return ActionAnswer(rejection.user_message, alert=True)
+        return ActionAnswer(answer or ACTION_DONE[action.kind])
+
+    async def _run(self, message: IncomingMessage, command: Command) -> str | None:
+        """Admit a new image or run a subcommand; the reply, if any (raises a refusal)."""
+        match command:
+            case ImageRequest():
+                await self._admission.admit(message, command)
+                return None
+            case _:
+                return await self._subcommands.answer(message, command)
 
     async def _reject(
         self, message: IncomingMessage, rejection: RequestRejected | StoreUnavailable

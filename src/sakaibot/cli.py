@@ -108,6 +108,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "--latency-ms", type=int, default=0, help="wait this long before each image (default: 0)"
     )
     worker.add_argument(
+        "--llm-latency-ms",
+        type=int,
+        default=0,
+        help="the stand-in LLM waits this long before each answer (default: 0)",
+    )
+    worker.add_argument(
         "--fail-rate",
         type=float,
         default=0.0,
@@ -238,6 +244,12 @@ def _add_local_worker_flags(parser: argparse.ArgumentParser) -> None:
         help="with --local: the development worker waits this long per image (default: 0)",
     )
     parser.add_argument(
+        "--llm-latency-ms",
+        type=int,
+        default=0,
+        help="with --local: the stand-in LLM waits this long per answer (default: 0)",
+    )
+    parser.add_argument(
         "--worker-fail-rate",
         type=float,
         default=0.0,
@@ -278,6 +290,7 @@ def _start_local_worker(args: argparse.Namespace) -> tuple[DevWorker, dict[str, 
         DevWorkerConfig(
             port=0,
             latency_ms=args.worker_latency_ms,
+            llm_latency_ms=args.llm_latency_ms,
             fail_rate=args.worker_fail_rate,
             fail_status=args.worker_fail_status,
             api_key=api_key,
@@ -533,6 +546,7 @@ async def _run_report(args: argparse.Namespace, settings: Settings, out: TextIO)
     import time
 
     from sakaibot import reports
+    from sakaibot.quota import uses_from_records, utc_day
     from sakaibot.store.sqlite import SqliteStore
 
     data_dir = settings.sakaibot_data_dir
@@ -558,6 +572,8 @@ async def _run_report(args: argparse.Namespace, settings: Settings, out: TextIO)
     try:
         if args.command == "stats":
             records = await store.jobs_since(now_s - args.days * reports.DAY_S)
+            today = await store.jobs_since(utc_day(now_s) * reports.DAY_S)
+            budgets = uses_from_records(settings.model_registry(), today, now_s)
         elif args.user is not None:
             records = await store.history(args.user, args.limit)
         else:
@@ -567,7 +583,7 @@ async def _run_report(args: argparse.Namespace, settings: Settings, out: TextIO)
 
     if args.command == "stats":
         # Queue lengths live in the running bot only; the text says so.
-        stats = reports.compute_stats(records, days=args.days, queue=[])
+        stats = reports.compute_stats(records, days=args.days, queue=[], budgets=budgets)
         data: Any = reports.stats_to_json(stats)
         text = reports.format_stats(stats)
     else:
@@ -659,6 +675,7 @@ def _run_dev_worker(args: argparse.Namespace) -> int:
         config = DevWorkerConfig(
             port=args.port,
             latency_ms=args.latency_ms,
+            llm_latency_ms=args.llm_latency_ms,
             fail_rate=args.fail_rate,
             fail_status=args.fail_status,
             api_key=args.api_key,

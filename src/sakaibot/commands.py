@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from sakaibot.errors import (
@@ -24,7 +24,7 @@ from sakaibot.errors import (
     UsageError,
     plural,
 )
-from sakaibot.models import ASPECT_RATIOS, UNIVERSAL_FLAGS, ModelRegistry, ModelSpec
+from sakaibot.models import ASPECT_RATIOS, UNIVERSAL_FLAGS, Contract, ModelRegistry, ModelSpec
 
 
 class Style(StrEnum):
@@ -113,16 +113,36 @@ class HistoryCommand:
 
 @dataclass(frozen=True)
 class AgainCommand:
-    """``/image again <job>``: generate again with the same prompt and a new seed."""
+    """``/image again [job]``: generate again with the same prompt and a new seed.
 
-    job_id: str
+    ``job_id`` ``None``: the image the command replies to.
+    """
+
+    job_id: str | None = None
 
 
 @dataclass(frozen=True)
 class ResendCommand:
-    """``/image resend <job>``: send an earlier image again, without generating."""
+    """``/image resend [job]``: send an earlier image again, without generating;
+    ``/image file [job]`` is the same as a file (a document, the original bytes).
 
-    job_id: str
+    ``job_id`` ``None``: the image the command replies to.
+    """
+
+    job_id: str | None = None
+    as_file: bool = False
+
+
+@dataclass(frozen=True)
+class DefaultsCommand:
+    """``/image set [<flag> <value> | reset]``: this chat's default flags.
+
+    No ``flag`` and no ``reset``: show them. ``value`` ``None`` clears ``flag``.
+    """
+
+    flag: str | None = None
+    value: str | None = None
+    reset: bool = False
 
 
 @dataclass(frozen=True)
@@ -157,6 +177,7 @@ Command = (
     | StatsCommand
     | CacheCommand
     | WhoamiCommand
+    | DefaultsCommand
 )
 
 
@@ -188,6 +209,13 @@ _TYPO_FORM = re.compile(r"=? ?(?P<model>[^ =]+) ?=? ?(?P<prompt>.*)")
 
 #: ``--n`` without IMAGE_MAX_PER_REQUEST: at most this many images per request.
 DEFAULT_MAX_PER_REQUEST = 4
+#: Flags a chat may set a default for (``/image set``). Not --seed (every image
+#: would come out the same) nor --fresh (it would switch the result cache off).
+DEFAULT_FLAGS = ("ar", "neg", "steps", "style", "raw", "file")
+#: Flags without a value, set with ``on``; ``off`` clears any default.
+_SWITCHES = frozenset({"raw", "file"})
+_ON, _OFF = "on", "off"
+_STYLE_NAMES = frozenset(style.value for style in Style)
 
 #: ``/image history [n]`` and ``/image stats [days]``: at most.
 _HISTORY_MAX = 50
@@ -232,7 +260,12 @@ def usage_text(registry: ModelRegistry, *, max_per_request: int = DEFAULT_MAX_PE
     )
     lines.append(
         "More: /image help, models, status, cancel [job], retry <job>, history [n], "
-        "again <job>, resend <job>"
+        "again [job], file [job], resend [job] (without a job: as a reply to your image)"
+    )
+    lines.append(
+        f"This chat's defaults: /image set (shows them), /image set <flag> <value> "
+        f"({', '.join(DEFAULT_FLAGS)}; e.g. /image set ar 16:9, /image set raw on), "
+        "/image set <flag> off, /image set reset. Your own flags win."
     )
     lines.append("Owner: /image stats [days], /image cache [clear], /image whoami")
     if models:
@@ -305,7 +338,7 @@ def parse_command(
         return _parse_generation(
             rest[1:], registry, max_prompt_chars=max_prompt_chars, max_per_request=max_per_request
         )
-    return _parse_subcommand(rest, registry)
+    return _parse_subcommand(rest, registry, max_prompt_chars=max_prompt_chars)
 
 
 # -- the command word ------------------------------------------------------------
@@ -367,10 +400,12 @@ def _quote(text: str) -> str:
 # -- subcommands -----------------------------------------------------------------
 
 
-def _parse_subcommand(rest: str, registry: ModelRegistry) -> Command:
+def _parse_subcommand(rest: str, registry: ModelRegistry, *, max_prompt_chars: int) -> Command:
     words = _sanitise(rest).split()
     if not words:
         return HelpCommand()
+    if words[0].lower() == "set":
+        return _defaults_command(words[1:], registry, max_prompt_chars=max_prompt_chars)
     command = _subcommand(words[0].lower(), words[1:])
     if command is None:
         raise _typo(rest, registry) or UsageError(usage_text(registry))
@@ -415,6 +450,12 @@ def _subcommand(verb: str, args: Sequence[str]) -> Command | None:
             return CacheCommand(clear=False)
         if verb == "whoami":
             return WhoamiCommand()
+        if verb == "again":
+            return AgainCommand(None)
+        if verb == "resend":
+            return ResendCommand(None)
+        if verb == "file":
+            return ResendCommand(None, as_file=True)
         return None
     if verb == "history":
         return HistoryCommand(_count_argument("history", arg, _HISTORY_MAX, "images", 20))
@@ -433,7 +474,128 @@ def _subcommand(verb: str, args: Sequence[str]) -> Command | None:
         return AgainCommand(job_id)
     if verb == "resend":
         return ResendCommand(job_id)
+    if verb == "file":
+        return ResendCommand(job_id, as_file=True)
     return None
+
+
+# -- per-chat defaults -------------------------------------------------------------
+
+
+def _defaults_command(
+    args: Sequence[str], registry: ModelRegistry, *, max_prompt_chars: int
+) -> DefaultsCommand:
+    """``/image set ...``; the value is checked by the same rules as the flag's."""
+    if not args:
+        return DefaultsCommand()
+    name = args[0].lower().lstrip("-\u2014\u2013")
+    values = args[1:]
+    if name == "reset" and not values:
+        return DefaultsCommand(reset=True)
+    example = "/image set ar 16:9"
+    if name not in DEFAULT_FLAGS:
+        raise BadFlag(
+            "/image set",
+            f"{_quote(args[0])} is not a flag a chat can have a default for. Those are: "
+            f"{', '.join(DEFAULT_FLAGS)}, e.g. {example}; /image set reset clears them all.",
+        )
+    if not values:
+        what = "on or off" if name in _SWITCHES else "a value (or off)"
+        raise BadFlag(f"/image set {name}", f"it needs {what}, e.g. {_set_example(name)}.")
+    if len(values) == 1 and values[0].lower() == _OFF:
+        return DefaultsCommand(flag=name, value=None)
+    if name in _SWITCHES:
+        if len(values) != 1 or values[0].lower() != _ON:
+            raise BadFlag(
+                f"/image set {name}",
+                f"{_quote(' '.join(values))} is neither on nor off, e.g. {_set_example(name)}.",
+            )
+        return DefaultsCommand(flag=name, value=_ON)
+    if name != "neg" and len(values) > 1:
+        raise BadFlag(
+            f"/image set {name}",
+            f"it takes one value, not {_quote(' '.join(values))}, e.g. {_set_example(name)}.",
+        )
+    # The flag's own parser, on a model that takes every flag: the same rules
+    # and messages as in a request. Steps are checked against the largest
+    # maximum of any model and capped for each model when a request uses them.
+    spec = _defaults_model(registry)
+    parsed = _FlagParser(spec.name, spec, [f"--{name}", *values], max_prompt_chars).parse("-")
+    options = parsed.options
+    value = {
+        "ar": options.aspect_ratio,
+        "neg": options.negative_prompt,
+        "steps": None if options.steps is None else str(options.steps),
+        "style": None if options.style is None else options.style.value,
+    }[name]
+    return DefaultsCommand(flag=name, value=value)
+
+
+def _set_example(name: str) -> str:
+    examples = {
+        "ar": "16:9",
+        "neg": "blurry watermark",
+        "steps": "8",
+        "style": "artistic",
+        "raw": _ON,
+        "file": _ON,
+    }
+    return f"/image set {name} {examples[name]}"
+
+
+def _defaults_model(registry: ModelRegistry) -> ModelSpec:
+    """A model that takes every flag, with the largest step maximum configured."""
+    widest = max(registry, key=lambda spec: spec.max_steps, default=None)
+    every_flag = frozenset(_FLAG_NAMES)
+    if widest is None:  # no model configured: still check the values
+        return ModelSpec(name="every model", contract=Contract.GET, url="", options=every_flag)
+    return replace(widest, options=every_flag)
+
+
+def with_defaults(
+    request: ImageRequest, spec: ModelSpec, defaults: Mapping[str, str]
+) -> ImageRequest:
+    """``request`` with a chat's defaults for the flags it did not give itself.
+
+    The request's own flags win. A default ``spec`` does not take (``--ar`` on
+    a model without it) is skipped for that model, as is a stored value that
+    no longer parses: defaults never make a request fail.
+    """
+    options = request.options
+    aspect_ratio, negative, steps = options.aspect_ratio, options.negative_prompt, options.steps
+    style, raw, as_file = options.style, options.raw, options.as_file
+    for name, value in defaults.items():
+        if name not in DEFAULT_FLAGS or not _supports(spec, name):
+            continue
+        if name == "ar" and aspect_ratio is None and value in ASPECT_RATIOS:
+            aspect_ratio = value
+        elif name == "neg" and negative is None and value:
+            negative = value
+        elif name == "steps" and steps is None:
+            number = _whole_number(value)
+            if number is not None and number >= 1:
+                steps = min(number, spec.max_steps)
+        elif name == "style" and style is None and value in _STYLE_NAMES:
+            style = Style(value)
+        elif name == "raw":
+            raw = raw or value == _ON
+        elif name == "file":
+            as_file = as_file or value == _ON
+    merged = replace(
+        options,
+        aspect_ratio=aspect_ratio,
+        negative_prompt=negative,
+        steps=steps,
+        style=style,
+        raw=raw,
+        as_file=as_file,
+    )
+    return request if merged == options else replace(request, options=merged)
+
+
+def default_flag_text(name: str, value: str) -> str:
+    """A stored default as the flag a request would carry (``--ar 16:9``, ``--raw``)."""
+    return f"--{name}" if name in _SWITCHES else f"--{name} {value}"
 
 
 def _count_argument(verb: str, value: str, maximum: int, unit: str, example: int) -> int:

@@ -16,15 +16,20 @@ so the wording lives here and nowhere else::
     │   ├── BadFlag                  a known flag with a bad value
     │   ├── UnsupportedFlag          a flag the chosen model does not take
     │   ├── RateLimited              the user's sliding window is full
+    │   │   └── EveryoneRateLimited  IMAGE_GLOBAL_LIMITS: all users' window is full
     │   ├── SlowDown                 refused too often: one warning, then silence
     │   ├── QueueFull                the model's queue is at its bound
     │   ├── TooManyPending           the user has too many jobs waiting
     │   ├── NothingToCancel          /image cancel found no waiting job
     │   ├── NothingToRetry           /image retry found no kept image
     │   ├── ModelUnavailable         the model's circuit breaker is open
+    │   ├── PausedUntilReset         the model's daily budget or quota is used up
     │   ├── OwnerOnly                an owner command from someone else
     │   ├── UnknownJob               again/resend named no job of this user
-    │   └── ImageGone                resend: the image is no longer kept
+    │   ├── ImageGone                resend: the image is no longer kept
+    │   ├── NoImageReplied           again/file without an id, not a reply to an image
+    │   ├── NotYourButton            a one-tap action pressed by someone else
+    │   └── DefaultsLocked           /image set by someone not trusted with it
     ├── GenerationError              the image could not be made
     │   ├── TransientWorkerError     worth retrying (timeouts, 429/502/503/504, capacity)
     │   │   └── WorkerTimeout
@@ -260,6 +265,32 @@ class RateLimited(RequestRejected):
         return (
             f"You have reached the limit of {plural(self.limit, 'image')} per "
             f"{format_wait(self.window_s)}. Try again in {format_wait(self.retry_after_s)}."
+        )
+
+
+class EveryoneRateLimited(RateLimited):
+    """``IMAGE_GLOBAL_LIMITS``: the images of all users together reached a window."""
+
+    kind = "global_rate_limited"
+
+    @property
+    def user_message(self) -> str:
+        if self.asked > self.limit:
+            return (
+                f"You asked for {plural(self.asked, 'image')}, more than the bot makes for "
+                f"everyone per {format_wait(self.window_s)} ({plural(self.limit, 'image')}). "
+                f"Ask for fewer, e.g. --n {self.limit}."
+            )
+        if self.asked > 1:
+            return (
+                f"{plural(self.asked, 'image')} would go over the bot's limit of "
+                f"{plural(self.limit, 'image')} per {format_wait(self.window_s)} for everyone. "
+                f"Try again in {format_wait(self.retry_after_s)}, or ask for fewer with --n."
+            )
+        return (
+            f"The bot has made its limit of {plural(self.limit, 'image')} per "
+            f"{format_wait(self.window_s)} for everyone. "
+            f"Try again in {format_wait(self.retry_after_s)}."
         )
 
 
@@ -613,6 +644,30 @@ class ModelUnavailable(RequestRejected):
         )
 
 
+class PausedUntilReset(RequestRejected):
+    """The model's daily budget (or its worker's quota) is used up until 00:00 UTC.
+
+    Told to new requests at once and to waiting jobs when their turn comes; it
+    is not the worker's failure, so the user's slot is given back.
+    """
+
+    kind = "paused_until_reset"
+
+    def __init__(self, model: str, retry_after_s: float, fallback: str | None = None) -> None:
+        super().__init__(f"{model} paused for {retry_after_s:.0f} s until 00:00 UTC")
+        self.model = model
+        self.retry_after_s = retry_after_s
+        self.fallback = fallback
+
+    @property
+    def user_message(self) -> str:
+        other = f"use {self.fallback}" if self.fallback else "use another model (/image models)"
+        return (
+            f"{self.model} has used up today's images; it comes back at 00:00 UTC "
+            f"(in {format_wait(self.retry_after_s)}). Until then, {other}."
+        )
+
+
 class OwnerOnly(RequestRejected):
     kind = "owner_only"
 
@@ -653,6 +708,52 @@ class ImageGone(RequestRejected):
         return (
             f"The image of {self.job_id} is no longer kept (or was never made). "
             f"Make it again with /image again {self.job_id}."
+        )
+
+
+class NoImageReplied(RequestRejected):
+    """``/image again`` (or ``file``, ``resend``) with no id, not sent as a reply to an image."""
+
+    kind = "no_image_replied"
+
+    def __init__(self, verb: str) -> None:
+        super().__init__(f"/image {verb} without an image")
+        self.verb = verb
+
+    @property
+    def user_message(self) -> str:
+        return (
+            f"Send /image {self.verb} as a reply to one of your images, or name the image: "
+            f"/image {self.verb} <id> (your images and their ids: /image history)."
+        )
+
+
+class NotYourButton(RequestRejected):
+    """A one-tap action (a button) pressed by someone other than the job's owner."""
+
+    kind = "not_your_button"
+
+    def __init__(self) -> None:
+        super().__init__("a button of someone else's job")
+
+    @property
+    def user_message(self) -> str:
+        return "Only the person who asked for this image can use its buttons."
+
+
+class DefaultsLocked(RequestRejected):
+    """``/image set`` from someone the operator has not named (only their chat is allowed)."""
+
+    kind = "defaults_locked"
+
+    def __init__(self) -> None:
+        super().__init__("not trusted with this chat's defaults")
+
+    @property
+    def user_message(self) -> str:
+        return (
+            "Only the bot's owner, or someone the owner lists in ALLOWED_USER_IDS, can change "
+            "this chat's defaults. /image set shows them; your own flags always win."
         )
 
 

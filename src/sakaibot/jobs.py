@@ -66,8 +66,9 @@ class Album:
     failed: int = 0
     #: Which images (by index) have ended, made or failed.
     ended: set[int] = field(default_factory=set)
-    #: The newest status text of each image still on its way, by index.
-    texts: dict[int, str] = field(default_factory=dict)
+    #: The newest status text of each image still on its way, by index (a
+    #: function when it is to be written only when sent, as a queue position).
+    texts: dict[int, str | Callable[[], str]] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -98,6 +99,8 @@ class Job:
     #: The album this job is one image of (``--n``), and which one (from 0).
     album: Album | None = None
     album_index: int = 0
+    #: Its prompt is being improved while it waits (see :mod:`sakaibot.enhance_ahead`).
+    improving: bool = False
 
     @property
     def status_key(self) -> str:

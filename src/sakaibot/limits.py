@@ -70,6 +70,16 @@ class Denial:
 
     retry_after_s: float
     window: RateWindow
+    #: The window is ``IMAGE_GLOBAL_LIMITS``', all users' together, not the user's own.
+    everyone: bool = False
+
+
+#: The key under which the requests of all users together are counted
+#: (``IMAGE_GLOBAL_LIMITS``); no user id can take this form.
+EVERYONE_KEY = "*everyone*"
+#: How many stamps of the everyone-window :class:`CombinedAllowance` remembers
+#: for refunds; an older one is given back by the user's own stamp.
+_MAX_PAIRED_STAMPS = 4096
 
 
 class SlidingWindowLimiter:
@@ -191,6 +201,54 @@ class LocalAllowance:
 
     def refund(self, key: str, stamp: float) -> None:
         self.limiter.refund(key, stamp)
+
+
+class CombinedAllowance:
+    """A user's own windows and all users' windows (``IMAGE_GLOBAL_LIMITS``) as one.
+
+    A request is counted in both or in neither: when the windows of everyone
+    are full, the user's slots are given straight back. The stamp handed out is
+    the user's; the everyone-stamp is paired with it for :meth:`refund` (bounded;
+    after a restart both are the job's creation time, as the store keeps it).
+    An album's ``count`` images share one stamp and are refunded one by one, so
+    the pairing remembers how many are still counted.
+    """
+
+    def __init__(self, user: Allowance, everyone: Allowance) -> None:
+        self._user = user
+        self._everyone = everyone
+        #: (key, user stamp) -> (everyone stamp, images still counted under it).
+        self._paired: dict[tuple[str, float], tuple[float, int]] = {}
+
+    async def admit(self, key: str, count: int = 1) -> Denial | float:
+        stamp = await self._user.admit(key, count)
+        if isinstance(stamp, Denial):
+            return stamp
+        everyone = await self._everyone.admit(EVERYONE_KEY, count)
+        if isinstance(everyone, Denial):
+            for _ in range(count):
+                self._user.refund(key, stamp)
+            return Denial(everyone.retry_after_s, everyone.window, everyone=True)
+        held = self._paired.get((key, stamp))
+        if held is not None and held[0] == everyone:
+            count += held[1]  # two requests of one user in the same instant
+        elif len(self._paired) >= _MAX_PAIRED_STAMPS:
+            del self._paired[next(iter(self._paired))]  # the oldest pairing
+        self._paired[(key, stamp)] = (everyone, count)
+        return stamp
+
+    def refund(self, key: str, stamp: float) -> None:
+        self._user.refund(key, stamp)
+        held = self._paired.get((key, stamp))
+        if held is None:
+            self._everyone.refund(EVERYONE_KEY, stamp)
+            return
+        everyone, counted = held
+        if counted > 1:
+            self._paired[(key, stamp)] = (everyone, counted - 1)
+        else:
+            del self._paired[(key, stamp)]
+        self._everyone.refund(EVERYONE_KEY, everyone)
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,8 @@ class ModelSpec:
     label: str = ""
     #: Another model to use while this one's circuit breaker is open.
     fallback: str | None = None
+    #: Images a day (UTC) this model may make (its worker's free allocation); ``None``: no budget.
+    daily_budget: int | None = None
 
     @property
     def display_name(self) -> str:

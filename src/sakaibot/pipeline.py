@@ -25,8 +25,9 @@ from sakaibot.albums import Albums, Gathering, MissingImage, short_reason
 from sakaibot.breaker import Breakers, CircuitBreaker, counts_as_unavailable
 from sakaibot.cache import Cache, CacheHit
 from sakaibot.captions import Caption, CaptionFacts, build_caption
-from sakaibot.chat.port import ChatPort, OutgoingImage
+from sakaibot.chat.port import Action, ChatPort, OutgoingImage
 from sakaibot.commands import STYLE_WORDS, ImageOptions, ImageRequest
+from sakaibot.enhance_ahead import EnhanceAhead
 from sakaibot.enhancer import EnhancedPrompt, PromptEnhancer
 from sakaibot.errors import (
     CHARGED_KINDS,
@@ -34,6 +35,8 @@ from sakaibot.errors import (
     DeliveryFailed,
     FloodWait,
     JobCancelled,
+    PausedUntilReset,
+    QuotaExhausted,
     SakaiBotError,
     StoreUnavailable,
 )
@@ -42,6 +45,7 @@ from sakaibot.jobs import Album, Job, JobState
 from sakaibot.limits import Allowance
 from sakaibot.models import ASPECT_RATIOS, ModelRegistry, ModelSpec
 from sakaibot.queues import JobQueues, QueuePlace
+from sakaibot.quota import DailyBudgets
 from sakaibot.status import (
     ENHANCING_TEXT,
     SENDING_TEXT,
@@ -51,10 +55,12 @@ from sakaibot.status import (
     generating_text,
     paused_text,
     queued_text,
+    status_actions,
     status_text,
 )
 from sakaibot.store import JobRecord, Store, StoredJobState, ended
 from sakaibot.store.images import ImageFiles
+from sakaibot.telemetry import DELIVERED, NoTelemetry, Telemetry
 from sakaibot.undelivered import UndeliveredImages
 
 logger = logging.getLogger(__name__)
@@ -227,9 +233,15 @@ class JobPipeline:
         breakers: Breakers,
         registry: ModelRegistry,
         queues: JobQueues,
+        budgets: DailyBudgets | None = None,
+        telemetry: Telemetry | None = None,
+        ahead: EnhanceAhead | None = None,
     ) -> None:
+        self._budgets = budgets or DailyBudgets({}, wall_clock)
+        self._telemetry: Telemetry = telemetry or NoTelemetry()
         self._generator = generator
         self._enhancer = enhancer
+        self._ahead = ahead or EnhanceAhead(enhancer, ahead=0, status=status)
         self._chat = chat
         self._status = status
         self._allowance = allowance
@@ -259,11 +271,14 @@ class JobPipeline:
 
     def _show(self, job: Job, text: str | None = None) -> None:
         """Show ``text`` as ``job``'s step (in its album's one status message, if any)."""
+        # Until the image is on its way, the job can be cancelled from its status.
+        actions = () if job.state is JobState.SENDING else status_actions(job)
         self._status.show(
             job.status_key,
             chat_id=job.chat_id,
             reply_to=job.reply_to,
             text=status_text(job, text),
+            actions=actions,
         )
 
     def _step(self, job: Job, state: JobState, started_s: float) -> float:
@@ -328,19 +343,42 @@ class JobPipeline:
             await self.deliver_cached(job, hit)
             return
         model = await self._model_for(job)
-        if request.options.raw or self._enhancer is None:
+        if model is None:
+            await self.finish(job, self._paused_until_reset(job.model))
+            return
+        if not self._ahead.wanted(job):
             enhanced = EnhancedPrompt(text=request.prompt)
         else:
-            step_started_s = self._step(job, JobState.ENHANCING, step_started_s)
-            self._show(job, ENHANCING_TEXT)
-            enhanced = await self._enhancer.enhance(request.prompt)
+            ready = self._ahead.ready(job)
+            if ready is not None:
+                enhanced = ready  # improved while the job waited
+            else:
+                step_started_s = self._step(job, JobState.ENHANCING, step_started_s)
+                self._show(job, ENHANCING_TEXT)
+                enhanced = await self._ahead.improve(job)
+            if not enhanced.enhanced:
+                self._telemetry.enhancer_fallback()
         prompt_used = styled_prompt(enhanced.text, request)
+        # Counted as the image is asked for, so jobs side by side never overdraw
+        # the day's budget (the wait for the LLM may have used it up).
+        if not self._budgets.take(model.name):
+            await self.finish(job, self._paused_until_reset(model))
+            return
 
         step_started_s = self._step(job, JobState.GENERATING, step_started_s)
         label = model_label(job, model)
         self._show(job, generating_text(label))
         params = replace(generation_params(prompt_used, request), request_id=job.id)
         result = await self._generator.generate(model, params)
+        if not result.success or result.data is None:
+            # No image, no use of the day's allocation (a job cancelled while the
+            # worker was at it stays counted: the worker most likely finished it).
+            self._budgets.give_back(model.name)
+        if isinstance(result.error, QuotaExhausted):
+            self._budgets.quota_exhausted(model.name)
+            logger.warning(
+                "%s: the worker's daily quota is used up; paused until 00:00 UTC", model.name
+            )
         if isinstance(result.error, JobCancelled):
             # Taken back from a shared queue by /image cancel.
             await self.finish(job, JobCancelled("cancelled by the user"))
@@ -364,17 +402,25 @@ class JobPipeline:
             )
         )
 
-    async def _model_for(self, job: Job) -> ModelSpec:
+    async def _model_for(self, job: Job) -> ModelSpec | None:
         """The model to generate with: the job's own, or its fallback while the
-        job's model is paused by its circuit breaker; else wait for the probe."""
+        job's model is paused (by its circuit breaker or until 00:00 UTC); else
+        wait for the probe. ``None``: paused until 00:00 UTC, with no fallback."""
         told = False
         while True:
             breaker = self._breakers.get(job.model.name)
-            if self._allowed(job, breaker):
+            until_reset = self._budgets.paused_until_s(job.model.name) is not None
+            if not until_reset and self._allowed(job, breaker):
                 return job.model
             fallback = usable_fallback(job.model, job.request.options, self._registry)
-            if fallback is not None and self._allowed(job, self._breakers.get(fallback.name)):
+            if (
+                fallback is not None
+                and self._budgets.paused_until_s(fallback.name) is None
+                and self._allowed(job, self._breakers.get(fallback.name))
+            ):
                 return fallback
+            if until_reset:
+                return None  # hours away: the job ends now, saying when the model is back
             if not told:
                 self._show(job, paused_text(job.model.display_name, breaker.retry_after_s()))
                 told = True
@@ -387,6 +433,11 @@ class JobPipeline:
         if breaker.probe_out:
             self._probes[job.id] = breaker
         return True
+
+    def _paused_until_reset(self, model: ModelSpec) -> PausedUntilReset:
+        until_s = self._budgets.paused_until_s(model.name)
+        retry_after_s = 0.0 if until_s is None else until_s - self._wall_clock()
+        return PausedUntilReset(model.display_name, retry_after_s)
 
     def _report_to_breaker(self, job: Job, model: ModelSpec, error: SakaiBotError | None) -> None:
         self._probes.pop(job.id, None)  # reported: the breaker takes it from here
@@ -448,11 +499,13 @@ class JobPipeline:
         """
         job, image = delivery.job, delivery.image
         cache_key = delivery.cache_key
+        digest: str | None = None
         try:
             digest = await self._images.put(image)
             await self._cache.trim(keep=digest)
+            remembered: Awaitable[str | None] | None = None
             if delivery.to_cache:
-                cache_key = await self._cache.remember(
+                remembered = self._cache.remember(
                     job.model,
                     job.request,
                     image,
@@ -460,7 +513,7 @@ class JobPipeline:
                     prompt_used=delivery.prompt_used,
                     enhancer=delivery.prompt_source,
                 )
-            await self._store.update_job(
+            noted = self._store.update_job(
                 job.id,
                 state=StoredJobState.DELIVERING,
                 prompt_used=delivery.prompt_used,
@@ -473,12 +526,19 @@ class JobPipeline:
                 enhancing_s=job.timings_s.get(JobState.ENHANCING.value),
                 generating_s=job.timings_s.get(JobState.GENERATING.value),
             )
+            if remembered is None:
+                await noted
+            else:
+                # Made together, so the store writes them in one transaction.
+                cache_key, _ = await asyncio.gather(remembered, noted)
         except (StoreUnavailable, OSError) as exc:
             # Sending matters more than the note; without it a crash in the next
             # seconds could send this image twice, which is the lesser harm.
             logger.error("job %s: could not note the delivery: %s", job.id, exc)
-        outgoing = self._outgoing(delivery, cache_key)
+        outgoing = self._outgoing(delivery, cache_key, digest)
         if job.album is not None:
+            # Telegram takes no buttons on an album: its images offer no actions.
+            outgoing = replace(outgoing, actions=())
             gathering = self.albums.made(job, outgoing, self._caption_facts(delivery))
             if gathering is None:
                 self._show(job)  # one more ready
@@ -501,7 +561,9 @@ class JobPipeline:
             from_cache=delivery.from_cache,
         )
 
-    def _outgoing(self, delivery: Delivery, cache_key: str | None) -> OutgoingImage:
+    def _outgoing(
+        self, delivery: Delivery, cache_key: str | None, digest: str | None
+    ) -> OutgoingImage:
         job, options = delivery.job, delivery.job.request.options
         caption = build_caption(self._caption_facts(delivery))
         return OutgoingImage(
@@ -511,10 +573,17 @@ class JobPipeline:
             as_file=options.as_file,
             upload_ref=delivery.upload_ref,
             remember_upload=self._cache.note_upload(cache_key) if cache_key is not None else None,
+            actions=image_actions(job.id, as_file=options.as_file),
+            kept_path=(
+                self._images.path_of(digest, delivery.image.extension)
+                if digest is not None
+                else None
+            ),
         )
 
     async def deliver_cached(self, job: Job, hit: CacheHit) -> None:
         """Answer ``job`` with a stored result: no LLM, no worker."""
+        self._telemetry.cache_hit(job.model.name)
         await self.hand_over(
             Delivery(
                 job,
@@ -590,6 +659,7 @@ class JobPipeline:
                     "chat %s: flood wait of %.0f s before delivery", chat_id, exc.retry_after_s
                 )
                 waited_s += exc.retry_after_s
+                self._telemetry.flood_wait()
                 await self._sleep(exc.retry_after_s)
 
     async def finish(self, job: Job | JobRecord, outcome: Delivered | SakaiBotError) -> None:
@@ -650,6 +720,7 @@ class JobPipeline:
             if isinstance(job, Job) and JobState.SENDING.value in job.timings_s:
                 fields["uploading_s"] = job.timings_s[JobState.SENDING.value]
             await self._write_ending(job.id, fields)
+            self._report_ending(job, DELIVERED)
             return
         error = outcome
         cancelled = isinstance(error, JobCancelled)
@@ -677,6 +748,7 @@ class JobPipeline:
                 message=error.user_message,
             ),
         )
+        self._report_ending(job, error.kind)
 
     async def _send_album(self, gathering: Gathering) -> None:
         """Every image of an album has ended: send those made as one album, then
@@ -757,6 +829,15 @@ class JobPipeline:
                 waited_s += exc.retry_after_s
                 await self._sleep(exc.retry_after_s)
 
+    def _report_ending(self, job: Job | JobRecord, outcome: str) -> None:
+        timings = job.timings_s if isinstance(job, Job) else {}
+        self._telemetry.job_ended(
+            _model_name(job),
+            outcome,
+            waited_s=timings.get("waited"),
+            generating_s=timings.get(JobState.GENERATING.value),
+        )
+
     async def _write_ending(self, job_id: str, fields: dict[str, object]) -> None:
         try:
             await self._store.update_job(job_id, **fields)
@@ -804,6 +885,13 @@ def _album_outcome(
         error=error,
         image_message_id=image_message_id,
     )
+
+
+def image_actions(job_id: str, *, as_file: bool) -> tuple[Action, ...]:
+    """What a delivered image offers: 🔁 again, and 📄 as a file unless it is one."""
+    if as_file:
+        return (Action("again", job_id),)
+    return (Action("again", job_id), Action("file", job_id))
 
 
 def _model_name(job: Job | JobRecord) -> str:

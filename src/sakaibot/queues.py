@@ -7,6 +7,10 @@ new position, so a long queue costs a handful of notifications per shift,
 not one per waiting job. A finished job is dropped from every index at once
 (defect 3): nothing grows with the number of jobs ever served.
 
+Finding a waiting job's position is O(1): each job keeps a sequence number,
+and its position is that number less the head's. Only cancelling from the
+middle of a line renumbers the jobs behind it.
+
 Workers are plain tasks that ``drain()`` can run dry and stop, which is what
 makes queue tests deterministic without sleeping.
 """
@@ -16,8 +20,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from itertools import islice
+from typing import Protocol
 
 from sakaibot.errors import NothingToCancel, QueueFull, TooManyPending
 from sakaibot.jobs import Job, JobState
@@ -72,12 +79,29 @@ PositionListener = Callable[[Job, QueuePlace], None]
 JobRunner = Callable[[Job], Awaitable[None]]
 
 
+class LineWatcher(Protocol):
+    """Told when a model's waiting line changes (:class:`~sakaibot.enhance_ahead.EnhanceAhead`)."""
+
+    def line_changed(self, line: WaitingLine) -> None: ...
+
+    def forget(self, job: Job) -> None: ...
+
+
+class WaitingLine(Protocol):
+    """What a :class:`LineWatcher` may read of a model's line."""
+
+    def first(self, count: int) -> Sequence[Job]: ...
+
+
 class _ModelLane:
     """The waiting line, running set and duration estimate of one model."""
 
     def __init__(self, model: ModelSpec) -> None:
         self.model = model
-        self.waiting: list[Job] = []
+        self.waiting: deque[Job] = deque()
+        #: Each waiting job's sequence number; the head's is ``head_seq``.
+        self.seq: dict[str, int] = {}
+        self.head_seq = 0
         self.running: set[Job] = set()
         self.estimate_s = model.typical_duration_s
         self.not_empty = asyncio.Event()
@@ -92,6 +116,32 @@ class _ModelLane:
     def place(self, position: int) -> QueuePlace:
         return QueuePlace(position=position, eta_s=self.eta_s(position))
 
+    def first(self, count: int) -> list[Job]:
+        return list(islice(self.waiting, count))
+
+    def position_of(self, job: Job) -> int | None:
+        seq = self.seq.get(job.id)
+        return None if seq is None else seq - self.head_seq + 1
+
+    def append(self, job: Job) -> int:
+        self.seq[job.id] = self.head_seq + len(self.waiting)
+        self.waiting.append(job)
+        return len(self.waiting)
+
+    def pop_head(self) -> Job:
+        job = self.waiting.popleft()
+        del self.seq[job.id]
+        self.head_seq += 1
+        return job
+
+    def remove(self, job: Job) -> int:
+        """Take ``job`` out of the line; returns the index it had."""
+        index = self.seq.pop(job.id) - self.head_seq
+        del self.waiting[index]
+        for behind in islice(self.waiting, index, None):
+            self.seq[behind.id] -= 1
+        return index
+
     def observe_duration(self, duration_s: float) -> None:
         self.estimate_s += _ESTIMATE_WEIGHT * (duration_s - self.estimate_s)
 
@@ -99,7 +149,7 @@ class _ModelLane:
         while True:
             # A job starts only once it is safe in the store; the ones behind it wait.
             if self.waiting and self.waiting[0].stored:
-                return self.waiting.pop(0)
+                return self.pop_head()
             if self.closing and not self.waiting:
                 return None
             self.not_empty.clear()
@@ -117,7 +167,9 @@ class JobQueues:
         max_pending_per_user: int,
         on_position: PositionListener,
         clock: Callable[[], float],
+        watcher: LineWatcher | None = None,
     ) -> None:
+        self._watcher = watcher
         self._lanes = {model.name: _ModelLane(model) for model in registry}
         self._max_waiting = max_waiting_per_model
         self._max_pending = max_pending_per_user
@@ -159,10 +211,8 @@ class JobQueues:
     def place_of(self, job: Job) -> QueuePlace | None:
         """Where a waiting job stands now; ``None`` once it has started."""
         lane = self._lanes[job.model.name]
-        try:
-            return lane.place(lane.waiting.index(job) + 1)
-        except ValueError:
-            return None
+        position = lane.position_of(job)
+        return None if position is None else lane.place(position)
 
     def jobs_of(self, user_id: str) -> list[tuple[Job, QueuePlace | None]]:
         """The user's live jobs, oldest first, with the place of each waiting one."""
@@ -191,30 +241,30 @@ class JobQueues:
                 raise NothingToCancel(None)
             job = waiting[-1]
         lane = self._lanes[job.model.name]
-        index = lane.waiting.index(job)
-        del lane.waiting[index]
+        index = lane.remove(job)
         job.advance(JobState.CANCELLED)
         job.finished_at_s = self._clock()
         self._forget(job)
         self._announce_shift(lane, index)
+        self._line_changed(lane)
         return job
 
     def _is_waiting(self, job: Job) -> bool:
         # A job just taken by a worker is still QUEUED (cache lookup, paused model).
-        return job.state is JobState.QUEUED and job in self._lanes[job.model.name].waiting
+        return job.state is JobState.QUEUED and job.id in self._lanes[job.model.name].seq
 
     def stored(self, job: Job) -> None:
         """``job`` is now in the store: it may start."""
-        self._lanes[job.model.name].not_empty.set()
+        lane = self._lanes[job.model.name]
+        lane.not_empty.set()
+        self._line_changed(lane)
 
     def withdraw(self, job: Job) -> None:
         """Take back a job that could not be stored; it was never announced."""
         lane = self._lanes[job.model.name]
         lane.not_empty.set()
-        if job in lane.waiting:
-            index = lane.waiting.index(job)
-            del lane.waiting[index]
-            self._announce_shift(lane, index)
+        if job.id in lane.seq:
+            self._announce_shift(lane, lane.remove(job))
         if job.state is JobState.QUEUED:
             job.advance(JobState.CANCELLED)
         if job not in lane.running:
@@ -222,15 +272,17 @@ class JobQueues:
 
     def submit_recovered(self, job: Job) -> QueuePlace:
         """Queue a job read back from the store on start; bounds do not apply to it."""
-        return self._enqueue(job)
+        place = self._enqueue(job)
+        self._line_changed(self._lanes[job.model.name])
+        return place
 
     def _enqueue(self, job: Job) -> QueuePlace:
         lane = self._lanes[job.model.name]
-        lane.waiting.append(job)
+        position = lane.append(job)
         self._jobs[job.id] = job
         self._pending_by_user[job.user_id] = self._pending_by_user.get(job.user_id, 0) + 1
         lane.not_empty.set()
-        return lane.place(len(lane.waiting))
+        return lane.place(position)
 
     def close_waiting(self) -> list[Job]:
         """Take every waiting job off its queue (shutdown); running jobs go on.
@@ -245,6 +297,7 @@ class JobQueues:
                 self._forget(job)
                 removed.append(job)
             lane.waiting.clear()
+            lane.seq.clear()
         return removed
 
     def waiting_jobs(self, model_name: str) -> list[Job]:
@@ -296,6 +349,7 @@ class JobQueues:
         while (job := await lane.next_job()) is not None:
             lane.running.add(job)
             self._announce_shift(lane, 0)
+            self._line_changed(lane)
             started_s = self._clock()
             job.started_at_s = started_s
             try:
@@ -309,7 +363,13 @@ class JobQueues:
                 lane.observe_duration(self._clock() - started_s)
                 self._forget(job)
 
+    def _line_changed(self, lane: _ModelLane) -> None:
+        if self._watcher is not None:
+            self._watcher.line_changed(lane)
+
     def _forget(self, job: Job) -> None:
+        if self._watcher is not None:
+            self._watcher.forget(job)
         self._jobs.pop(job.id, None)
         left = self._pending_by_user.get(job.user_id, 0) - 1
         if left > 0:

@@ -2,6 +2,9 @@
 
 - Rate-limit windows are rebuilt from the jobs accepted (and not refunded)
   within the longest window.
+  All users' windows (``IMAGE_GLOBAL_LIMITS``) are rebuilt from the same jobs.
+- Each model's images made today (UTC) are counted again from the stored jobs,
+  and a model whose worker answered its quota error today stays paused.
 - Unfinished jobs come back in their original order, with the chat and the
   message they answer, and their status message is taken over, not repeated.
   The chat is first taught each job's stored address, so it can reach chats
@@ -24,12 +27,18 @@ from dataclasses import dataclass
 from sakaibot.albums import MissingImage, short_reason
 from sakaibot.chat.port import ChatPort
 from sakaibot.enhancer import ORIGINAL_PROMPT
-from sakaibot.errors import ChatError, ModelGone, SakaiBotError, StoreUnavailable
+from sakaibot.errors import (
+    ChatError,
+    ModelGone,
+    SakaiBotError,
+    StoreUnavailable,
+)
 from sakaibot.jobs import Album, Job, decode_request
-from sakaibot.limits import SlidingWindowLimiter
+from sakaibot.limits import EVERYONE_KEY, SlidingWindowLimiter
 from sakaibot.models import ModelRegistry
 from sakaibot.pipeline import Delivered, Delivery, JobPipeline
 from sakaibot.queues import JobQueues
+from sakaibot.quota import DAY_S, DailyBudgets, quota_hit_today, used_today, utc_day
 from sakaibot.status import StatusScheduler, show_place
 from sakaibot.store import JobRecord, Store, StoredJobState
 from sakaibot.store.images import ImageFiles
@@ -54,15 +63,29 @@ class Recovery:
     chat: ChatPort
     clock: Callable[[], float]
     wall_clock: Callable[[], float]
+    #: All users' windows (``IMAGE_GLOBAL_LIMITS``), in this process.
+    everyone_limiter: SlidingWindowLimiter | None = None
+    budgets: DailyBudgets | None = None
 
     async def restore_limits(self) -> int:
-        longest_s = max((w.window_s for w in self.limiter.windows), default=0.0)
+        limiters = [self.limiter] + ([self.everyone_limiter] if self.everyone_limiter else [])
+        longest_s = max((w.window_s for lim in limiters for w in lim.windows), default=0.0)
         if not longest_s:
             return 0
         accepted = await self.store.accepted_since(self.wall_clock() - longest_s)
         for user_id, stamp in accepted:
             self.limiter.restore(user_id, stamp)
+            if self.everyone_limiter is not None:
+                self.everyone_limiter.restore(EVERYONE_KEY, stamp)
         return len(accepted)
+
+    async def restore_budgets(self) -> None:
+        """Count today's images again, so a restart does not hand out a new budget."""
+        if self.budgets is None:
+            return
+        now_s = self.wall_clock()
+        records = await self.store.jobs_since(utc_day(now_s) * DAY_S)
+        self.budgets.restore(used_today(records, now_s), quota_hit_today(records, now_s))
 
     async def resume_jobs(self) -> int:
         records = await self.store.unfinished_jobs()

@@ -26,6 +26,7 @@ from sakaibot.errors import (
     GenerationError,
     ImageTooLarge,
     InvalidImage,
+    PausedUntilReset,
     PermanentWorkerError,
     QuotaExhausted,
     SakaiBotError,
@@ -38,6 +39,7 @@ from sakaibot.errors import (
     format_wait,
     plural,
 )
+from sakaibot.quota import BudgetUse
 from sakaibot.store import JobRecord, StoredJobState
 
 #: How much of a prompt one history line shows.
@@ -64,6 +66,7 @@ _FAILURE_WORDS = {
     WorkerBadRequest.kind: "failed (the worker refused the request)",
     ContentFiltered.kind: "blocked by the content filter",
     QuotaExhausted.kind: "failed (the worker's quota is used up)",
+    PausedUntilReset.kind: "failed (the model's images for today were used up)",
     InvalidImage.kind: "failed (the worker sent no valid image)",
     ImageTooLarge.kind: "failed (the image was too large)",
     EnhancerError.kind: "failed (the prompt enhancer)",
@@ -214,6 +217,8 @@ class Stats:
     errors_by_kind: dict[str, int]
     #: ``(model, waiting, running)`` now, as the caller passed it; empty if unknown.
     queue: list[tuple[str, int, int]] = field(default_factory=list)
+    #: Each model's daily budget use today (UTC), as the caller passed it.
+    budgets: list[BudgetUse] = field(default_factory=list)
 
 
 def _rate(part: int, whole: int) -> float | None:
@@ -221,7 +226,11 @@ def _rate(part: int, whole: int) -> float | None:
 
 
 def compute_stats(
-    records: list[JobRecord], *, days: int, queue: list[tuple[str, int, int]]
+    records: list[JobRecord],
+    *,
+    days: int,
+    queue: list[tuple[str, int, int]],
+    budgets: list[BudgetUse] | None = None,
 ) -> Stats:
     """Count ``records`` (the jobs of the last ``days`` days, e.g. ``store.jobs_since``).
 
@@ -269,6 +278,7 @@ def compute_stats(
         enhancer_fallback_rate=_rate(fallbacks, len(done)),
         errors_by_kind=errors_by_kind,
         queue=list(queue),
+        budgets=list(budgets or []),
     )
 
 
@@ -322,12 +332,22 @@ def format_stats(stats: Stats) -> str:
         f"Prompts enhanced: {stats.enhanced}; original prompt used: "
         f"{_percent(stats.enhancer_fallback_rate)} of delivered"
     )
+    if stats.budgets:
+        lines.append(f"Used today (UTC): {'; '.join(_budget_words(b) for b in stats.budgets)}")
     if stats.errors_by_kind:
         errors = ", ".join(f"{kind} {count}" for kind, count in stats.errors_by_kind.items())
         lines.append(f"Errors: {errors}")
     else:
         lines.append("Errors: none")
     return "\n".join(lines)
+
+
+def _budget_words(use: BudgetUse) -> str:
+    """``flux 12 of 100``, ``sdxl 3 (no budget)``, ``… (paused until 00:00 UTC)``."""
+    words = f"{use.model} {use.used} of {use.limit}" if use.limit else f"{use.model} {use.used}"
+    if use.paused:
+        return f"{words} (paused until 00:00 UTC)"
+    return words if use.limit else f"{words} (no budget)"
 
 
 def stats_to_json(stats: Stats) -> dict[str, Any]:
@@ -351,5 +371,14 @@ def stats_to_json(stats: Stats) -> dict[str, Any]:
         "queue": [
             {"model": model, "waiting": waiting, "running": running}
             for model, waiting, running in stats.queue
+        ],
+        "budgets": [
+            {
+                "model": use.model,
+                "used": use.used,
+                "limit": use.limit,
+                "paused_until_s": use.paused_until_s,
+            }
+            for use in stats.budgets
         ],
     }

@@ -182,6 +182,8 @@ class ExtraModel(BaseModel):
     typical_duration_s: float = Field(default=10.0, gt=0)
     label: str = ""
     fallback: str | None = None
+    #: Images a day (UTC) this model may make; unset is no budget.
+    daily_budget: int | None = Field(default=None, ge=1)
 
     @field_validator("options")
     @classmethod
@@ -236,6 +238,9 @@ class Settings(BaseSettings):
         default="https://generativelanguage.googleapis.com/v1beta/openai/", min_length=1
     )
     enhancer_timeout_s: float = Field(default=15.0, gt=0, le=300)
+    #: How many waiting jobs per model have their prompt improved before their
+    #: turn, so a model's slot only generates; 0 improves each prompt in its turn.
+    enhance_ahead: int = Field(default=2, ge=0, le=32)
     #: Development only: an OpenAI-compatible URL used when no LLM key is set
     #: (`sakaibot chat --local` points it at the development worker's stand-in).
     llm_dev_url: str | None = None
@@ -303,6 +308,17 @@ class Settings(BaseSettings):
     #: Disk kept for generated images (cache and /image resend), oldest evicted first.
     cache_max_bytes: int = Field(default=500_000_000, ge=0)
 
+    # The quota guard and the operator's dashboard.
+    #: All users' requests together, in the syntax of IMAGE_USER_LIMITS; unset is none.
+    image_global_limits: Annotated[list[RateWindow], NoDecode] = Field(default_factory=list)
+    #: Images a day (UTC) flux (sdxl) may make; unset is no budget.
+    flux_daily_budget: int | None = Field(default=None, ge=1)
+    sdxl_daily_budget: int | None = Field(default=None, ge=1)
+    #: Serve /healthz and /metrics on this port; unset serves nothing.
+    metrics_port: int | None = Field(default=None, ge=1, le=65_535)
+    #: Where that port listens: the loopback interface unless told otherwise.
+    metrics_host: str = Field(default="127.0.0.1", min_length=1)
+
     # Where state and images are kept.
     sakaibot_data_dir: Path = Path("data")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -327,6 +343,11 @@ class Settings(BaseSettings):
             # An empty line copied from .env.example means "the default", not "off".
             return parse_limit_spec(value if value.strip() else DEFAULT_USER_LIMITS)
         return value
+
+    @field_validator("image_global_limits", mode="before")
+    @classmethod
+    def _parse_global_limits(cls, value: Any) -> Any:
+        return parse_limit_spec(value) if isinstance(value, str) else value
 
     @field_validator("redis_url")
     @classmethod
@@ -422,6 +443,7 @@ class Settings(BaseSettings):
                     self.flux_api_key,
                     self.flux_concurrency,
                     self.flux_fallback,
+                    self.flux_daily_budget,
                 )
             )
         # SDXL needs its key too, as in the original design.
@@ -433,6 +455,7 @@ class Settings(BaseSettings):
                     self.sdxl_api_key,
                     self.sdxl_concurrency,
                     self.sdxl_fallback,
+                    self.sdxl_daily_budget,
                 )
             )
         for name, extra in self.image_models.items():
@@ -448,6 +471,7 @@ class Settings(BaseSettings):
                     typical_duration_s=extra.typical_duration_s,
                     label=extra.label,
                     fallback=extra.fallback.lower() if extra.fallback else None,
+                    daily_budget=extra.daily_budget,
                 )
             )
         return ModelRegistry(specs)
@@ -488,7 +512,12 @@ class Settings(BaseSettings):
 
 
 def _builtin(
-    name: str, url: HttpUrl, api_key: SecretStr | None, concurrency: int, fallback: str | None
+    name: str,
+    url: HttpUrl,
+    api_key: SecretStr | None,
+    concurrency: int,
+    fallback: str | None,
+    daily_budget: int | None,
 ) -> ModelSpec:
     known = BUILTIN_MODELS[name]
     return ModelSpec(
@@ -502,6 +531,7 @@ def _builtin(
         typical_duration_s=known.typical_duration_s,
         label=known.label,
         fallback=fallback.lower() if fallback else None,
+        daily_budget=daily_budget,
     )
 
 

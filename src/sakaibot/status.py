@@ -11,6 +11,10 @@ Telegram would. Rules (``docs/image-generation/architecture.md``, "The status sc
   kept (coalescing); a text equal to what the chat already shows is never re-sent.
 - Final operations (removing the status once the image is out, or turning it
   into the error) skip the pacing interval: the result is never delayed by it.
+- A text may be given as a function: it is rendered only when it is sent, so
+  the positions of a deep queue cost nothing until a chat is due an edit.
+- A chat's lane is removed once it has nothing to show and is not muted, so
+  memory does not grow with the number of chats ever served.
 - A flood wait mutes the chat's lane for its duration; intermediate texts are
   dropped by coalescing and the final operation still goes out afterwards.
 """
@@ -22,15 +26,18 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 
-from sakaibot.chat.port import ChatPort
+from sakaibot.chat.port import Action, ActionKind, ChatPort
 from sakaibot.errors import ChatError, FloodWait, MessageNotModified, format_wait
-from sakaibot.jobs import Job, JobState
+from sakaibot.jobs import Album, Job, JobState
 from sakaibot.queues import QueuePlace
 
 logger = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
+#: A status text, or how to write it when it is sent.
+Text = str | Callable[[], str]
 
 #: Spacing of new status messages in one chat, about Telegram's one message per
 #: second per chat; edits of existing ones follow the (longer) edit interval.
@@ -85,18 +92,101 @@ def album_failed_text(size: int, reasons: str) -> str:
     return f"None of the {size} images could be made: {reasons}."
 
 
-def status_text(job: Job, text: str | None = None) -> str:
+def status_text(job: Job, text: Text | None = None) -> Text:
     """What ``job``'s status message says: ``text``, or its album's progress with
-    the step of the first image still on its way (one message per request)."""
+    the step of the first image still on its way (one message per request).
+
+    An album's text is rendered when it is sent, from the album as it is then
+    (an image's step given as a function is rendered then too).
+    """
     album = job.album
     if album is None:
         return text or ""
     if text is not None and job.album_index not in album.ended:
         album.texts[job.album_index] = text
+    return partial(album_text, album)
+
+
+def album_text(album: Album) -> str:
+    """An album's status: "2 of 4 ready…" and the step of its first image on its way."""
     head = album_progress_text(album.made, album.size, album.failed)
     waiting = [index for index in range(album.size) if index not in album.ended]
     current = album.texts.get(waiting[0]) if waiting else None
-    return head if current is None else f"{head}\n{current}"
+    if current is None:
+        return head
+    return f"{head}\n{current() if callable(current) else current}"
+
+
+# -- the texts of one-tap actions and per-chat defaults --------------------------
+
+#: The label of each one-tap action (a bot account's button).
+ACTION_LABELS: dict[ActionKind, str] = {
+    "again": "🔁 Again",
+    "file": "📄 As file",
+    "cancel": "❌ Cancel",
+}
+#: The short answer to a press that did what it says (shown briefly by the chat).
+ACTION_DONE: dict[ActionKind, str] = {
+    "again": "🔁 Making another one.",
+    "file": "📄 Sent as a file.",
+    "cancel": "🚫 Cancelled.",
+}
+
+
+def defaults_text(flags: list[str], skipped: dict[str, list[str]]) -> str:
+    """``/image set``: the chat's defaults (as flags), and which models skip which."""
+    if not flags:
+        return (
+            "This chat has no default flags. Set one with /image set <flag> <value>, "
+            "e.g. /image set ar 16:9 or /image set raw on."
+        )
+    lines = [f"Defaults in this chat: {' '.join(flags)}"]
+    lines.extend(
+        f"{flag} is skipped for {', '.join(models)} (not a flag it takes)."
+        for flag, models in skipped.items()
+    )
+    lines.append(
+        "A request's own flags win. Change one with /image set <flag> <value>, clear one "
+        "with /image set <flag> off, all with /image set reset."
+    )
+    return "\n".join(lines)
+
+
+def default_set_text(flag: str, skipped_by: list[str]) -> str:
+    """The answer to ``/image set <flag> <value>``."""
+    skipped = (
+        f" {' and '.join(skipped_by)} does not take {flag.split()[0]}: skipped there."
+        if skipped_by
+        else ""
+    )
+    return (
+        f"✅ Every image in this chat now gets {flag} unless the request says otherwise."
+        f"{skipped} /image set shows all defaults."
+    )
+
+
+def default_cleared_text(flag: str) -> str:
+    return f"✅ This chat no longer has a default for --{flag}."
+
+
+def defaults_reset_text(count: int) -> str:
+    if count == 0:
+        return "This chat had no defaults to clear."
+    return f"🧹 This chat's defaults are cleared ({count} removed)."
+
+
+def cancel_actions(job_id: str) -> tuple[Action, ...]:
+    """What a status offers while its job waits or is being made: ❌ cancel."""
+    return (Action("cancel", job_id),)
+
+
+def status_actions(job: Job) -> tuple[Action, ...]:
+    """What ``job``'s status offers while it waits or is being made.
+
+    An album's one status offers none: a button cancels one job, and the
+    album's images are cancelled one by one (``/image cancel <id>``).
+    """
+    return () if job.album is not None else cancel_actions(job.id)
 
 
 def show_place(status: StatusScheduler, job: Job, place: QueuePlace) -> None:
@@ -106,11 +196,16 @@ def show_place(status: StatusScheduler, job: Job, place: QueuePlace) -> None:
     "queued" about a job that survives a restart.
     """
     if job.state is JobState.QUEUED and job.stored:
+        # While its prompt is being improved ahead, that is what the job is doing.
+        text: Text = (
+            ENHANCING_TEXT if job.improving else partial(queued_text, job.model.display_name, place)
+        )
         status.show(
             job.status_key,
             chat_id=job.chat_id,
             reply_to=job.reply_to,
-            text=status_text(job, queued_text(job.model.display_name, place)),
+            text=status_text(job, text),
+            actions=status_actions(job),
         )
 
 
@@ -122,7 +217,10 @@ class _StatusMessage:
     reply_to: int
     message_id: int | None = None
     shown_text: str | None = None
-    wanted_text: str | None = None
+    wanted_text: Text | None = None
+    #: The actions offered under the message (a final text offers none).
+    shown_actions: tuple[Action, ...] = ()
+    wanted_actions: tuple[Action, ...] = ()
     #: Set by finish(): None removes the message, a text replaces it for good.
     finishing: bool = False
     final_text: str | None = None
@@ -181,8 +279,17 @@ class StatusScheduler:
 
     # -- what callers use; none of these wait on the chat ----------------------
 
-    def show(self, key: str, *, chat_id: str, reply_to: int, text: str) -> None:
-        """Make the status message of ``key`` say ``text``, soon."""
+    def show(
+        self,
+        key: str,
+        *,
+        chat_id: str,
+        reply_to: int,
+        text: Text,
+        actions: tuple[Action, ...] = (),
+    ) -> None:
+        """Make the status message of ``key`` say ``text`` (offering ``actions``), soon;
+        a text given as a function is rendered only when sent."""
         lane = self._lanes.get(chat_id)
         if lane is None:
             lane = self._lanes[chat_id] = _Lane(chat_id)
@@ -193,7 +300,8 @@ class StatusScheduler:
         if status.finishing:
             return
         status.wanted_text = text
-        if text != status.shown_text:
+        status.wanted_actions = actions
+        if callable(text) or text != status.shown_text or actions != status.shown_actions:
             lane.paced.setdefault(key, None)
         else:
             lane.paced.pop(key, None)
@@ -233,6 +341,7 @@ class StatusScheduler:
             # Never shown, nothing to remove: the chat needs no operation at all.
             del lane.statuses[key]
             del self._index[key]
+            self._drop_if_idle(lane)
             return
         status.finishing = True
         status.final_text = final_text
@@ -299,6 +408,18 @@ class StatusScheduler:
                 await self._paced(lane, key)
         finally:
             lane.task = None
+            self._drop_if_idle(lane)
+
+    def _drop_if_idle(self, lane: _Lane) -> None:
+        # Pacing is forgotten with the lane: the next status in this chat is a
+        # new message answering a new command, which goes at once anyway.
+        idle = not lane.statuses and lane.task is None and lane.muted_until_s <= self._clock()
+        if idle and self._lanes.get(lane.chat_id) is lane:
+            del self._lanes[lane.chat_id]
+
+    def lane_count(self) -> int:
+        """Chats with a lane (for tests and benchmarks of bounded memory)."""
+        return len(self._lanes)
 
     @staticmethod
     def _next_paced(lane: _Lane) -> tuple[str, float]:
@@ -337,25 +458,27 @@ class StatusScheduler:
 
     async def _paced(self, lane: _Lane, key: str) -> None:
         status = lane.statuses[key]
-        text = status.wanted_text
+        wanted = status.wanted_text
+        text = wanted() if callable(wanted) else wanted
+        actions = status.wanted_actions
         lane.paced.pop(key, None)
-        if text is None or text == status.shown_text:
+        if text is None or (text == status.shown_text and actions == status.shown_actions):
             return
         sent_new = status.message_id is None
         try:
             if status.message_id is None:
                 status.message_id = await self._chat.send_text(
-                    lane.chat_id, text, reply_to=status.reply_to
+                    lane.chat_id, text, reply_to=status.reply_to, actions=actions
                 )
                 self.counters.sends += 1
                 if self._on_message is not None:
                     self._on_message(key, status.message_id)
             else:
-                await self._chat.edit_text(lane.chat_id, status.message_id, text)
+                await self._chat.edit_text(lane.chat_id, status.message_id, text, actions=actions)
                 self.counters.edits += 1
-            status.shown_text = text
+            status.shown_text, status.shown_actions = text, actions
         except MessageNotModified:
-            status.shown_text = text
+            status.shown_text, status.shown_actions = text, actions
         except FloodWait as exc:
             self._mute(lane, exc)
             if not status.finishing:
@@ -384,7 +507,8 @@ class StatusScheduler:
                     lane.chat_id, status.final_text, reply_to=status.reply_to
                 )
                 self.counters.sends += 1
-            elif status.final_text != status.shown_text:
+            elif status.final_text != status.shown_text or status.shown_actions:
+                # A final text offers no actions: a cancel button would outlive its job.
                 await self._edit_or_resend(lane, status, status.final_text)
         except FloodWait as exc:
             self._mute(lane, exc)

@@ -5,7 +5,9 @@ nothing to say) and raises a :class:`~sakaibot.errors.RequestRejected` for a
 refusal; :class:`~sakaibot.bot.ImageBot` sends either. Handlers are found
 through a table keyed by the parsed command's type. Read-only verbs (help,
 models, status, history) answer anyone; stats, cache and whoami only the owner;
-cancel, retry, resend and again act on the sender's own jobs.
+cancel, retry, resend/file and again act on the sender's own jobs (named by id,
+or, for again, file and resend, by replying to the image); set changes the
+chat's default flags, for the owner and the users the owner named.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, TypeVar
 
 from sakaibot.admission import Admission
 from sakaibot.cache import Cache
-from sakaibot.captions import CaptionFacts, build_caption
+from sakaibot.captions import Caption, CaptionFacts, CaptionPart, build_caption
 from sakaibot.chat.port import ChatPort, IncomingMessage, OutgoingImage
 from sakaibot.commands import (
     DEFAULT_MAX_PER_REQUEST,
@@ -28,6 +30,7 @@ from sakaibot.commands import (
     CacheCommand,
     CancelCommand,
     Command,
+    DefaultsCommand,
     HelpCommand,
     HistoryCommand,
     ModelsCommand,
@@ -36,14 +39,17 @@ from sakaibot.commands import (
     StatsCommand,
     StatusCommand,
     WhoamiCommand,
+    default_flag_text,
     per_request_text,
     usage_text,
 )
 from sakaibot.enhancer import ORIGINAL_PROMPT
 from sakaibot.errors import (
     ChatError,
+    DefaultsLocked,
     ImageGone,
     JobCancelled,
+    NoImageReplied,
     NothingToCancel,
     NothingToRetry,
     OwnerOnly,
@@ -53,13 +59,22 @@ from sakaibot.errors import (
     format_wait,
     plural,
 )
+from sakaibot.generation import GeneratedImage
 from sakaibot.jobs import Job, decode_request
 from sakaibot.models import ModelRegistry
-from sakaibot.pipeline import JobPipeline
+from sakaibot.pipeline import JobPipeline, image_actions
 from sakaibot.queues import JobQueues
+from sakaibot.quota import DailyBudgets
 from sakaibot.reports import DAY_S, compute_stats, format_history, format_stats
 from sakaibot.shared.generator import RemoteGenerator
-from sakaibot.status import StatusScheduler, failed_text
+from sakaibot.status import (
+    StatusScheduler,
+    default_cleared_text,
+    default_set_text,
+    defaults_reset_text,
+    defaults_text,
+    failed_text,
+)
 from sakaibot.store import JobRecord, Store, StoredJobState
 from sakaibot.store.images import ImageFiles
 from sakaibot.undelivered import UndeliveredImages
@@ -90,8 +105,13 @@ class Subcommands:
         remote: RemoteGenerator | None,
         wall_clock: Callable[[], float],
         stats_days_default: int,
+        budgets: DailyBudgets | None = None,
+        draw_chart: DrawChart | None = None,
         max_per_request: int = DEFAULT_MAX_PER_REQUEST,
     ) -> None:
+        self._budgets = budgets
+        #: Draws the owner's day chart as PNG bytes (``None``: text only).
+        self._draw_chart = draw_chart
         self._registry = registry
         self._chat = chat
         self._queues = queues
@@ -121,6 +141,7 @@ class Subcommands:
         self._verb(StatsCommand, self._stats)
         self._verb(CacheCommand, self._cache_command)
         self._verb(WhoamiCommand, self._whoami)
+        self._verb(DefaultsCommand, self._defaults)
 
     def _verb(
         self, kind: type[_C], handler: Callable[[IncomingMessage, _C], Awaitable[str | None]]
@@ -253,14 +274,28 @@ class Subcommands:
             logger.error("job %s: could not read its record: %s", job_id, exc)
             return None
 
-    async def _own_job(self, message: IncomingMessage, job_id: str) -> JobRecord:
-        record = await self._store.get_job(job_id)
+    async def stored_job(self, job_id: str) -> JobRecord | None:
+        """A job's record, whatever its state (a press on an old button names it)."""
+        return await self._store.get_job(job_id)
+
+    async def _own_job(self, message: IncomingMessage, job_id: str | None, verb: str) -> JobRecord:
+        """The sender's job ``job_id``; with no id, the one whose image the message replies to."""
+        if job_id is None:
+            replied = message.reply_to_message_id
+            record = None
+            if replied is not None:
+                record = await self._store.job_by_delivered_message(message.chat_id, replied)
+            if record is None:
+                raise NoImageReplied(verb)
+            job_id = record.id
+        else:
+            record = await self._store.get_job(job_id)
         if record is None or record.user_id != message.user_id:
             raise UnknownJob(job_id)
         return record
 
     async def _again(self, message: IncomingMessage, command: AgainCommand) -> None:
-        record = await self._own_job(message, command.job_id)
+        record = await self._own_job(message, command.job_id, "again")
         request = decode_request(record.request_json)
         model = self._registry.get(record.model)
         if model is None:
@@ -274,12 +309,14 @@ class Subcommands:
         await self._admission.admit(message, replace(request, options=options))
 
     async def _resend(self, message: IncomingMessage, command: ResendCommand) -> str | None:
-        record = await self._own_job(message, command.job_id)
+        verb = "file" if command.as_file else "resend"
+        record = await self._own_job(message, command.job_id, verb)
         image = None
         if record.image_hash and record.image_ext:
             image = await self._images.get(record.image_hash, record.image_ext)
         if image is None:
-            raise ImageGone(command.job_id)
+            # Told, not made again: a new image is /image again's (and counts as one).
+            raise ImageGone(record.id)
         model = self._registry.get(record.model)
         request = decode_request(record.request_json)
         caption = build_caption(
@@ -293,11 +330,13 @@ class Subcommands:
                 job_id=record.id,
             )
         )
+        as_file = command.as_file or request.options.as_file
         outgoing = OutgoingImage(
             image=image,
             caption=caption,
             filename=f"sakaibot-{record.model}-{record.id}{image.extension}",
-            as_file=request.options.as_file,
+            as_file=as_file,
+            actions=image_actions(record.id, as_file=as_file),
         )
         try:
             await self._pipeline.send_image(message.chat_id, outgoing, reply_to=message.message_id)
@@ -305,6 +344,34 @@ class Subcommands:
             logger.warning("job %s: resend failed: %s", record.id, exc)
             return failed_text(exc.user_message)
         return None
+
+    # -- the chat's defaults -----------------------------------------------------
+
+    async def _defaults(self, message: IncomingMessage, command: DefaultsCommand) -> str:
+        chat_id = message.chat_id
+        if command.flag is None and not command.reset:
+            defaults = await self._store.chat_defaults(chat_id)
+            skipped = {
+                default_flag_text(name, value): self._models_without(name)
+                for name, value in defaults.items()
+            }
+            return defaults_text(list(skipped), {f: m for f, m in skipped.items() if m})
+        # Anyone let in only by the chat (ALLOWED_CHAT_IDS) may read them, not change them.
+        if not (message.from_owner or message.from_named_user):
+            raise DefaultsLocked()
+        if command.reset:
+            return defaults_reset_text(await self._store.clear_chat_defaults(chat_id))
+        assert command.flag is not None
+        await self._store.set_chat_default(chat_id, command.flag, command.value)
+        if command.value is None:
+            return default_cleared_text(command.flag)
+        return default_set_text(
+            default_flag_text(command.flag, command.value), self._models_without(command.flag)
+        )
+
+    def _models_without(self, flag: str) -> list[str]:
+        """The configured models that do not take ``flag`` (its default skips them)."""
+        return [spec.name for spec in self._registry if not spec.supports(flag)]
 
     # -- the owner's -----------------------------------------------------------
 
@@ -314,7 +381,33 @@ class Subcommands:
         since_s = self._wall_clock() - command.days * DAY_S
         records = await self._store.jobs_since(since_s)
         queue = [(load.model.name, load.waiting, load.running) for load in self._queues.loads()]
-        return format_stats(compute_stats(records, days=command.days, queue=queue))
+        budgets = self._budgets.uses(self._registry.names()) if self._budgets is not None else []
+        text = format_stats(compute_stats(records, days=command.days, queue=queue, budgets=budgets))
+        if self._draw_chart is not None:
+            await self._send_chart(message)
+        return text
+
+    async def _send_chart(self, message: IncomingMessage) -> None:
+        """The last day as a picture, sent before the text; a chart that fails is only logged."""
+        assert self._draw_chart is not None
+        now_s = self._wall_clock()
+        records = await self._store.jobs_since(now_s - DAY_S)
+        try:
+            png = await asyncio.to_thread(self._draw_chart, records, now_s)
+        except Exception:
+            logger.exception("stats: the chart could not be drawn")
+            return
+        width, height = png_size(png)
+        outgoing = OutgoingImage(
+            image=GeneratedImage(png, "image/png", ".png", width, height),
+            caption=Caption((CaptionPart(CHART_CAPTION),)),
+            filename="sakaibot-stats.png",
+            as_file=False,
+        )
+        try:
+            await self._pipeline.send_image(message.chat_id, outgoing, reply_to=message.message_id)
+        except ChatError as exc:
+            logger.warning("stats: the chart could not be sent: %s", exc)
 
     async def _cache_command(self, message: IncomingMessage, command: CacheCommand) -> str:
         if not message.from_owner:
@@ -342,6 +435,19 @@ class Subcommands:
         if not message.from_owner:
             raise OwnerOnly("/image whoami")
         return whoami_text(message.chat_id, message.user_id)
+
+
+#: The words under the owner's stats chart.
+CHART_CAPTION = "Images per hour and median wait over the last 24 hours"
+#: Draws the day chart: the jobs of the last day and the time now in, PNG bytes out.
+DrawChart = Callable[[list[JobRecord], float], bytes]
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    """Width and height from a PNG's header (its IHDR chunk)."""
+    if png[:8] != b"\x89PNG\r\n\x1a\n" or len(png) < 24:
+        raise ValueError("not a PNG")
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
 
 
 def whoami_text(chat_id: str, user_id: str) -> str:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from sakaibot.captions import Caption
-from sakaibot.chat.port import OutgoingImage
+from sakaibot.chat.port import Action, OutgoingImage
 from sakaibot.enhancer import EnhancedPrompt
 from sakaibot.errors import GenerationError, SakaiBotError
 from sakaibot.generation import GeneratedImage, GenerationParams, GenerationResult
@@ -46,6 +46,8 @@ class ChatEvent:
     reply_to: int | None = None
     at_s: float = 0.0
     image: OutgoingImage | None = None
+    #: The one-tap actions offered under the message (as a bot account's buttons).
+    actions: tuple[Action, ...] = ()
 
 
 @dataclass
@@ -76,19 +78,30 @@ class RecordingChat:
         if address is not None:
             self.addresses[chat_id] = address
 
-    async def send_text(self, chat_id: str, text: str, *, reply_to: int | None) -> int:
+    async def send_text(
+        self,
+        chat_id: str,
+        text: str,
+        *,
+        reply_to: int | None,
+        actions: tuple[Action, ...] = (),
+    ) -> int:
         if self.send_failures:
             raise self.send_failures.pop(0)
         message_id = self._new_id()
         self.texts[message_id] = text
-        self.events.append(ChatEvent("send", message_id, text, reply_to, self._now()))
+        self.events.append(
+            ChatEvent("send", message_id, text, reply_to, self._now(), actions=actions)
+        )
         return message_id
 
-    async def edit_text(self, chat_id: str, message_id: int, text: str) -> None:
+    async def edit_text(
+        self, chat_id: str, message_id: int, text: str, *, actions: tuple[Action, ...] = ()
+    ) -> None:
         if self.edit_failures:
             raise self.edit_failures.pop(0)
         self.texts[message_id] = text
-        self.events.append(ChatEvent("edit", message_id, text, None, self._now()))
+        self.events.append(ChatEvent("edit", message_id, text, None, self._now(), actions=actions))
 
     async def delete_message(self, chat_id: str, message_id: int) -> None:
         self.texts.pop(message_id, None)
@@ -99,7 +112,15 @@ class RecordingChat:
             raise self.image_failures.pop(0)
         message_id = self._new_id()
         self.events.append(
-            ChatEvent("image", message_id, image.caption.plain(), reply_to, self._now(), image)
+            ChatEvent(
+                "image",
+                message_id,
+                image.caption.plain(),
+                reply_to,
+                self._now(),
+                image,
+                actions=image.actions,
+            )
         )
         return message_id
 

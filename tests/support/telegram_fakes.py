@@ -11,7 +11,8 @@ error (or ``ConnectionError``) next.
 :func:`make_message` builds a real ``telethon.tl.types.Message`` (Telethon's
 custom message class) and finishes it the way Telethon does for an update, so
 ``.sender``, ``.sender_id``, ``.chat_id``, ``.out``, ``.fwd_from`` and ``.post``
-are computed by Telethon itself, not by the test.
+are computed by Telethon itself, not by the test. :func:`make_press` does the
+same for a pressed inline button (a ``CallbackQuery`` event).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ OWNER_ID = 1_000_001
 
 _DATE = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 _message_ids = itertools.count(5_000)
+_query_ids = itertools.count(9_000)
+#: ``buttons`` left out of a call (a user account never passes it).
+_NOT_GIVEN: Any = object()
 
 
 @dataclass
@@ -116,6 +120,7 @@ class RecordingTelegramClient:
         reply_to: int | None = None,
         parse_mode: Any = (),
         link_preview: bool = True,
+        buttons: Any = _NOT_GIVEN,
     ) -> types.Message:
         call = self._record(
             "send_message",
@@ -125,6 +130,7 @@ class RecordingTelegramClient:
             parse_mode=parse_mode,
             link_preview=link_preview,
         )
+        _note_buttons(call, buttons)
         self._raise_if_scripted(call)
         return self._new_message(call, entity, message, reply_to)
 
@@ -136,6 +142,7 @@ class RecordingTelegramClient:
         *,
         parse_mode: Any = (),
         link_preview: bool = True,
+        buttons: Any = _NOT_GIVEN,
     ) -> types.Message:
         call = self._record(
             "edit_message",
@@ -145,6 +152,7 @@ class RecordingTelegramClient:
             parse_mode=parse_mode,
             link_preview=link_preview,
         )
+        _note_buttons(call, buttons)
         self._raise_if_scripted(call)
         if message not in self.texts:
             self._fail(call, errors.MessageIdInvalidError(request=None))
@@ -169,6 +177,7 @@ class RecordingTelegramClient:
         parse_mode: Any = (),
         force_document: bool = False,
         reply_to: int | None = None,
+        buttons: Any = _NOT_GIVEN,
     ) -> Any:
         """One file, or (a list of files and captions) one album: a list of messages."""
         album = isinstance(file, list)
@@ -189,6 +198,7 @@ class RecordingTelegramClient:
         if album:
             call.kwargs["file_names"] = [getattr(f, "name", None) for f in files]
             call.kwargs["file_bytes"] = data
+        _note_buttons(call, buttons)
         self._raise_if_scripted(call)
         captions = caption if isinstance(caption, list) else [caption]
         messages: list[types.Message] = []
@@ -254,6 +264,11 @@ class RecordingTelegramClient:
         ]
         return found[:limit]
 
+    async def __call__(self, request: Any) -> bool:
+        """A raw request (``event.answer()`` sends ``SetBotCallbackAnswerRequest``)."""
+        self._record(type(request).__name__, None, request=request)
+        return True
+
     # -- helpers ----------------------------------------------------------------
 
     def _record(self, name: str, entity: Any, **kwargs: Any) -> ClientCall:
@@ -303,6 +318,12 @@ class RecordingTelegramClient:
         )
         message._finish_init(self, {}, None)
         return message
+
+
+def _note_buttons(call: ClientCall, buttons: Any) -> None:
+    """Record the inline keyboard when one was given (``None`` too: it removes one)."""
+    if buttons is not _NOT_GIVEN:
+        call.kwargs["buttons"] = buttons
 
 
 def _peer_of(entity: Any) -> Any:
@@ -391,6 +412,37 @@ def _chat_entity(
 def make_event(client: Any, **fields: Any) -> events.NewMessage.Event:
     """A ``NewMessage`` event carrying :func:`make_message`'s message."""
     return events.NewMessage.Event(make_message(client, **fields))
+
+
+def make_press(
+    client: Any,
+    *,
+    data: bytes,
+    chat: types.PeerUser | types.PeerChat | types.PeerChannel,
+    sender_id: int,
+    msg_id: int,
+) -> events.CallbackQuery.Event:
+    """A real ``CallbackQuery`` event for a press on the button carrying ``data``,
+    built and finished the way Telethon's update dispatch does."""
+    update = types.UpdateBotCallbackQuery(
+        query_id=next(_query_ids),
+        user_id=sender_id,
+        peer=chat,
+        msg_id=msg_id,
+        chat_instance=42,
+        data=data,
+    )
+    event = events.CallbackQuery.build(update)
+    sender = types.User(
+        id=sender_id, is_self=False, access_hash=sender_id * 7, first_name=f"user{sender_id}"
+    )
+    chat_entity = _chat_entity(chat, self_id=client._self_id)
+    event._entities = {
+        utils.get_peer_id(sender): sender,
+        utils.get_peer_id(chat_entity): chat_entity,
+    }
+    event._set_client(client)
+    return event
 
 
 @dataclass

@@ -12,7 +12,7 @@ from sakaibot.errors import ContentFiltered, WorkerGaveUp
 from sakaibot.jobs import Album, Job
 from sakaibot.pipeline import JobOutcome
 from sakaibot.settings import load_settings
-from sakaibot.status import status_text
+from sakaibot.status import Text, status_text
 from tests.support.fakes import FakeClock, FakeGenerator, RecordingChat
 from tests.support.waiting import until_ended
 
@@ -196,17 +196,83 @@ async def test_help_and_models_say_how_many_a_request_may_ask_for() -> None:
     assert "One request may ask for up to 6 images with --n" in h.replies(models)[0]
 
 
+def _rendered(text: Text) -> str:
+    """A status text as the scheduler sends it (a function is called then)."""
+    return text() if callable(text) else text
+
+
 def test_the_album_status_says_how_many_are_ready_and_what_the_next_is_doing() -> None:
     album = Album("abc123", 4, chat_id="c", reply_to=1, user_id="ann", model="flux")
     jobs = [
         Job(f"j{i}", "ann", "c", 1, None, None, 0.0, album=album, album_index=i)  # type: ignore[arg-type]
         for i in range(4)
     ]
-    assert status_text(jobs[0], "🎨 Generating…") == "🖼 0 of 4 ready…\n🎨 Generating…"
-    status_text(jobs[1], "⏳ Queued: next in line")
+    assert _rendered(status_text(jobs[0], "🎨 Generating…")) == "🖼 0 of 4 ready…\n🎨 Generating…"
+    position = ["position 2"]
+    status_text(jobs[1], lambda: f"⏳ Queued: {position[0]}")
     album.made, album.ended = 2, {0, 2}
-    assert status_text(jobs[2]) == "🖼 2 of 4 ready…\n⏳ Queued: next in line"
+    shown = status_text(jobs[2])
+    # Written when sent: the album as it is then, the waiting image's place too.
+    position[0] = "next in line"
+    assert _rendered(shown) == "🖼 2 of 4 ready…\n⏳ Queued: next in line"
     album.failed, album.ended = 1, {0, 1, 2}
-    assert status_text(jobs[3], "🎨 Generating…") == (
+    assert _rendered(status_text(jobs[3], "🎨 Generating…")) == (
         "🖼 2 of 4 ready… (1 could not be made)\n🎨 Generating…"
     )
+
+
+async def test_an_album_counts_all_its_images_in_everyones_limit() -> None:
+    h = Harness(image_global_limits="3/1h", image_user_limits="10/1h")
+    await h.app.start()
+    try:
+        too_many = await h.say("/image=flux=a red fox --n 4")
+        [refusal] = h.replies(too_many)
+        assert "more than the bot makes for everyone" in refusal
+        assert "--n 3" in refusal
+        await h.say("/image=flux=a red fox --n 3", user="bob")
+        await until_ended(h.app, h.outcomes, 2)
+        assert len(h.generator.calls) == 3
+        assert len(h.chat.albums) == 1
+        # The album used everyone's three: the next image waits for the window.
+        late = await h.say("/image=flux=one more", user="cat")
+        [full] = h.replies(late)
+        assert "for everyone" in full
+        assert len(h.generator.calls) == 3
+    finally:
+        await h.app.aclose()
+
+
+async def test_a_model_paused_by_its_daily_budget_refuses_an_album_whole() -> None:
+    h = Harness(flux_daily_budget=2)
+    await h.app.start()
+    try:
+        await h.say("/image=flux=a red fox --n 2")
+        await until_ended(h.app, h.outcomes, 1)
+        assert len(h.generator.calls) == 2  # each image took its part of the budget
+        refused = await h.say("/image=flux=a red fox --n 2")
+        [refusal] = h.replies(refused)
+        assert "has used up today's images; it comes back at 00:00 UTC" in refusal
+        assert len(h.generator.calls) == 2
+    finally:
+        await h.app.aclose()
+
+
+async def test_chat_defaults_apply_to_every_image_and_an_album_offers_no_buttons() -> None:
+    h = Harness()
+    await h.app.start()
+    try:
+        await h.app.bot.handle(
+            IncomingMessage("chat", 100, "ann", "/image set file on", from_owner=True)
+        )
+        command = await h.say("/image=flux=a red fox --n 3")
+        await until_ended(h.app, h.outcomes, 1)
+        images = [e for e in h.chat.events if e.kind == "image" and e.reply_to == command]
+        assert len(images) == 3
+        assert all(e.image is not None and e.image.as_file for e in images)
+        # Telegram takes no buttons on a media group; the one status offers none either.
+        assert all(e.image is not None and e.image.actions == () for e in images)
+        statuses = [e for e in h.chat.events if e.kind in {"send", "edit"}]
+        assert statuses
+        assert all(e.actions == () for e in statuses)
+    finally:
+        await h.app.aclose()

@@ -100,12 +100,17 @@ async def test_an_image_is_delivered_and_the_status_removed(harness: Harness) ->
     harness.generator.gate = asyncio.Event()
     command = await harness.say("/image=flux=a red fox in the snow")
     second = await harness.say("/image=flux=a second fox", user="bob")
-    await asyncio.wait_for(harness.app.status.drain(), timeout=5)
-    # While the first generates, its status says so and the second waits in line.
-    assert harness.chat.visible_texts() == [
+    # While the first generates, its status says so and the second waits in line
+    # (its prompt improved meanwhile, see test_enhance_ahead.py).
+    expected = [
         "🎨 Generating with Flux…",
         "⏳ Queued for Flux: next in line, ready in about 20 s.",
     ]
+    await until(
+        lambda: harness.chat.visible_texts() == expected,
+        waiting_for="the first generating and the second in line",
+        settle=harness.app.status.drain,
+    )
     assert [e.reply_to for e in harness.chat.of_kind("send")] == [command, second]
     harness.generator.gate.set()
     await harness.finish()

@@ -1,4 +1,5 @@
-"""The core knows nothing of Telegram, the OpenAI SDK, httpx, SQLite, Redis or RSA.
+"""The core knows nothing of Telegram, the OpenAI SDK, httpx, SQLite, Redis, RSA,
+Prometheus or matplotlib.
 
 Each outside library is imported by exactly one adapter module (the layers of
 ``docs/image-generation/architecture.md``).
@@ -46,6 +47,9 @@ CORE_MODULES = [
     "chat/port.py",
     "chat/console.py",
     "enhancer/__init__.py",
+    "quota.py",
+    "health.py",
+    "telemetry.py",
 ]
 OUTSIDE_THINGS = {
     "telethon",
@@ -56,6 +60,8 @@ OUTSIDE_THINGS = {
     "redis",
     "rsa",
     "prompt_toolkit",
+    "prometheus_client",
+    "matplotlib",
 }
 #: The one adapter module allowed to import each outside thing.
 ADAPTERS = {
@@ -68,6 +74,8 @@ ADAPTERS = {
     "redis": {"shared/backend.py"},
     # Line editing for `sakaibot chat` on a terminal.
     "prompt_toolkit": {"chat/terminal.py"},
+    "prometheus_client": {"metrics.py"},
+    "matplotlib": {"charts.py"},
 }
 
 

@@ -265,7 +265,9 @@ async def test_stats_and_cache_are_for_the_owner(bot: Bot) -> None:
     denied = await bot.say("/image stats", user="ann")
     assert bot.replies(denied) == ["❌ Only the bot's owner can use /image stats."]
     stats = await bot.say("/image stats 1")
-    [stats_text] = bot.replies(stats)
+    # The owner gets the day as a chart first, then the figures as text.
+    [_chart, stats_text] = bot.replies(stats)
+    assert [e.kind for e in bot.chat.events if e.reply_to == stats] == ["image", "send"]
     assert "2" in stats_text
     cache = await bot.say("/image cache")
     [cache_text] = bot.replies(cache)

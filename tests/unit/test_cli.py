@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import io
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,3 +80,22 @@ def test_chat_local_defaults_its_data_folder_beside_its_images() -> None:
     chosen = _chat_data(parser.parse_args(["chat", "--local", "--data-dir", "elsewhere"]))
     assert chosen["sakaibot_data_dir"] == Path("elsewhere")
     assert _chat_data(parser.parse_args(["chat"])) == {}  # the configured SAKAIBOT_DATA_DIR
+
+
+def test_help_imports_none_of_the_heavy_libraries() -> None:
+    # A fresh interpreter: what `sakaibot --help` loads, and nothing more.
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['sakaibot', '--help']\n"
+        "try:\n"
+        "    runpy.run_module('sakaibot', run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = {'openai', 'telethon', 'httpx', 'PIL', 'tenacity', 'pydantic',\n"
+        "         'sqlite3', 'redis'}\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & heavy), file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert done.stderr.strip() == "[]"

@@ -13,6 +13,7 @@ from sakaibot.commands import (
     AgainCommand,
     CacheCommand,
     CancelCommand,
+    DefaultsCommand,
     HelpCommand,
     HistoryCommand,
     ImageOptions,
@@ -28,6 +29,7 @@ from sakaibot.commands import (
     is_image_command,
     parse_command,
     usage_text,
+    with_defaults,
 )
 from sakaibot.errors import (
     BadFlag,
@@ -489,6 +491,21 @@ def test_unknown_flag_inside_the_flags_is_named() -> None:
         ("/image Again #xY9", AgainCommand("xy9")),
         ("/image resend ab12", ResendCommand("ab12")),
         ("/image RESEND #Ab12 ", ResendCommand("ab12")),
+        # Without an id: the image the command replies to.
+        ("/image again", AgainCommand(None)),
+        ("/image resend", ResendCommand(None)),
+        ("/image file", ResendCommand(None, as_file=True)),
+        ("/image File #AB12", ResendCommand("ab12", as_file=True)),
+        ("/image set", DefaultsCommand()),
+        ("/image set reset", DefaultsCommand(reset=True)),
+        ("/image set AR 16:9", DefaultsCommand("ar", "16:9")),
+        ("/image set --style Artistic", DefaultsCommand("style", "artistic")),
+        ("/image set raw on", DefaultsCommand("raw", "on")),
+        ("/image set file ON", DefaultsCommand("file", "on")),
+        ("/image set raw off", DefaultsCommand("raw", None)),
+        ("/image set ar off", DefaultsCommand("ar", None)),
+        ("/image set neg blurry  watermark", DefaultsCommand("neg", "blurry watermark")),
+        ("/image set steps 4", DefaultsCommand("steps", "4")),
         ("/image stats", StatsCommand(7)),
         ("/image Stats 30", StatsCommand(30)),
         ("/image cache", CacheCommand(clear=False)),
@@ -515,11 +532,10 @@ def test_subcommands(text: str, expected: object) -> None:
         "/image retry 1 2",
         "/image history 5 6",
         "/image history 5 images",
-        "/image again",
         "/image again #",
         "/image again 1 2",
-        "/image resend",
         "/image resend #",
+        "/image file 1 2",
         "/image resend ab12 now",
         "/image stats 7 days",
         "/image stats 1 2",
@@ -673,8 +689,9 @@ def test_usage_text_lists_models_flags_examples_and_subcommands() -> None:
     assert "--fresh  make a new image even if the same one was made recently" in text
     assert (
         "More: /image help, models, status, cancel [job], retry <job>, history [n], "
-        "again <job>, resend <job>"
+        "again [job], file [job], resend [job] (without a job: as a reply to your image)"
     ) in text
+    assert "/image set ar 16:9" in text
     assert "Owner: /image stats [days], /image cache [clear], /image whoami" in text
     assert (
         "flux takes --seed, --steps, --style, --raw, --file, --fresh, --n (steps up to 8)" in text
@@ -745,7 +762,10 @@ def check_outcome(text: str) -> None:
         assert 1 <= result.limit <= 50
     elif isinstance(result, StatsCommand):
         assert 1 <= result.days <= 365
-    elif isinstance(result, AgainCommand | ResendCommand | RetryCommand):
+    elif isinstance(result, AgainCommand | ResendCommand):
+        # No id: the image the command replies to.
+        assert result.job_id is None or result.job_id == result.job_id.lower()
+    elif isinstance(result, RetryCommand):
         assert result.job_id
         assert result.job_id == result.job_id.lower()
 
@@ -819,3 +839,48 @@ SUBCOMMAND_ARGS = st.lists(
 )
 def test_any_subcommand_soup_is_parsed_or_refused(verb: str, args: str) -> None:
     check_outcome(f"/image {verb} {args}")
+
+
+# -- per-chat defaults ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("/image set seed 5", "'seed' is not a flag a chat can have a default for"),
+        ("/image set ar", "it needs a value (or off), e.g. /image set ar 16:9."),
+        ("/image set raw", "it needs on or off, e.g. /image set raw on."),
+        ("/image set raw yes", "'yes' is neither on nor off"),
+        ("/image set ar 7:3", "'7:3' is not a valid value. --ar needs one of"),
+        ("/image set style cubist", "'cubist' is not a valid value. --style needs one of"),
+        ("/image set steps 0", "--steps needs a whole number of 1 or more (sdxl uses at most"),
+        ("/image set ar 16:9 9:16", "it takes one value, not '16:9 9:16'"),
+    ],
+)
+def test_a_default_is_checked_by_the_flags_own_rules(text: str, expected: str) -> None:
+    with pytest.raises(BadFlag) as caught:
+        parse(text)
+    assert expected in caught.value.user_message
+
+
+def test_a_default_above_every_models_steps_is_kept_at_the_largest() -> None:
+    assert parse("/image set steps 999") == DefaultsCommand("steps", str(SDXL.max_steps))
+
+
+def test_defaults_fill_only_the_flags_a_request_left_out() -> None:
+    defaults = {"ar": "16:9", "style": "artistic", "raw": "on", "steps": "50", "neg": "blur"}
+    plain = ImageRequest("sdxl", "a fox")
+    merged = with_defaults(plain, SDXL, defaults).options
+    assert (merged.aspect_ratio, merged.style, merged.raw) == ("16:9", Style.ARTISTIC, True)
+    assert (merged.steps, merged.negative_prompt) == (SDXL.max_steps, "blur")
+    own = ImageRequest("sdxl", "a fox", ImageOptions(aspect_ratio="9:16", style=Style.ANIME))
+    kept = with_defaults(own, SDXL, defaults).options
+    assert (kept.aspect_ratio, kept.style) == ("9:16", Style.ANIME)
+
+
+def test_a_default_the_model_does_not_take_is_skipped_for_it() -> None:
+    request = ImageRequest("flux", "a fox")
+    merged = with_defaults(request, FLUX, {"ar": "16:9", "neg": "blur", "file": "on"})
+    assert merged.options == ImageOptions(as_file=True)
+    # A stored value that no longer parses never makes a request fail.
+    assert with_defaults(request, FLUX, {"style": "cubist", "steps": "x"}) == request

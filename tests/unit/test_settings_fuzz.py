@@ -42,6 +42,10 @@ INT_VARIABLES = (
     "CACHE_MAX_BYTES",
     "REDIS_INFLIGHT_PER_MODEL",
     "REDIS_CACHE_MAX_BYTES",
+    "FLUX_DAILY_BUDGET",
+    "SDXL_DAILY_BUDGET",
+    "METRICS_PORT",
+    "ENHANCE_AHEAD",
 )
 FLOAT_VARIABLES = (
     "SHUTDOWN_GRACE_S",
@@ -250,6 +254,7 @@ NEAR_MISSES: dict[str, st.SearchStrategy[str]] = {
     **dict.fromkeys(INT_VARIABLES, int_near_misses),
     **dict.fromkeys(FLOAT_VARIABLES, float_near_misses),
     "IMAGE_USER_LIMITS": limit_near_misses,
+    "IMAGE_GLOBAL_LIMITS": limit_near_misses,
     "IMAGE_MODELS": models_near_misses,
     "LLM_PROVIDER": provider_near_misses,
     "ALLOWED_USER_IDS": ids_near_misses,

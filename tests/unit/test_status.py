@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from functools import partial
 
+from sakaibot.chat.port import Action
 from sakaibot.errors import ChatError, FloodWait, MessageNotModified
 from sakaibot.status import SEND_GAP_S, StatusScheduler
 from tests.support.fakes import FakeClock, RecordingChat
@@ -175,9 +177,16 @@ async def test_show_never_waits_for_the_chat() -> None:
     class HangingChat(RecordingChat):
         release = asyncio.Event()
 
-        async def send_text(self, chat_id: str, text: str, *, reply_to: int | None) -> int:
+        async def send_text(
+            self,
+            chat_id: str,
+            text: str,
+            *,
+            reply_to: int | None,
+            actions: tuple[Action, ...] = (),
+        ) -> int:
             await self.release.wait()
-            return await super().send_text(chat_id, text, reply_to=reply_to)
+            return await super().send_text(chat_id, text, reply_to=reply_to, actions=actions)
 
     clock = FakeClock()
     chat = HangingChat(clock=clock)
@@ -218,3 +227,43 @@ async def test_a_new_status_goes_before_edits_of_older_ones() -> None:
         ("send", "new queued"),
         ("edit", "generating"),
     ]
+
+
+async def test_a_text_given_as_a_function_is_written_only_when_sent() -> None:
+    clock = FakeClock()
+    chat = RecordingChat(clock=clock)
+    status = make(chat, clock)
+    written: list[str] = []
+
+    def text(position: int) -> str:
+        written.append(f"position {position}")
+        return written[-1]
+
+    status.show("j1", chat_id="c", reply_to=1, text="queued")
+    await settle(status)
+    for position in (9, 8, 7, 6, 5):
+        status.show("j1", chat_id="c", reply_to=1, text=partial(text, position))
+    await settle(status)
+    # Only the text that reached the chat was ever written.
+    assert written == ["position 5"]
+    assert [e.text for e in chat.of_kind("edit")] == ["position 5"]
+
+
+async def test_serving_ten_thousand_chats_leaves_no_lanes() -> None:
+    clock = FakeClock()
+    chat = RecordingChat(clock=clock)
+    status = make(chat, clock)
+    for n in range(10_000):
+        status.show(f"j{n}", chat_id=f"chat{n}", reply_to=1, text="queued")
+    await settle(status)
+    assert status.lane_count() == 10_000
+    for n in range(10_000):
+        status.finish(f"j{n}")
+    await settle(status)
+    assert status.lane_count() == 0
+    assert status.pending() == 0
+    # A status never shown ends without a lane left behind either.
+    status.show("late", chat_id="other", reply_to=1, text="queued")
+    status.finish("late")
+    await settle(status)
+    assert status.lane_count() == 0

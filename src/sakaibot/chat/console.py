@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from sakaibot.captions import Caption
-from sakaibot.chat.port import IncomingMessage, OutgoingImage
+from sakaibot.chat.port import Action, IncomingMessage, OutgoingImage
 from sakaibot.errors import LineTooLong
 from sakaibot.pipeline import JobOutcome
 from sakaibot.status import failed_text
@@ -102,11 +103,40 @@ def read_file_line(
     return _overlong(head, max_line_bytes)
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` so that ``path`` is either absent or whole."""
+#: How the console shows each action (it has no buttons: a hint of the command to type).
+_ACTION_HINTS = {
+    "again": "🔁 again: /image again {job}",
+    "file": "📄 as file: /image file {job}",
+    "cancel": "❌ cancel: /image cancel {job}",
+}
+
+
+def _with_actions(
+    event: dict[str, object], line: str, actions: tuple[Action, ...]
+) -> tuple[dict[str, object], str]:
+    """The event and line with the offered actions added (unchanged when there are none)."""
+    if not actions:
+        return event, line
+    hints = " ".join(f"[{_ACTION_HINTS[a.kind].format(job=a.job_id)}]" for a in actions)
+    return {**event, "actions": [a.kind for a in actions]}, f"{line}\n  {hints}"
+
+
+def _write_atomically(path: Path, data: bytes, kept: Path | None = None) -> None:
+    """Put ``data`` at ``path`` so that it is either absent or whole.
+
+    When the bot already keeps the same bytes in ``kept``, ``path`` becomes a
+    second name for that file (a hard link): each image is written once.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.name}.partial")
-    partial.write_bytes(data)
+    partial.unlink(missing_ok=True)
+    try:
+        if kept is None:
+            raise FileNotFoundError("nothing kept to link to")
+        os.link(kept, partial)
+    except OSError:
+        # Not kept, evicted meanwhile, or another file system: write the bytes.
+        partial.write_bytes(data)
     partial.replace(path)
 
 
@@ -199,19 +229,34 @@ class ConsoleChat:
     def remember_chat(self, chat_id: str, address: str | None) -> None:
         """The console is always reachable: nothing to learn."""
 
-    async def send_text(self, chat_id: str, text: str, *, reply_to: int | None) -> int:
+    async def send_text(
+        self,
+        chat_id: str,
+        text: str,
+        *,
+        reply_to: int | None,
+        actions: tuple[Action, ...] = (),
+    ) -> int:
         message_id = self._next_id()
         arrow = f" ↩ #{reply_to}" if reply_to is not None else ""
         self._emit(
-            {"type": "send", "id": message_id, "reply_to": reply_to, "text": text},
-            f"bot #{message_id}{arrow}: {text}",
+            *_with_actions(
+                {"type": "send", "id": message_id, "reply_to": reply_to, "text": text},
+                f"bot #{message_id}{arrow}: {text}",
+                actions,
+            )
         )
         return message_id
 
-    async def edit_text(self, chat_id: str, message_id: int, text: str) -> None:
+    async def edit_text(
+        self, chat_id: str, message_id: int, text: str, *, actions: tuple[Action, ...] = ()
+    ) -> None:
         self._emit(
-            {"type": "edit", "id": message_id, "text": text},
-            f"bot #{message_id} (edited): {text}",
+            *_with_actions(
+                {"type": "edit", "id": message_id, "text": text},
+                f"bot #{message_id} (edited): {text}",
+                actions,
+            )
         )
 
     async def delete_message(self, chat_id: str, message_id: int) -> None:
@@ -244,23 +289,26 @@ class ConsoleChat:
         else:
             path = self._out_dir / image.filename
         # Disk writes leave the event loop: a slow disk must not hold up the queues.
-        await asyncio.to_thread(_write_atomically, path, image.image.data)
+        await asyncio.to_thread(_write_atomically, path, image.image.data, image.kept_path)
         message_id = self._next_id()
         kind = "file" if image.as_file else "photo"
         size_kb = image.image.size_bytes / 1024
         picture = image.image
         arrow = f" ↩ #{reply_to}" if reply_to is not None else ""
         self._emit(
-            {
-                "type": "image",
-                "id": message_id,
-                "reply_to": reply_to,
-                "path": str(path),
-                "caption": image.caption.plain(),
-                "as_file": image.as_file,
-            },
-            f"bot #{message_id}{arrow}: [{kind} {path} · {picture.width}×{picture.height} "
-            f"{picture.extension.lstrip('.').upper()} {size_kb:.0f} KB]"
-            + (f"\n{image.caption.plain()}" if image.caption.parts else ""),
+            *_with_actions(
+                {
+                    "type": "image",
+                    "id": message_id,
+                    "reply_to": reply_to,
+                    "path": str(path),
+                    "caption": image.caption.plain(),
+                    "as_file": image.as_file,
+                },
+                f"bot #{message_id}{arrow}: [{kind} {path} · {picture.width}×{picture.height} "
+                f"{picture.extension.lstrip('.').upper()} {size_kb:.0f} KB]"
+                + (f"\n{image.caption.plain()}" if image.caption.parts else ""),
+                image.actions,
+            )
         )
         return message_id

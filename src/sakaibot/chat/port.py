@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import Literal, Protocol, get_args
 
 from sakaibot.captions import Caption
 from sakaibot.generation import GeneratedImage
@@ -32,6 +33,48 @@ class IncomingMessage:
     #: What the front end needs to reach this chat again after a restart, opaque
     #: to the core (Telegram: the peer kind, id and access hash). Kept with each job.
     chat_address: str | None = None
+    #: The sender is named by the operator (Telegram: in ALLOWED_USER_IDS), not
+    #: only let in by the chat they write in: trusted with per-chat settings.
+    from_named_user: bool = False
+
+
+#: What a one-tap action does: generate again, send as a file, cancel.
+ActionKind = Literal["again", "file", "cancel"]
+ACTION_KINDS: tuple[ActionKind, ...] = get_args(ActionKind)
+
+
+@dataclass(frozen=True)
+class Action:
+    """A one-tap action offered under a message, about one stored job.
+
+    Front ends that can (a Telegram bot account) show it as a button; a press
+    comes back as an :class:`ActionPress`. It names the job only, so a press on
+    an old message still works after a restart.
+    """
+
+    kind: ActionKind
+    job_id: str
+
+
+@dataclass(frozen=True)
+class ActionPress:
+    """Someone pressed an :class:`Action` under a message in a chat."""
+
+    chat_id: str
+    #: The message that carries the button; replies go under it.
+    message_id: int
+    user_id: str
+    action: Action
+    from_owner: bool = False
+    chat_address: str | None = None
+
+
+@dataclass(frozen=True)
+class ActionAnswer:
+    """What the presser of an action is shown: briefly, or in a dialog when ``alert``."""
+
+    text: str | None = None
+    alert: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,6 +92,11 @@ class OutgoingImage:
     upload_ref: str | None = None
     #: Told the chat's reference after a fresh upload, so a later cache hit can reuse it.
     remember_upload: Callable[[str], None] | None = None
+    #: One-tap actions to offer under the image (front ends that cannot, ignore them).
+    actions: tuple[Action, ...] = ()
+    #: The same bytes, already kept on disk by the bot: a front end that writes
+    #: files links to it instead of writing the image a second time.
+    kept_path: Path | None = None
 
 
 class ChatPort(Protocol):
@@ -62,12 +110,21 @@ class ChatPort(Protocol):
         """
         ...
 
-    async def send_text(self, chat_id: str, text: str, *, reply_to: int | None) -> int:
-        """Send a new text message; returns its id."""
+    async def send_text(
+        self,
+        chat_id: str,
+        text: str,
+        *,
+        reply_to: int | None,
+        actions: tuple[Action, ...] = (),
+    ) -> int:
+        """Send a new text message (offering ``actions`` under it); returns its id."""
         ...
 
-    async def edit_text(self, chat_id: str, message_id: int, text: str) -> None:
-        """Replace a message's text."""
+    async def edit_text(
+        self, chat_id: str, message_id: int, text: str, *, actions: tuple[Action, ...] = ()
+    ) -> None:
+        """Replace a message's text; the actions under it become ``actions`` (none: removed)."""
         ...
 
     async def delete_message(self, chat_id: str, message_id: int) -> None: ...

@@ -4,7 +4,8 @@ It adds to the core only what Telegram has: who may use the bot, its error
 types translated into the core's (:class:`~sakaibot.errors.FloodWait`,
 :class:`~sakaibot.errors.MessageNotModified`, :class:`~sakaibot.errors.ChatError`),
 photo-versus-document delivery within Telegram's limits, HTML captions, a
-longer status interval in groups, login, and a clean run/stop.
+longer status interval in groups, inline buttons for the core's one-tap actions
+(bot accounts only: user accounts cannot send them), login, and a clean run/stop.
 
 ``flood_sleep_threshold`` is 0 on purpose: Telethon would otherwise sleep
 through waits of up to 60 s inside whichever coroutine made the call, which
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import IO, Any, Literal, TextIO, TypeVar
 
 import rsa
-from telethon import TelegramClient, errors, events, utils
+from telethon import Button, TelegramClient, errors, events, utils
 from telethon.client.telegrambaseclient import (
     DEFAULT_DC_ID,
     DEFAULT_IPV4_IP,
@@ -42,13 +43,21 @@ from telethon.sessions import SQLiteSession, StringSession
 from telethon.tl import types
 
 from sakaibot.captions import Caption, cut_to_utf16, job_tag
-from sakaibot.chat.port import IncomingMessage, OutgoingImage
+from sakaibot.chat.port import (
+    ACTION_KINDS,
+    Action,
+    ActionAnswer,
+    ActionPress,
+    IncomingMessage,
+    OutgoingImage,
+)
 from sakaibot.errors import (
     ChatError,
     ConfigError,
     FloodWait,
     LoginFailed,
     MessageNotModified,
+    NotYourButton,
     TelegramUnreachable,
     plural,
 )
@@ -61,6 +70,7 @@ from sakaibot.settings import (
     TelegramServer,
     read_server_key_file,
 )
+from sakaibot.status import ACTION_LABELS
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +88,45 @@ TEXT_LIMIT_UTF16 = 4096
 _TAGGED_RESULTS_MAX = 50
 #: How many message ids a bot account asks for at once (Telegram's maximum).
 _IDS_PER_REQUEST = 100
+#: Telegram's limits for a button's data and for the answer to a press.
+CALLBACK_DATA_MAX_BYTES = 64
+CALLBACK_ANSWER_MAX_CHARS = 200
+
+
+def action_data(action: Action) -> bytes:
+    """A button's data: ``again:<job id>``, within Telegram's 64 bytes."""
+    data = f"{action.kind}:{action.job_id}".encode()
+    if len(data) > CALLBACK_DATA_MAX_BYTES:
+        raise ValueError(f"job id {action.job_id!r} is too long for a button")
+    return data
+
+
+def action_of(data: bytes | None) -> Action | None:
+    """The action a pressed button stands for, or ``None`` when it is not one of ours."""
+    if not data or len(data) > CALLBACK_DATA_MAX_BYTES:
+        return None
+    try:
+        kind, _, job_id = data.decode("ascii").partition(":")
+    except UnicodeDecodeError:
+        return None
+    # Job ids are what /image cancel takes: short, printable, no spaces.
+    if not (job_id.isascii() and job_id.isalnum()):
+        return None
+    for known in ACTION_KINDS:
+        if kind == known:
+            return Action(known, job_id)
+    return None
+
+
+def buttons_for(actions: tuple[Action, ...]) -> list[list[Any]] | None:
+    """One row of inline buttons for ``actions`` (``None``: no keyboard)."""
+    row = []
+    for action in actions:
+        try:
+            row.append(Button.inline(ACTION_LABELS[action.kind], data=action_data(action)))
+        except ValueError:
+            logger.warning("job %s: no %s button (id too long)", action.job_id, action.kind)
+    return [row] if row else None
 
 
 def fits_as_photo(image: GeneratedImage) -> bool:
@@ -128,6 +177,10 @@ class TelegramChat:
         #: One lookup at a time: recovered jobs of one chat all fail together.
         self._resolving = asyncio.Lock()
 
+    def connected(self) -> bool:
+        """Whether the client is connected to Telegram now (for ``/healthz``)."""
+        return bool(self._client.is_connected())
+
     def remember_chat(self, chat_id: str, address: str | None) -> None:
         peer = input_peer_of(address)
         if peer is None:
@@ -173,7 +226,22 @@ class TelegramChat:
                 return dialog.input_entity
         raise ValueError(f"Could not find the input entity for {marked} among the dialogs")
 
-    async def send_text(self, chat_id: str, text: str, *, reply_to: int | None) -> int:
+    def _keyboard(self, actions: tuple[Action, ...]) -> dict[str, Any]:
+        """The ``buttons`` argument for a bot account; nothing at all for a user account,
+        which cannot send inline buttons (Telegram refuses them)."""
+        if not self._bot_account:
+            return {}
+        return {"buttons": buttons_for(actions)}
+
+    async def send_text(
+        self,
+        chat_id: str,
+        text: str,
+        *,
+        reply_to: int | None,
+        actions: tuple[Action, ...] = (),
+    ) -> int:
+        keyboard = self._keyboard(actions) if actions else {}
         # Plain text, no parse mode: user text can never be taken for markup.
         message = await self._addressed(
             chat_id,
@@ -183,11 +251,16 @@ class TelegramChat:
                 reply_to=reply_to,
                 parse_mode=None,
                 link_preview=False,
+                **keyboard,
             ),
         )
         return int(message.id)
 
-    async def edit_text(self, chat_id: str, message_id: int, text: str) -> None:
+    async def edit_text(
+        self, chat_id: str, message_id: int, text: str, *, actions: tuple[Action, ...] = ()
+    ) -> None:
+        # An edit without buttons removes a bot's keyboard: so it is always given.
+        keyboard = self._keyboard(actions)
         await self._addressed(
             chat_id,
             lambda peer: self._client.edit_message(
@@ -196,6 +269,7 @@ class TelegramChat:
                 cut_to_utf16(text, TEXT_LIMIT_UTF16),
                 parse_mode=None,
                 link_preview=False,
+                **keyboard,
             ),
         )
 
@@ -231,6 +305,8 @@ class TelegramChat:
 
         A group is all photos or all documents: when one image is not fit to be
         a photo (or ``--file`` asked for files), every image goes as a document.
+        No buttons: Telegram takes no reply markup on a media group, so the
+        images' actions (none, from the pipeline) are not offered here.
         """
         if not 2 <= len(images) <= ALBUM_MAX_ITEMS:
             raise ValueError(f"an album holds 2 to {ALBUM_MAX_ITEMS} images, not {len(images)}")
@@ -264,6 +340,8 @@ class TelegramChat:
     async def _send(
         self, chat_id: str, file: Any, image: OutgoingImage, as_document: bool, reply_to: int | None
     ) -> Any:
+        keyboard = self._keyboard(image.actions) if image.actions else {}
+
         def send(peer: Any) -> Any:
             if isinstance(file, io.BytesIO):
                 file.seek(0)  # a retry after an entity error reads the bytes again
@@ -274,6 +352,7 @@ class TelegramChat:
                 parse_mode="html",
                 force_document=as_document,
                 reply_to=reply_to,
+                **keyboard,
             )
 
         return await self._addressed(chat_id, send)
@@ -443,6 +522,12 @@ class AccessPolicy:
             return outgoing
         return sender_id is not None and sender_id == self.owner_id
 
+    def names(self, sender_id: int | None) -> bool:
+        """Whether the owner or ALLOWED_USER_IDS names the sender (not only their chat)."""
+        if sender_id is None:
+            return False
+        return sender_id == self.owner_id or sender_id in self.allowed_user_ids
+
     def allows(self, *, outgoing: bool, sender_id: int | None, chat_id: int) -> bool:
         if self.userbot and outgoing:
             return True
@@ -480,6 +565,28 @@ def incoming_from(message: Any, policy: AccessPolicy) -> IncomingMessage | None:
         reply_to_message_id=message.reply_to_msg_id,
         from_owner=policy.is_owner(outgoing=bool(message.out), sender_id=sender_id),
         chat_address=_address_of(message),
+        from_named_user=policy.names(sender_id),
+    )
+
+
+def press_from(event: Any, policy: AccessPolicy) -> ActionPress | ActionAnswer | None:
+    """The press in a Telethon ``CallbackQuery`` event; an answer when it is refused
+    here (someone the bot does not serve); ``None`` when the button is not ours."""
+    action = action_of(event.data)
+    if action is None:
+        return None
+    sender_id = event.sender_id
+    chat_id = int(event.chat_id)
+    if not policy.allows(outgoing=False, sender_id=sender_id, chat_id=chat_id):
+        # Whoever it is, it is not the person who asked: that person was let in.
+        return ActionAnswer(NotYourButton().user_message)
+    return ActionPress(
+        chat_id=str(chat_id),
+        message_id=int(event.message_id),
+        user_id=str(sender_id),
+        action=action,
+        from_owner=policy.is_owner(outgoing=False, sender_id=sender_id),
+        chat_address=chat_address_of(event.input_chat),
     )
 
 
@@ -1059,12 +1166,40 @@ def _describe_account(me: Any) -> str:
     return f"{name} (id {me.id})"
 
 
+async def _no_actions(press: ActionPress) -> ActionAnswer:
+    return ActionAnswer()
+
+
 @dataclass
 class TelegramFrontEnd:
-    """Feeds a client's new messages to the bot, for the allowed senders only."""
+    """Feeds a client's new messages and button presses to the bot, for the allowed
+    senders only."""
 
     handle: Callable[[IncomingMessage], Any]
     policy: AccessPolicy
+    press: Callable[[ActionPress], Awaitable[ActionAnswer]] = _no_actions
+
+    async def on_callback(self, event: Any) -> None:
+        """A pressed inline button: run its action, then answer the press (which
+        stops the button's spinner), with the bot's short reply."""
+        press = press_from(event, self.policy)
+        answer = ActionAnswer()
+        if isinstance(press, ActionAnswer):
+            answer = press
+        elif press is not None:
+            try:
+                answer = await self.press(press)
+            except Exception:
+                logger.exception("handling a press on message %s failed", press.message_id)
+        text = answer.text
+        if text is not None and len(text) > CALLBACK_ANSWER_MAX_CHARS:
+            text = text[: CALLBACK_ANSWER_MAX_CHARS - 1] + "…"
+        try:
+            with telegram_errors():
+                await event.answer(text, alert=answer.alert)
+        except ChatError as exc:
+            # Too late (a query lives about 15 s) or offline: the action was done anyway.
+            logger.info("could not answer a button press: %s", exc)
 
     async def on_new_message(self, event: Any) -> None:
         incoming = incoming_from(event.message, self.policy)
@@ -1100,12 +1235,22 @@ async def run(settings: Settings, out: TextIO) -> int:
                 allowed_chat_ids=frozenset(settings.allowed_chat_ids),
             )
             chat = TelegramChat(client, bot_account=not userbot)
-            app = build_app(settings, chat, edit_interval_s=edit_interval_for(settings))
-            front = TelegramFrontEnd(handle=app.bot.handle, policy=policy)
+            app = build_app(
+                settings,
+                chat,
+                edit_interval_s=edit_interval_for(settings),
+                connected=chat.connected,
+            )
+            front = TelegramFrontEnd(
+                handle=app.bot.handle, policy=policy, press=app.bot.handle_action
+            )
             new_messages = events.NewMessage()
+            presses = events.CallbackQuery()
             # Recovered jobs are queued first, then new commands are read.
             await app.start()
             client.add_event_handler(front.on_new_message, new_messages)
+            if not userbot:  # only a bot account sends buttons
+                client.add_event_handler(front.on_callback, presses)
             mode = "userbot" if userbot else "bot"
             logger.info(
                 "running as %s (%s) on %s; models: %s",
@@ -1122,6 +1267,8 @@ async def run(settings: Settings, out: TextIO) -> int:
             await _serve_until_stopped(client)
             logger.info("stopping: no new commands; finishing running jobs")
             client.remove_event_handler(front.on_new_message, new_messages)
+            if not userbot:
+                client.remove_event_handler(front.on_callback, presses)
             await app.shutdown(settings.shutdown_grace_s)
         finally:
             await client.disconnect()

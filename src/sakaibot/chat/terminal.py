@@ -31,7 +31,7 @@ from prompt_toolkit.history import FileHistory
 from prompt_toolkit.patch_stdout import StdoutProxy
 
 from sakaibot.chat.console import DEFAULT_USER, ConsoleChat
-from sakaibot.chat.port import IncomingMessage
+from sakaibot.chat.port import Action, IncomingMessage
 from sakaibot.errors import plural
 from sakaibot.pipeline import JobOutcome
 from sakaibot.private_files import make_private_dir, touch_private
@@ -97,16 +97,27 @@ class TerminalChat(ConsoleChat):
             for message_id, text in self._live.items()
         )
 
-    async def send_text(self, chat_id: str, text: str, *, reply_to: int | None) -> int:
-        message_id = await super().send_text(chat_id, text, reply_to=reply_to)
+    async def send_text(
+        self,
+        chat_id: str,
+        text: str,
+        *,
+        reply_to: int | None,
+        actions: tuple[Action, ...] = (),
+    ) -> int:
+        message_id = await super().send_text(chat_id, text, reply_to=reply_to, actions=actions)
         if reply_to is not None:
             self._answers[message_id] = reply_to
         return message_id
 
-    async def edit_text(self, chat_id: str, message_id: int, text: str) -> None:
+    async def edit_text(
+        self, chat_id: str, message_id: int, text: str, *, actions: tuple[Action, ...] = ()
+    ) -> None:
         if self._answers.get(message_id) in self._ended:
-            await super().edit_text(chat_id, message_id, text)
+            await super().edit_text(chat_id, message_id, text, actions=actions)
             return
+        # The bar above the prompt is one line per status: the hint of its
+        # actions was printed with the status when it was sent.
         self._live[message_id] = text
         self.on_change()
 

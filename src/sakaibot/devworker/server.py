@@ -90,6 +90,8 @@ class DevWorkerConfig:
     port: int = 0
     #: Slept in the handler thread before each image answer (also before failures).
     latency_ms: int = 0
+    #: Slept before each answer of the stand-in LLM (``/v1/chat/completions``).
+    llm_latency_ms: int = 0
     #: Probability (0..1) that an image request answers ``fail_status``.
     fail_rate: float = 0.0
     fail_status: int = 503
@@ -117,6 +119,8 @@ class DevWorkerConfig:
             raise ValueError(f"port must be 0..65535, not {self.port}")
         if self.latency_ms < 0:
             raise ValueError(f"latency_ms must not be negative, not {self.latency_ms}")
+        if self.llm_latency_ms < 0:
+            raise ValueError(f"llm_latency_ms must not be negative, not {self.llm_latency_ms}")
         if not 0.0 <= self.fail_rate <= 1.0:
             raise ValueError(f"fail_rate must be between 0 and 1, not {self.fail_rate}")
         if not 400 <= self.fail_status <= 599:
@@ -191,10 +195,11 @@ class WorkerState:
         with self._lock:
             return self._rng.random() < self.config.fail_rate
 
-    def sleep_latency(self) -> None:
-        if self.config.latency_ms > 0:
+    def sleep_latency(self, *, llm: bool = False) -> None:
+        latency_ms = self.config.llm_latency_ms if llm else self.config.latency_ms
+        if latency_ms > 0:
             # An event, not time.sleep, so stop() does not wait for sleeping handlers.
-            self.stopping.wait(self.config.latency_ms / 1000)
+            self.stopping.wait(latency_ms / 1000)
 
     def image(self, request: ImageRequest, image_format: ImageFormat) -> bytes:
         """The preview ``request`` gets (fast mode: the one pre-rendered image)."""
@@ -503,6 +508,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(messages, list) or not messages:
             raise _RefusedError(400, "messages is required")
         prompt = last_user_text(messages)
+        self.state.sleep_latency(llm=True)
         fault = self._select_fault(prompt, query={}, llm=True)
         self.state.record_served(path, fault)
         if fault != "ok":

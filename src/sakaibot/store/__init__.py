@@ -1,4 +1,5 @@
-"""What SakaiBot keeps across restarts: job records, rate windows, the result cache.
+"""What SakaiBot keeps across restarts: job records, rate windows, the result cache,
+each chat's default flags.
 
 This module is the interface the core uses; :mod:`sakaibot.store.sqlite` is the
 embedded default behind it. Image bytes are not kept in the database but in a
@@ -122,6 +123,10 @@ class Store(Protocol):
 
     async def job_id_exists(self, job_id: str) -> bool: ...
 
+    async def job_by_delivered_message(self, chat_id: str, message_id: int) -> JobRecord | None:
+        """The job whose image is the message ``message_id`` of ``chat_id`` (a reply's target)."""
+        ...
+
     async def unfinished_jobs(self) -> list[JobRecord]: ...
 
     async def album_jobs(self, album_id: str) -> list[JobRecord]:
@@ -154,4 +159,16 @@ class Store(Protocol):
 
     async def image_hashes_in_use(self) -> set[str]:
         """Images an unfinished job still needs (never evicted)."""
+        ...
+
+    async def chat_defaults(self, chat_id: str) -> dict[str, str]:
+        """A chat's default flags (``/image set``): flag name → value."""
+        ...
+
+    async def set_chat_default(self, chat_id: str, name: str, value: str | None) -> None:
+        """Set one default of a chat; ``None`` removes it."""
+        ...
+
+    async def clear_chat_defaults(self, chat_id: str) -> int:
+        """Remove every default of a chat; how many there were."""
         ...

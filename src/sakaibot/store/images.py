@@ -39,6 +39,10 @@ class ImageFiles:
             raise ValueError("not a stored image name")
         return self._directory / f"{digest}{extension}"
 
+    def path_of(self, digest: str, extension: str) -> Path:
+        """Where the image ``digest`` is kept (it may have been evicted since)."""
+        return self._path(digest, extension)
+
     def _put_sync(self, image: GeneratedImage) -> str:
         digest = image_hash(image.data)
         path = self._path(digest, image.extension)

@@ -95,8 +95,12 @@ def build_http_client(*, connect_timeout_s: float, read_timeout_s: float) -> htt
             write=read_timeout_s,
             pool=connect_timeout_s,
         ),
-        # Each model runs a handful of generations at a time at most.
-        limits=httpx.Limits(max_connections=32, max_keepalive_connections=8, keepalive_expiry=30),
+        # Each model runs a handful of generations at a time at most; every
+        # connection may stay open between them, so a busy queue never reconnects.
+        limits=httpx.Limits(max_connections=32, max_keepalive_connections=32, keepalive_expiry=60),
+        # One image per request and connection: HTTP/1.1 keep-alive is all it needs.
+        http1=True,
+        http2=False,
         headers={"User-Agent": _user_agent()},
         # A redirect means a misconfigured worker URL; following it could send
         # the bearer key to another host.
@@ -311,6 +315,19 @@ class WorkerClient:
         budget = _Budget(
             budget_s=self._retry_budget_s, max_attempts=self._max_attempts, clock=self._clock
         )
+        # Most requests succeed at once: they pay for no retry machinery.
+        try:
+            return await self._attempt_by_deadline(model, params, budget)
+        except TransientWorkerError as exc:
+            first_failure: TransientWorkerError | None = exc
+
+        async def attempt() -> GeneratedImage:
+            # Tenacity's first attempt is the one that already failed.
+            nonlocal first_failure
+            if first_failure is not None:
+                failure, first_failure = first_failure, None
+                raise failure
+            return await self._attempt_by_deadline(model, params, budget)
 
         def log_retry(retry_state: RetryCallState) -> None:
             error = retry_state.outcome.exception() if retry_state.outcome else None
@@ -331,7 +348,7 @@ class WorkerClient:
             before_sleep=log_retry,
         )
         try:
-            image: GeneratedImage = await retrying(self._attempt_by_deadline, model, params, budget)
+            image: GeneratedImage = await retrying(attempt)
         except RetryError as exc:
             attempts = exc.last_attempt.attempt_number
             last = exc.last_attempt.exception()

@@ -11,13 +11,14 @@ import pytest
 
 from sakaibot.captions import Caption, CaptionPart
 from sakaibot.chat.console import (
+    CONSOLE_CHAT_ID,
     MAX_LINE_BYTES,
     ConsoleChat,
     OverlongLine,
     read_file_line,
     read_stream_lines,
 )
-from sakaibot.chat.port import OutgoingImage
+from sakaibot.chat.port import Action, OutgoingImage
 from sakaibot.pipeline import JobOutcome
 from tests.support.fakes import tiny_image
 
@@ -156,3 +157,56 @@ async def test_a_refused_line_is_answered_in_the_chat(tmp_path: Path) -> None:
         "❌ That line is longer than 64 KiB, so it was not read. "
         "Send each command on a line of its own, under 64 KiB."
     )
+
+
+async def test_actions_are_a_hint_line_and_a_jsonl_field(tmp_path: Path) -> None:
+    image = OutgoingImage(
+        image=tiny_image(),
+        caption=plain("a fox"),
+        filename="sakaibot-flux-3f9a1c.jpg",
+        as_file=False,
+        actions=(Action("again", "3f9a1c"), Action("file", "3f9a1c")),
+    )
+    readable = io.StringIO()
+    chat = ConsoleChat(readable, out_dir=tmp_path, jsonl=False, echo_input=False)
+    await chat.send_image(CONSOLE_CHAT_ID, image, reply_to=1)
+    assert readable.getvalue().splitlines()[-1] == (
+        "  [🔁 again: /image again 3f9a1c] [📄 as file: /image file 3f9a1c]"
+    )
+    stream = io.StringIO()
+    jsonl = ConsoleChat(stream, out_dir=tmp_path, jsonl=True, echo_input=False)
+    await jsonl.send_text(CONSOLE_CHAT_ID, "⏳", reply_to=1, actions=(Action("cancel", "ab"),))
+    await jsonl.edit_text(CONSOLE_CHAT_ID, 1, "📤")
+    sent, edited = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert sent["actions"] == ["cancel"]
+    assert "actions" not in edited
+
+
+async def test_an_image_the_bot_keeps_is_linked_not_written_again(tmp_path: Path) -> None:
+    kept = tmp_path / "kept" / "abc.png"
+    kept.parent.mkdir()
+    kept.write_bytes(tiny_image("PNG").data)
+    chat = ConsoleChat(io.StringIO(), out_dir=tmp_path / "out", jsonl=True, echo_input=False)
+    await chat.send_image(
+        "console",
+        OutgoingImage(
+            tiny_image("PNG"), plain("caption"), "pic.png", as_file=False, kept_path=kept
+        ),
+        reply_to=None,
+    )
+    written = tmp_path / "out" / "pic.png"
+    assert written.read_bytes() == kept.read_bytes()
+    assert written.stat().st_ino == kept.stat().st_ino  # one file, two names
+
+
+async def test_an_image_no_longer_kept_is_written_from_its_bytes(tmp_path: Path) -> None:
+    chat = ConsoleChat(io.StringIO(), out_dir=tmp_path, jsonl=True, echo_input=False)
+    gone = tmp_path / "evicted.png"
+    await chat.send_image(
+        "console",
+        OutgoingImage(
+            tiny_image("PNG"), plain("caption"), "pic.png", as_file=False, kept_path=gone
+        ),
+        reply_to=None,
+    )
+    assert (tmp_path / "pic.png").read_bytes() == tiny_image("PNG").data

@@ -87,6 +87,7 @@ def test_the_owners_own_message_is_a_command_in_a_userbot() -> None:
         chat_address=f"user:{FRIEND}:{FRIEND * 7}",
         reply_to_message_id=None,
         from_owner=True,
+        from_named_user=True,
     )
 
 
@@ -289,6 +290,7 @@ def test_incoming_message_fields_use_marked_ids() -> None:
         text="/image cancel",
         reply_to_message_id=321,
         chat_address="chat:555",
+        from_named_user=True,
     )
     assert incoming_from(in_supergroup, policy) == IncomingMessage(
         chat_id="-1001234567890",
@@ -297,6 +299,7 @@ def test_incoming_message_fields_use_marked_ids() -> None:
         text="/image status",
         reply_to_message_id=None,
         chat_address=f"channel:{SUPERGROUP.channel_id}:{SUPERGROUP.channel_id * 11}",
+        from_named_user=True,
     )
 
 

@@ -233,7 +233,13 @@ def test_start_twice_is_refused_and_stop_twice_is_harmless() -> None:
 
 @pytest.mark.parametrize(
     "fields",
-    [{"fail_rate": 1.5}, {"fail_rate": -0.1}, {"latency_ms": -1}, {"fail_status": 200}],
+    [
+        {"fail_rate": 1.5},
+        {"fail_rate": -0.1},
+        {"latency_ms": -1},
+        {"llm_latency_ms": -1},
+        {"fail_status": 200},
+    ],
 )
 def test_config_rejects_nonsense(fields: dict[str, object]) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 (the message is checked by eye)
@@ -247,6 +253,22 @@ def test_latency_is_added_before_answering(start_worker: StartWorker, client: ht
 
     assert response.status_code == 200
     assert response.elapsed.total_seconds() >= 0.1
+
+
+def test_llm_latency_is_added_before_the_llm_answers(
+    start_worker: StartWorker, client: httpx.Client
+) -> None:
+    url = start_worker(llm_latency_ms=100, fast=True)
+
+    response = client.post(
+        f"{url}/v1/chat/completions",
+        json={"model": "m", "messages": [{"role": "user", "content": "a fox"}]},
+    )
+
+    assert response.status_code == 200
+    assert response.elapsed.total_seconds() >= 0.1
+    image = client.get(f"{url}/flux", params={"prompt": "a fox"})
+    assert image.elapsed.total_seconds() < 0.1  # images are not slowed by it
 
 
 def test_serve_forever_returns_once_stopped(client: httpx.Client) -> None:

@@ -566,3 +566,37 @@ async def test_calls_after_close_raise_store_unavailable(
     with caplog.at_level(logging.ERROR, logger="sakaibot.store.sqlite"):
         store.update_job_soon("j1", state=StoredJobState.DONE)
     assert "closed" in caplog.text
+
+
+async def test_a_job_costs_at_most_two_commits(store: SqliteStore) -> None:
+    # What the pipeline writes for each job, ten jobs one after the other.
+    before = store.commits
+    for n in range(10):
+        job_id = f"job{n}"
+        await store.add_job(job(job_id))
+        store.update_job_soon(job_id, status_message_id=100 + n)
+        await asyncio.gather(
+            store.cache_put(entry(f"key{n}")),
+            store.update_job(job_id, state=StoredJobState.DELIVERING, image_hash=HASH_A),
+        )
+        store.update_job_soon(job_id, state=StoredJobState.DONE, delivered_message_id=200 + n)
+    await store.get_job("job9")  # a read takes the held writes along
+    assert store.commits - before <= 2 * 10 + 1
+    done = await store.get_job("job9")
+    assert done is not None
+    assert (done.state, done.status_message_id, done.delivered_message_id) == (
+        StoredJobState.DONE,
+        109,
+        209,
+    )
+    assert {e.key for e in await store.cache_entries()} == {f"key{n}" for n in range(10)}
+
+
+async def test_a_failing_call_fails_alone_in_its_shared_commit(store: SqliteStore) -> None:
+    await store.add_job(job("one"))
+    duplicate = store.add_job(job("one"))  # the unique id refuses it
+    other = store.add_job(job("two"))
+    results = await asyncio.gather(duplicate, other, return_exceptions=True)
+    assert isinstance(results[0], StoreUnavailable)
+    assert results[1] is None
+    assert await store.get_job("two") is not None

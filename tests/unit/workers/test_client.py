@@ -802,3 +802,25 @@ async def test_build_http_client_settings() -> None:
         assert http.follow_redirects is False
     finally:
         await http.aclose()
+
+
+async def test_a_first_attempt_that_succeeds_never_enters_the_retry_loop(
+    harness: Harness, jpeg: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_retrying(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the retry machinery was built for a request that succeeded")
+
+    monkeypatch.setattr("sakaibot.workers.client.AsyncRetrying", no_retrying)
+    harness.worker.script(image(jpeg))
+    result = await harness.client().fetch_image(FLUX, PARAMS)
+    assert result.data == jpeg
+
+
+async def test_a_first_failure_is_retried_and_counts_as_attempt_one(
+    harness: Harness, jpeg: bytes
+) -> None:
+    harness.worker.script(reply(503, headers={"Retry-After": "7"}), image(jpeg))
+    result = await harness.client(max_attempts=2).fetch_image(FLUX, PARAMS)
+    assert result.data == jpeg
+    assert harness.worker.calls == 2
+    assert harness.time.sleeps == [7.0]  # the first answer's Retry-After was honoured
