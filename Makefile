@@ -13,7 +13,7 @@ WORKERD_STAMP := $(WORKERD_DIR)/.installed-$(WORKERD_VERSION)
 
 VENV_HINT := On Debian and Ubuntu, creating a venv needs: sudo apt install python3-venv
 
-.PHONY: install install-prod demo test bench check lint format typecheck clean workerd
+.PHONY: install install-prod demo test bench check lint format typecheck clean workerd translations
 
 install: $(STAMP)
 
@@ -85,3 +85,16 @@ format: $(STAMP)
 
 clean:
 	rm -rf $(VENV) out .tools .pytest_cache .mypy_cache .ruff_cache
+
+# The message catalogues (docs/image-generation/translations.md): collect every
+# message from the source into the template, bring each language's .po up to
+# date with it (new messages untranslated, changed ones fuzzy), compile the .mo
+# files the bot reads. Then translate what `make test` reports as missing and
+# run it again. Both .po and .mo are committed.
+LOCALE := src/sakaibot/locale
+translations: $(STAMP)
+	$(BIN)/pybabel extract -F babel.cfg -o $(LOCALE)/sakaibot.pot --project=SakaiBot \
+		--no-location --sort-output --no-wrap src/sakaibot
+	$(BIN)/pybabel update -i $(LOCALE)/sakaibot.pot -d $(LOCALE) -D sakaibot --no-wrap \
+		--ignore-obsolete
+	$(BIN)/pybabel compile -d $(LOCALE) -D sakaibot --statistics

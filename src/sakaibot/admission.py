@@ -29,6 +29,7 @@ from sakaibot.errors import (
     StoreUnavailable,
     UnknownModel,
 )
+from sakaibot.i18n import Texts, english_for
 from sakaibot.jobs import Album, Job, JobIdFactory, job_record, random_seed
 from sakaibot.limits import Allowance, Denial
 from sakaibot.models import ModelRegistry, ModelSpec
@@ -60,6 +61,7 @@ class Admission:
         budgets: DailyBudgets,
         wall_clock: Callable[[], float],
         new_seed: Callable[[], int] = random_seed,
+        texts_for: Callable[[str], Texts] = english_for,
     ) -> None:
         self._budgets = budgets
         self._wall_clock = wall_clock
@@ -75,6 +77,8 @@ class Admission:
         self._new_job_id = new_job_id
         #: Seeds of an album's images when the request names none.
         self._new_seed = new_seed
+        #: The language a chat is answered in, kept with each of its jobs.
+        self._texts_for = texts_for
 
     async def admit(self, message: IncomingMessage, request: ImageRequest) -> None:
         """Queue ``request`` (or answer it from the cache); raises when it is refused."""
@@ -88,6 +92,9 @@ class Admission:
         job_id = await self._fresh_job_id()
         # A stored result skips the queue altogether: no worker is needed.
         hit = await self._cache.lookup(model, request)
+        if hit is None:
+            # In Redis mode other front ends count too: the check below sees their counts.
+            await self._budgets.refresh()
         admitted = await self._allowance.admit(message.user_id)
         if isinstance(admitted, Denial):
             limited = EveryoneRateLimited if admitted.everyone else RateLimited
@@ -113,6 +120,7 @@ class Admission:
             created_at_s=self._clock(),
             persisted=asyncio.get_running_loop().create_future(),
             chat_address=message.chat_address,
+            texts=self._texts_for(message.chat_id),
         )
         job.limiter_stamp = admitted
         if hit is None:
@@ -168,6 +176,8 @@ class Admission:
         taken: set[str] = set()
         album_id = await self._fresh_job_id(taken)
         job_ids = [await self._fresh_job_id(taken) for _ in range(count)]
+        # In Redis mode other front ends count too: the check below sees their counts.
+        await self._budgets.refresh()
         # All N count against the user's windows and everyone's, or none do.
         admitted = await self._allowance.admit(user_id, count)
         if isinstance(admitted, Denial):
@@ -196,6 +206,7 @@ class Admission:
             reply_to=message.message_id,
             user_id=user_id,
             model=model.name,
+            texts=self._texts_for(message.chat_id),
         )
         loop = asyncio.get_running_loop()
         jobs = [
@@ -212,6 +223,7 @@ class Admission:
                 chat_address=message.chat_address,
                 album=album,
                 album_index=index,
+                texts=album.texts,
             )
             for index, job_id in enumerate(job_ids)
         ]

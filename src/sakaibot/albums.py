@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from sakaibot.captions import Caption, CaptionFacts, build_caption, job_tag
 from sakaibot.chat.port import OutgoingImage
+from sakaibot.i18n import ENGLISH, N_, Texts
 from sakaibot.jobs import Album, Job
 
 
@@ -34,7 +35,8 @@ class MissingImage:
     index: int
     job_id: str
     seed: int | None
-    reason: str
+    #: The error's kind (``worker_timeout``), told in a few words by :func:`short_reason`.
+    kind: str
 
 
 @dataclass
@@ -52,25 +54,43 @@ class Gathering:
     def in_order(self) -> list[MadeImage]:
         return [self.made[index] for index in sorted(self.made)]
 
-    def reasons(self) -> str:
+    def reasons(self, texts: Texts = ENGLISH) -> str:
         """Why the missing images are missing, each named by its place."""
         return "; ".join(
-            f"{part.index + 1}: {part.reason}"
+            texts.gettext(
+                "{place}: {reason}", place=part.index + 1, reason=short_reason(part.kind, texts)
+            )
             for part in (self.missing[i] for i in sorted(self.missing))
         )
 
     def caption(self) -> Caption:
-        """One caption for the album: the first image's facts, and every image's seed."""
+        """One caption for the album: the first image's facts, and every image's seed.
+
+        In the album's language; in a right-to-left one each seed and ``#id`` is isolated.
+        """
+        texts = self.album.texts
         first = self.in_order()[0]
         variants: list[str] = []
         for index in range(self.album.size):
             made = self.made.get(index)
             if made is not None:
                 seed = made.job.request.options.seed
-                named = f"seed {seed}" if seed is not None else "made"
-                variants.append(f"{index + 1}: {named} {job_tag(made.job.id)}")
+                tag = job_tag(made.job.id)
+                variants.append(
+                    texts.gettext(
+                        "{place}: seed {seed} {tag}", place=index + 1, seed=str(seed), tag=tag
+                    )
+                    if seed is not None
+                    else texts.gettext("{place}: made {tag}", place=index + 1, tag=tag)
+                )
             elif index in self.missing:
-                variants.append(f"{index + 1}: not made ({self.missing[index].reason})")
+                variants.append(
+                    texts.gettext(
+                        "{place}: not made ({reason})",
+                        place=index + 1,
+                        reason=short_reason(self.missing[index].kind, texts),
+                    )
+                )
         return build_caption(
             replace(
                 first.facts,
@@ -79,13 +99,36 @@ class Gathering:
                 from_cache=all(part.facts.from_cache for part in self.made.values()),
                 elapsed_s=max(part.facts.elapsed_s for part in self.made.values()),
                 variants=tuple(variants),
-            )
+            ),
+            texts=texts,
         )
 
 
-def short_reason(kind: str) -> str:
+#: A few words for each way an album image can end without being made.
+_SHORT_REASONS: dict[str, str] = {
+    "worker_unavailable": N_("worker unavailable"),
+    "worker_timeout": N_("worker timeout"),
+    "worker_error": N_("worker error"),
+    "worker_auth": N_("worker refused our key"),
+    "worker_bad_request": N_("request refused by the worker"),
+    "content_filtered": N_("content filtered"),
+    "quota_exhausted": N_("daily quota used up"),
+    "paused_until_reset": N_("daily quota used up"),
+    "invalid_image": N_("not a valid image"),
+    "image_too_large": N_("image too large"),
+    "model_unavailable": N_("model paused"),
+    "model_gone": N_("model removed"),
+    "cancelled": N_("cancelled"),
+    "delivery_failed": N_("could not be sent"),
+}
+
+
+def short_reason(kind: str, texts: Texts = ENGLISH) -> str:
     """An error kind as a few words for the album's caption (``worker_timeout``)."""
-    return kind.replace("_", " ")
+    reason = _SHORT_REASONS.get(kind)
+    if reason is None:
+        return texts.gettext("failed")
+    return texts.gettext(reason)
 
 
 class Albums:
@@ -119,7 +162,7 @@ class Albums:
 
     def _ended(self, gathering: Gathering, index: int) -> Gathering | None:
         gathering.album.ended.add(index)
-        gathering.album.texts.pop(index, None)
+        gathering.album.statuses.pop(index, None)
         if not gathering.complete:
             return None
         del self._gatherings[gathering.album.id]

@@ -30,6 +30,7 @@ from sakaibot.enhance_ahead import EnhanceAhead
 from sakaibot.enhancer import PromptEnhancer
 from sakaibot.generation import ImageGenerator
 from sakaibot.health import HealthCheck
+from sakaibot.i18n import LANGUAGE_SETTING, Languages
 from sakaibot.jobs import JobIdFactory, random_job_id
 from sakaibot.limits import (
     Allowance,
@@ -43,20 +44,21 @@ from sakaibot.models import ModelRegistry
 from sakaibot.pipeline import JobOutcome, JobPipeline, OutcomeListener
 from sakaibot.private_files import make_private_dir, tighten, write_private
 from sakaibot.queues import JobQueues
-from sakaibot.quota import DailyBudgets, budget_limits
+from sakaibot.quota import DailyBudgets, LocalBudgets, budget_limits
 from sakaibot.recovery import Recovery
 from sakaibot.reports import DAY_S
 from sakaibot.settings import Settings
 from sakaibot.shared.allowance import SharedAllowance
+from sakaibot.shared.budgets import SharedBudgets
 from sakaibot.shared.cache import SharedResultCache
 from sakaibot.shared.generator import RemoteGenerator
 from sakaibot.shared.interfaces import SharedCacheStore
 from sakaibot.shared.outage import OutageLog
 from sakaibot.shared.worker import GenerationWorker
 from sakaibot.status import (
-    RESTARTING_TEXT,
     Sleep,
     StatusScheduler,
+    restarting_text,
     show_place,
     status_text,
 )
@@ -106,6 +108,7 @@ class App:
     bot: ImageBot
     store: Store
     recovery: Recovery
+    languages: Languages
     budgets: DailyBudgets
     #: ``/metrics`` and ``/healthz`` when ``METRICS_PORT`` is set.
     metrics_server: MetricsServer | None = None
@@ -125,6 +128,8 @@ class App:
         pruned = await self.store.prune_jobs(self.recovery.wall_clock() - retention_s)
         if pruned:
             logger.info("store: %d job(s) past HISTORY_RETENTION_DAYS removed", pruned)
+        # Before recovery: a recovered job's status is in its chat's language.
+        self.languages.remember(await self.store.chat_settings(LANGUAGE_SETTING))
         await self.recovery.restore_limits()
         await self.recovery.restore_budgets()
         await self.recovery.resume_jobs()
@@ -148,7 +153,7 @@ class App:
                 job.status_key,
                 chat_id=job.chat_id,
                 reply_to=job.reply_to,
-                text=status_text(job, RESTARTING_TEXT),
+                text=status_text(job, restarting_text(job.texts)),
             )
         try:
             await asyncio.wait_for(self.drain(), timeout=grace_s)
@@ -186,6 +191,7 @@ class _Shared:
     remote: RemoteGenerator
     allowance: Allowance
     backend: SharedCacheStore
+    budgets: DailyBudgets
 
 
 def _build_shared(
@@ -195,6 +201,7 @@ def _build_shared(
     starters: list[Closer],
     clock: Callable[[], float],
     worker_generator: ImageGenerator | None,
+    wall_clock: Callable[[], float],
 ) -> _Shared:
     from sakaibot.shared.backend import RedisBackend
 
@@ -253,7 +260,11 @@ def _build_shared(
         allowance = CombinedAllowance(
             allowance, SharedAllowance(backend, settings.image_global_limits)
         )
-    return _Shared(remote=remote, allowance=allowance, backend=backend)
+    # One Cloudflare account behind every front end: one count of its images a day.
+    budgets = SharedBudgets(
+        backend, budget_limits(registry), registry.names(), wall_clock, outage=outage
+    )
+    return _Shared(remote=remote, allowance=allowance, backend=backend, budgets=budgets)
 
 
 #: The longest a stop waits for the local generation worker's lanes.
@@ -406,7 +417,7 @@ def build_app(
     registry = settings.model_registry()
     shared: _Shared | None = None
     if settings.redis_url is not None:
-        shared = _build_shared(settings, registry, closers, starters, clock, generator)
+        shared = _build_shared(settings, registry, closers, starters, clock, generator, wall_clock)
         generator = shared.remote
         # The shared queue is where jobs wait their turn; this front end lets
         # up to REDIS_INFLIGHT_PER_MODEL of its own into it at once.
@@ -456,6 +467,7 @@ def build_app(
             clock=wall_clock,
         )
     report = on_outcome or _no_listener
+    languages = Languages(settings.bot_language)
     everyone_limiter: SlidingWindowLimiter | None = None
     if shared is not None:
         allowance: Allowance = shared.allowance
@@ -464,7 +476,9 @@ def build_app(
         if settings.image_global_limits:
             everyone_limiter = SlidingWindowLimiter(settings.image_global_limits, wall_clock)
             allowance = CombinedAllowance(allowance, LocalAllowance(everyone_limiter))
-    budgets = DailyBudgets(budget_limits(registry), wall_clock)
+    budgets: DailyBudgets = LocalBudgets(budget_limits(registry), wall_clock)
+    if shared is not None:
+        budgets = shared.budgets
     telemetry: Telemetry = NoTelemetry()
     prometheus: PrometheusTelemetry | None = None
     if settings.metrics_port is not None:
@@ -501,6 +515,7 @@ def build_app(
         registry=registry,
         ahead=ahead,
         queues=queues,
+        texts_for=languages.for_chat,
         budgets=budgets,
         telemetry=telemetry,
     )
@@ -518,6 +533,7 @@ def build_app(
         pipeline=pipeline,
         clock=clock,
         new_job_id=new_job_id,
+        texts_for=languages.for_chat,
         budgets=budgets,
         wall_clock=wall_clock,
     )
@@ -536,6 +552,7 @@ def build_app(
         wall_clock=wall_clock,
         stats_days_default=STATS_DEFAULT_DAYS,
         max_per_request=settings.image_max_per_request,
+        languages=languages,
         budgets=budgets,
         # Only with the dashboard on: the chart is the owner's view of the same numbers.
         draw_chart=_draw_chart,
@@ -555,6 +572,7 @@ def build_app(
             clock,
         ),
         on_outcome=report,
+        languages=languages,
     )
     recovery = Recovery(
         store=store,
@@ -567,6 +585,7 @@ def build_app(
         chat=chat,
         clock=clock,
         wall_clock=wall_clock,
+        texts_for=languages.for_chat,
         everyone_limiter=everyone_limiter,
         budgets=budgets,
     )
@@ -597,6 +616,7 @@ def build_app(
         bot=bot,
         store=store,
         recovery=recovery,
+        languages=languages,
         budgets=budgets,
         metrics_server=metrics_server,
         _closers=closers,

@@ -35,10 +35,11 @@ from sakaibot.errors import (
     StoreUnavailable,
     UnknownJob,
 )
+from sakaibot.i18n import Languages
 from sakaibot.limits import RejectionThrottle, RejectionVerdict
 from sakaibot.models import ModelRegistry
 from sakaibot.pipeline import JobOutcome, OutcomeListener
-from sakaibot.status import ACTION_DONE, failed_text
+from sakaibot.status import action_done_text, failed_text
 from sakaibot.subcommands import Subcommands
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ class ImageBot:
         subcommands: Subcommands,
         rejections: RejectionThrottle,
         on_outcome: OutcomeListener,
+        languages: Languages | None = None,
     ) -> None:
         self._chat = chat
         self._registry = registry
@@ -85,6 +87,8 @@ class ImageBot:
         #: How many refusals a user hears before silence.
         self._rejections = rejections
         self._on_outcome = on_outcome
+        #: Each chat's language; English alone when none is given (tests of one language).
+        self._languages = languages or Languages("en", languages=("en",))
 
     async def handle(self, message: IncomingMessage) -> bool:
         """Act on ``message``; ``False`` when it was not an ``/image`` command."""
@@ -124,6 +128,8 @@ class ImageBot:
             from_owner=press.from_owner,
             chat_address=press.chat_address,
         )
+        # Told in the language of the chat the button is in, where the presser reads it.
+        texts = self._languages.for_chat(press.chat_id)
         try:
             record = await self._subcommands.stored_job(action.job_id)
             if record is None:
@@ -132,11 +138,11 @@ class ImageBot:
                 raise NotYourButton()
             answer = await self._run(message, command)
         except NotYourButton as notice:
-            return ActionAnswer(notice.user_message)
+            return ActionAnswer(notice.message_in(texts))
         except (RequestRejected, StoreUnavailable) as rejection:
             # A refusal is read in a dialog: a brief notice would vanish unread.
-            return ActionAnswer(rejection.user_message, alert=True)
-        return ActionAnswer(answer or ACTION_DONE[action.kind])
+            return ActionAnswer(rejection.message_in(texts), alert=True)
+        return ActionAnswer(answer or action_done_text(action.kind, texts))
 
     async def _run(self, message: IncomingMessage, command: Command) -> str | None:
         """Admit a new image or run a subcommand; the reply, if any (raises a refusal)."""
@@ -150,7 +156,8 @@ class ImageBot:
     async def _reject(
         self, message: IncomingMessage, rejection: RequestRejected | StoreUnavailable
     ) -> None:
-        text = rejection.user_message
+        texts = self._languages.for_chat(message.chat_id)
+        text = rejection.message_in(texts)
         verdict = RejectionVerdict.REPLY
         if not message.from_owner:
             verdict = self._rejections.verdict(message.user_id)
@@ -163,7 +170,7 @@ class ImageBot:
                 message.user_id,
                 silent_for_s,
             )
-            await self._reply(message, f"✋ {SlowDown(silent_for_s).user_message}")
+            await self._reply(message, f"✋ {SlowDown(silent_for_s).message_in(texts)}")
         if is_generation_command(message.text):
             self._on_outcome(
                 JobOutcome(

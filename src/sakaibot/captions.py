@@ -13,10 +13,13 @@ import html
 from dataclasses import dataclass
 
 from sakaibot.commands import ImageOptions
+from sakaibot.enhancer import ORIGINAL_PROMPT
+from sakaibot.i18n import ENGLISH, Texts, isolate
 
 #: Telegram's caption limit for ordinary accounts and bots.
 CAPTION_LIMIT_UTF16 = 1024
 _ELLIPSIS = "…"
+_RLM = "\u200f"
 
 
 def utf16_length(text: str) -> int:
@@ -111,35 +114,59 @@ _HEADER_MAX_UTF16 = 300
 _VARIANTS_MAX_UTF16 = 400
 
 
-def build_caption(facts: CaptionFacts, *, limit: int = CAPTION_LIMIT_UTF16) -> Caption:
-    """Model, prompt source, options and time on top; the prompt used fills the rest."""
+def build_caption(
+    facts: CaptionFacts, *, limit: int = CAPTION_LIMIT_UTF16, texts: Texts = ENGLISH
+) -> Caption:
+    """Model, prompt source, options and time on top; the prompt used fills the rest.
+
+    In a right-to-left language the Latin runs (model, seed, ratio, tag) are
+    isolated, so the header reads right to left; the prompt is its own paragraph.
+    """
     options = facts.options
     extras: list[str] = []
     if facts.seed is not None:
-        extras.append(f"seed {facts.seed}")
+        extras.append(texts.gettext("seed {seed}", seed=str(facts.seed)))
     if options.aspect_ratio:
-        extras.append(options.aspect_ratio)
+        extras.append(
+            isolate(options.aspect_ratio) if texts.right_to_left else options.aspect_ratio
+        )
     if options.steps is not None:
         if facts.steps_requested is not None:
-            extras.append(f"{options.steps} steps (the maximum; {facts.steps_requested} asked)")
+            extras.append(
+                texts.gettext(
+                    "{steps} steps (the maximum; {asked} asked)",
+                    steps=options.steps,
+                    asked=facts.steps_requested,
+                )
+            )
         else:
-            extras.append(f"{options.steps} steps")
+            extras.append(texts.gettext("{steps} steps", steps=options.steps))
     if options.style is not None:
-        extras.append(f"style {options.style.value}")
+        extras.append(texts.gettext("style {style}", style=options.style.value))
     if options.negative_prompt:
-        extras.append(f"without: {options.negative_prompt}")
-    details = f" · prompt: {facts.prompt_source} · {facts.elapsed_s:.1f} s"
+        extras.append(texts.gettext("without: {negative}", negative=options.negative_prompt))
+    source = facts.prompt_source
+    if source == ORIGINAL_PROMPT:
+        source = texts.gettext("original prompt")
+    details = texts.gettext(
+        " · prompt: {source} · {elapsed_s:.1f} s", source=source, elapsed_s=facts.elapsed_s
+    )
     if facts.from_cache:
-        details += " · from cache"
+        details += texts.gettext(" · from cache")
     if facts.job_id:
-        details += f" · {job_tag(facts.job_id)}"
+        tag = job_tag(facts.job_id)
+        details += f" · {isolate(tag) if texts.right_to_left else tag}"
     if extras:
         details += "\n" + " · ".join(extras)
     if facts.variants:
         details += "\n" + " · ".join(facts.variants)
     header_budget = min(_HEADER_MAX_UTF16 + _VARIANTS_MAX_UTF16 * bool(facts.variants), limit)
     label = cut_to_utf16(facts.model_label, max(min(_HEADER_MAX_UTF16, limit) // 4, 0))
-    head = [CaptionPart("🎨 "), CaptionPart(label, bold=True)]
+    if texts.right_to_left:
+        # A right-to-left mark first: the line starts with a Latin model name.
+        head = [CaptionPart(_RLM + "🎨 "), CaptionPart(isolate(label), bold=True)]
+    else:
+        head = [CaptionPart("🎨 "), CaptionPart(label, bold=True)]
     used = sum(utf16_length(part.text) for part in head)
     head.append(CaptionPart(cut_to_utf16(details, max(header_budget - used, 0))))
     used = sum(utf16_length(part.text) for part in head)

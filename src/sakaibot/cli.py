@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from sakaibot.devworker import DevWorker
+    from sakaibot.quota import BudgetUse
     from sakaibot.settings import Settings
 
 EXIT_OK = 0
@@ -540,6 +541,34 @@ async def _run_generate(args: argparse.Namespace, settings: Settings, out: TextI
     return EXIT_OK if ok else EXIT_FAILED
 
 
+async def _shared_budget_uses(settings: Settings) -> list[BudgetUse] | None:
+    """Every front end's budget use today, from Redis; ``None`` when it cannot be reached
+    (the figures are then this front end's own, from its store, and a line says so)."""
+    import time
+
+    from sakaibot.errors import StoreUnavailable
+    from sakaibot.quota import budget_limits
+    from sakaibot.shared.backend import RedisBackend
+    from sakaibot.shared.budgets import SharedBudgets
+    from sakaibot.shared.outage import OutageLog
+
+    assert settings.redis_url is not None
+    registry = settings.model_registry()
+    backend = RedisBackend(settings.redis_url.get_secret_value(), prefix=settings.redis_prefix)
+    shared = SharedBudgets(
+        backend, budget_limits(registry), registry.names(), time.time, outage=OutageLog()
+    )
+    try:
+        await backend.open()
+        await shared.load()
+    except StoreUnavailable as exc:
+        sys.stderr.write(f"Budgets counted by this front end only: {exc}\n")
+        return None
+    finally:
+        await backend.close()
+    return shared.uses(registry.names())
+
+
 async def _run_report(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """``sakaibot stats`` / ``sakaibot history``: read the store, print text or JSON."""
     import json
@@ -574,6 +603,8 @@ async def _run_report(args: argparse.Namespace, settings: Settings, out: TextIO)
             records = await store.jobs_since(now_s - args.days * reports.DAY_S)
             today = await store.jobs_since(utc_day(now_s) * reports.DAY_S)
             budgets = uses_from_records(settings.model_registry(), today, now_s)
+            if settings.redis_url is not None:
+                budgets = await _shared_budget_uses(settings) or budgets
         elif args.user is not None:
             records = await store.history(args.user, args.limit)
         else:

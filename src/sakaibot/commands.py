@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from functools import partial
 
 from sakaibot.errors import (
     BadFlag,
@@ -22,8 +23,8 @@ from sakaibot.errors import (
     UnknownModel,
     UnsupportedFlag,
     UsageError,
-    plural,
 )
+from sakaibot.i18n import ENGLISH, N_, Texts
 from sakaibot.models import ASPECT_RATIOS, UNIVERSAL_FLAGS, Contract, ModelRegistry, ModelSpec
 
 
@@ -164,6 +165,13 @@ class WhoamiCommand:
     """``/image whoami`` (for the owner): this chat's id and the sender's, for ALLOWED_*_IDS."""
 
 
+@dataclass(frozen=True)
+class LangCommand:
+    """``/image lang [code]``: the chat's language, or (the owner) choose it."""
+
+    language: str | None = None
+
+
 Command = (
     ImageRequest
     | HelpCommand
@@ -177,6 +185,7 @@ Command = (
     | StatsCommand
     | CacheCommand
     | WhoamiCommand
+    | LangCommand
     | DefaultsCommand
 )
 
@@ -233,70 +242,92 @@ def is_generation_command(text: str) -> bool:
     return rest is not None and rest.startswith("=")
 
 
-def usage_text(registry: ModelRegistry, *, max_per_request: int = DEFAULT_MAX_PER_REQUEST) -> str:
+def usage_text(
+    registry: ModelRegistry,
+    texts: Texts = ENGLISH,
+    *,
+    max_per_request: int = DEFAULT_MAX_PER_REQUEST,
+) -> str:
     """The help text: grammar, flags, examples and the models configured."""
-    lines = ["Make an image: /image=<model>=<prompt> [flags]"]
+    _ = texts.gettext
+    lines = [_("Make an image: /image=<model>=<prompt> [flags]")]
     models = list(zip(registry.names(), registry, strict=True))
     if models:
-        lines.append("Examples:")
+        lines.append(_("Examples:"))
         lines.extend(_examples(models))
-    lines.append("Flags (optional, at the end, after the prompt):")
+    lines.append(_("Flags (optional, at the end, after the prompt):"))
     lines.extend(
         [
-            f"--ar <ratio>  picture shape: {', '.join(ASPECT_RATIOS)}",
-            f"--seed <n>  the same number repeats a result (0 to {MAX_SEED})",
-            "--neg <text>  what to keep out of the image",
-            "--steps <n>  more steps, more detail, slower (each model has a maximum)",
-            f"--style <name>  {', '.join(style.value for style in Style)}",
-            "--raw  use your prompt as written, without enhancement",
-            "--file  send the image as a file, uncompressed",
-            "--fresh  make a new image even if the same one was made recently",
-            *(
-                [n_flag_help(max_per_request)]
-                if max_per_request > 1
-                else ["--n  one image per request here (IMAGE_MAX_PER_REQUEST is 1)"]
-            ),
+            _("--ar <ratio>  picture shape: {ratios}", ratios=", ".join(ASPECT_RATIOS)),
+            _("--seed <n>  the same number repeats a result (0 to {max})", max=MAX_SEED),
+            _("--neg <text>  what to keep out of the image"),
+            _("--steps <n>  more steps, more detail, slower (each model has a maximum)"),
+            "--style <name>  " + ", ".join(style.value for style in Style),
+            _("--raw  use your prompt as written, without enhancement"),
+            _("--file  send the image as a file, uncompressed"),
+            _("--fresh  make a new image even if the same one was made recently"),
+            n_flag_help(max_per_request, texts),
         ]
     )
     lines.append(
-        "More: /image help, models, status, cancel [job], retry <job>, history [n], "
-        "again [job], file [job], resend [job] (without a job: as a reply to your image)"
+        _(
+            "More: /image help, models, status, cancel [job], retry <job>, history [n], "
+            "again [job], file [job], resend [job] (without a job: as a reply to your image), "
+            "lang [en|fa]"
+        )
     )
     lines.append(
-        f"This chat's defaults: /image set (shows them), /image set <flag> <value> "
-        f"({', '.join(DEFAULT_FLAGS)}; e.g. /image set ar 16:9, /image set raw on), "
-        "/image set <flag> off, /image set reset. Your own flags win."
+        _(
+            "This chat's defaults: /image set (shows them), /image set <flag> <value> "
+            "({flags}; e.g. /image set ar 16:9, /image set raw on), "
+            "/image set <flag> off, /image set reset. Your own flags win.",
+            flags=", ".join(DEFAULT_FLAGS),
+        )
     )
-    lines.append("Owner: /image stats [days], /image cache [clear], /image whoami")
+    lines.append(_("Owner: /image stats [days], /image cache [clear], /image whoami"))
     if models:
-        lines.append(f"Models: {', '.join(name for name, _ in models)}")
+        lines.append(_("Models: {names}", names=", ".join(name for name, _spec in models)))
         for name, spec in models:
             flags = ", ".join(_supported_flags(spec))
-            steps = f" (steps up to {spec.max_steps})" if spec.supports("steps") else ""
-            lines.append(f"{name} takes {flags}{steps}")
+            if spec.supports("steps"):
+                line = _(
+                    "{model} takes {flags} (steps up to {max_steps})",
+                    model=name,
+                    flags=flags,
+                    max_steps=spec.max_steps,
+                )
+            else:
+                line = _("{model} takes {flags}", model=name, flags=flags)
+            lines.append(line)
     else:
         lines.append(
-            "No image model is configured yet: the bot's owner should set "
-            "FLUX_WORKER_URL or SDXL_WORKER_URL."
+            _(
+                "No image model is configured yet: the bot's owner should set "
+                "FLUX_WORKER_URL or SDXL_WORKER_URL."
+            )
         )
     return "\n".join(lines)
 
 
-def per_request_text(max_per_request: int) -> str:
+def per_request_text(max_per_request: int, texts: Texts = ENGLISH) -> str:
     """What ``/image models`` says about ``--n``."""
     if max_per_request == 1:
-        return "Each request makes one image."
-    return (
-        f"One request may ask for up to {max_per_request} images with --n "
-        f"(e.g. --n {min(max_per_request, 4)}); they come as one album."
+        return texts.gettext("Each request makes one image.")
+    return texts.gettext(
+        "One request may ask for up to {max} images with --n (e.g. --n {example}); "
+        "they come as one album.",
+        max=max_per_request,
+        example=min(max_per_request, 4),
     )
 
 
-def n_flag_help(max_per_request: int) -> str:
+def n_flag_help(max_per_request: int, texts: Texts = ENGLISH) -> str:
     """The usage line of ``--n``, with how many a request may ask for."""
-    return (
-        f"--n <2..{max_per_request}>  several variations at once, with different seeds, "
-        "sent as one album"
+    if max_per_request == 1:
+        return texts.gettext("--n  one image per request here (IMAGE_MAX_PER_REQUEST is 1)")
+    return texts.gettext(
+        "--n <2..{max}>  several variations at once, with different seeds, sent as one album",
+        max=max_per_request,
     )
 
 
@@ -392,9 +423,15 @@ def _shorten(text: str) -> str:
     return text if len(text) <= _QUOTE_CHARS else text[: _QUOTE_CHARS - 1] + "…"
 
 
-def _quote(text: str) -> str:
-    """A user's text for an error message, shortened when long."""
-    return f"'{_shorten(text)}'"
+def _given_twice(texts: Texts, *, example: str) -> str:
+    return texts.gettext(
+        "it was given twice. Give each flag once, e.g. {example}.", example=example
+    )
+
+
+def _flag_error(flag: str, problem: Callable[[Texts], str]) -> BadFlag:
+    """A :class:`BadFlag` whose problem is told in the language of the chat it reaches."""
+    return BadFlag(flag, problem(ENGLISH), render=problem)
 
 
 # -- subcommands -----------------------------------------------------------------
@@ -408,8 +445,13 @@ def _parse_subcommand(rest: str, registry: ModelRegistry, *, max_prompt_chars: i
         return _defaults_command(words[1:], registry, max_prompt_chars=max_prompt_chars)
     command = _subcommand(words[0].lower(), words[1:])
     if command is None:
-        raise _typo(rest, registry) or UsageError(usage_text(registry))
+        raise _typo(rest, registry) or _usage_error(registry)
     return command
+
+
+def _usage_error(registry: ModelRegistry) -> UsageError:
+    """The help as a rejection, told in the language of the chat it reaches."""
+    return UsageError(usage_text(registry), render=partial(usage_text, registry))
 
 
 def _typo(text: str, registry: ModelRegistry) -> DidYouMean | None:
@@ -450,6 +492,8 @@ def _subcommand(verb: str, args: Sequence[str]) -> Command | None:
             return CacheCommand(clear=False)
         if verb == "whoami":
             return WhoamiCommand()
+        if verb == "lang":
+            return LangCommand()
         if verb == "again":
             return AgainCommand(None)
         if verb == "resend":
@@ -458,11 +502,13 @@ def _subcommand(verb: str, args: Sequence[str]) -> Command | None:
             return ResendCommand(None, as_file=True)
         return None
     if verb == "history":
-        return HistoryCommand(_count_argument("history", arg, _HISTORY_MAX, "images", 20))
+        return HistoryCommand(_count_argument("history", arg, _HISTORY_MAX, N_("images"), 20))
     if verb == "stats":
-        return StatsCommand(_count_argument("stats", arg, _STATS_MAX_DAYS, "days", 30))
+        return StatsCommand(_count_argument("stats", arg, _STATS_MAX_DAYS, N_("days"), 30))
     if verb == "cache":
         return CacheCommand(clear=True) if arg.lower() == "clear" else None
+    if verb == "lang":
+        return LangCommand(arg.lower())
     job_id = arg.lower().removeprefix("#")
     if not job_id:
         return None
@@ -492,29 +538,52 @@ def _defaults_command(
     values = args[1:]
     if name == "reset" and not values:
         return DefaultsCommand(reset=True)
-    example = "/image set ar 16:9"
     if name not in DEFAULT_FLAGS:
-        raise BadFlag(
+        given = _shorten(args[0])
+        raise _flag_error(
             "/image set",
-            f"{_quote(args[0])} is not a flag a chat can have a default for. Those are: "
-            f"{', '.join(DEFAULT_FLAGS)}, e.g. {example}; /image set reset clears them all.",
+            lambda texts: texts.gettext(
+                "'{given}' is not a flag a chat can have a default for. Those are: "
+                "{flags}, e.g. /image set ar 16:9; /image set reset clears them all.",
+                given=given,
+                flags=", ".join(DEFAULT_FLAGS),
+            ),
         )
+    example = _set_example(name)
     if not values:
-        what = "on or off" if name in _SWITCHES else "a value (or off)"
-        raise BadFlag(f"/image set {name}", f"it needs {what}, e.g. {_set_example(name)}.")
+        if name in _SWITCHES:
+            raise _flag_error(
+                f"/image set {name}",
+                lambda texts: texts.gettext("it needs on or off, e.g. {example}.", example=example),
+            )
+        raise _flag_error(
+            f"/image set {name}",
+            lambda texts: texts.gettext(
+                "it needs a value (or off), e.g. {example}.", example=example
+            ),
+        )
     if len(values) == 1 and values[0].lower() == _OFF:
         return DefaultsCommand(flag=name, value=None)
+    given = _shorten(" ".join(values))
     if name in _SWITCHES:
         if len(values) != 1 or values[0].lower() != _ON:
-            raise BadFlag(
+            raise _flag_error(
                 f"/image set {name}",
-                f"{_quote(' '.join(values))} is neither on nor off, e.g. {_set_example(name)}.",
+                lambda texts: texts.gettext(
+                    "'{given}' is neither on nor off, e.g. {example}.",
+                    given=given,
+                    example=example,
+                ),
             )
         return DefaultsCommand(flag=name, value=_ON)
     if name != "neg" and len(values) > 1:
-        raise BadFlag(
+        raise _flag_error(
             f"/image set {name}",
-            f"it takes one value, not {_quote(' '.join(values))}, e.g. {_set_example(name)}.",
+            lambda texts: texts.gettext(
+                "it takes one value, not '{given}', e.g. {example}.",
+                given=given,
+                example=example,
+            ),
         )
     # The flag's own parser, on a model that takes every flag: the same rules
     # and messages as in a request. Steps are checked against the largest
@@ -602,10 +671,17 @@ def _count_argument(verb: str, value: str, maximum: int, unit: str, example: int
     """``value`` as a whole number from 1 to ``maximum``; else a clear rejection."""
     count = _whole_number(value)
     if count is None or not 1 <= count <= maximum:
-        raise BadFlag(
+        raise _flag_error(
             verb,
-            f"{_quote(value)} is not a valid number of {unit}. /image {verb} takes a whole "
-            f"number from 1 to {maximum}, e.g. /image {verb} {example}.",
+            lambda texts: texts.gettext(
+                "'{value}' is not a valid number of {unit}. /image {verb} takes a whole "
+                "number from 1 to {maximum}, e.g. /image {verb} {example}.",
+                value=_shorten(value),
+                unit=texts.gettext(unit),
+                verb=verb,
+                maximum=maximum,
+                example=example,
+            ),
         )
     return count
 
@@ -619,7 +695,7 @@ def _parse_generation(
     model_text, has_prompt, prompt_text = body.partition("=")
     model_name = _sanitise(model_text)
     if not model_name:
-        raise UsageError(usage_text(registry))
+        raise _usage_error(registry)
     spec = registry.get(model_name)
     if spec is None:
         # "/image=flux a fox": the "=" after the model is missing or misplaced.
@@ -712,8 +788,9 @@ class _FlagParser:
             if not _supports(self._spec, name):
                 raise UnsupportedFlag(flag, self._model, _supported_flags(self._spec))
             if name in self._seen:
-                raise BadFlag(
-                    flag, f"it was given twice. Give each flag once, e.g. {self._example(name)}."
+                raise _flag_error(
+                    flag,
+                    partial(_given_twice, example=self._example(name)),
                 )
             self._seen.add(name)
             if name == "raw":
@@ -759,7 +836,12 @@ class _FlagParser:
     def _value(self, name: str) -> str:
         """The one token after a flag that takes a value."""
         if self._pos >= len(self._tokens) or _flag_name(self._tokens[self._pos]) is not None:
-            raise BadFlag(f"--{name}", f"its value is missing. {self._rule(name)}")
+            raise _flag_error(
+                f"--{name}",
+                lambda texts: texts.gettext(
+                    "its value is missing. {rule}", rule=self._rule(name, texts)
+                ),
+            )
         value = self._tokens[self._pos]
         self._pos += 1
         return value
@@ -770,13 +852,23 @@ class _FlagParser:
             self._pos += 1
         text = " ".join(self._tokens[start : self._pos])
         if not text:
-            raise BadFlag("--neg", f"its text is missing. {self._rule('neg')}")
-        if len(text) > self._max_chars:
-            raise BadFlag(
+            raise _flag_error(
                 "--neg",
-                f"the negative prompt is {len(text)} characters long; the limit is "
-                f"{self._max_chars}. Shorten it by "
-                f"{plural(len(text) - self._max_chars, 'character')}.",
+                lambda texts: texts.gettext(
+                    "its text is missing. {rule}", rule=self._rule("neg", texts)
+                ),
+            )
+        if len(text) > self._max_chars:
+            over = len(text) - self._max_chars
+            raise _flag_error(
+                "--neg",
+                lambda texts: texts.gettext(
+                    "the negative prompt is {length} characters long; the limit is "
+                    "{limit}. Shorten it by {over}.",
+                    length=len(text),
+                    limit=self._max_chars,
+                    over=texts.ngettext("{count} character", "{count} characters", over),
+                ),
             )
         return text
 
@@ -814,31 +906,55 @@ class _FlagParser:
     # -- messages --------------------------------------------------------------
 
     def _bad_value(self, name: str, value: str) -> BadFlag:
-        return BadFlag(f"--{name}", f"{_quote(value)} is not a valid value. {self._rule(name)}")
+        return _flag_error(
+            f"--{name}",
+            lambda texts: texts.gettext(
+                "'{value}' is not a valid value. {rule}",
+                value=_shorten(value),
+                rule=self._rule(name, texts),
+            ),
+        )
 
-    def _rule(self, name: str) -> str:
+    def _rule(self, name: str, texts: Texts) -> str:
         """What a flag's value must be, with an example."""
         example = self._example(name)
         if name == "ar":
-            return f"--ar needs one of {', '.join(ASPECT_RATIOS)}, e.g. {example}."
+            return texts.gettext(
+                "--ar needs one of {ratios}, e.g. {example}.",
+                ratios=", ".join(ASPECT_RATIOS),
+                example=example,
+            )
         if name == "seed":
-            return f"--seed needs a whole number from 0 to {MAX_SEED}, e.g. {example}."
+            return texts.gettext(
+                "--seed needs a whole number from 0 to {max}, e.g. {example}.",
+                max=MAX_SEED,
+                example=example,
+            )
         if name == "steps":
-            return (
-                f"--steps needs a whole number of 1 or more ({self._model} uses at most "
-                f"{self._spec.max_steps}), e.g. {example}."
+            return texts.gettext(
+                "--steps needs a whole number of 1 or more ({model} uses at most "
+                "{max_steps}), e.g. {example}.",
+                model=self._model,
+                max_steps=self._spec.max_steps,
+                example=example,
             )
         if name == "n":
             if self._max_per_request == 1:
-                return "Here each request makes one image: leave out --n."
-            return (
-                f"--n needs how many images to make at once, from 1 to "
-                f"{self._max_per_request}, e.g. {example}."
+                return texts.gettext("Here each request makes one image: leave out --n.")
+            return texts.gettext(
+                "--n needs how many images to make at once, from 1 to {max}, e.g. {example}.",
+                max=self._max_per_request,
+                example=example,
             )
         if name == "style":
-            styles = ", ".join(style.value for style in Style)
-            return f"--style needs one of {styles}, e.g. {example}."
-        return f"--neg needs the words to keep out of the image, e.g. {example}."
+            return texts.gettext(
+                "--style needs one of {styles}, e.g. {example}.",
+                styles=", ".join(style.value for style in Style),
+                example=example,
+            )
+        return texts.gettext(
+            "--neg needs the words to keep out of the image, e.g. {example}.", example=example
+        )
 
     def _example(self, name: str) -> str:
         examples = {
@@ -860,17 +976,35 @@ class _FlagParser:
         while end < len(self._tokens) and _flag_name(self._tokens[end]) is None:
             end += 1
         stray = " ".join(self._tokens[self._pos : end])
-        where = (
-            f"Flags go at the end: write the whole prompt first, then the flags, "
-            f"e.g. /image={self._model}={EXAMPLE_PROMPT} {self._example(last_flag[2:])}."
-        )
+
+        def where(texts: Texts) -> str:
+            return texts.gettext(
+                "Flags go at the end: write the whole prompt first, then the flags, "
+                "e.g. /image={model}={prompt} {example}.",
+                model=self._model,
+                prompt=EXAMPLE_PROMPT,
+                example=self._example(last_flag[2:]),
+            )
+
         if token.startswith("--") and len(token) > 2:
             supported = ", ".join(_supported_flags(self._spec))
-            return BadFlag(
+            return _flag_error(
                 _shorten(token),
-                f"{_quote(token)} is not a flag SakaiBot knows. Flags {self._model} takes: "
-                f"{supported}. {where}",
+                lambda texts: texts.gettext(
+                    "'{flag}' is not a flag SakaiBot knows. Flags {model} takes: "
+                    "{supported}. {where}",
+                    flag=_shorten(token),
+                    model=self._model,
+                    supported=supported,
+                    where=where(texts),
+                ),
             )
-        return BadFlag(
-            last_flag, f"{_quote(stray)} is neither a flag nor a value of {last_flag}. {where}"
+        return _flag_error(
+            last_flag,
+            lambda texts: texts.gettext(
+                "'{stray}' is neither a flag nor a value of {flag}. {where}",
+                stray=_shorten(stray),
+                flag=last_flag,
+                where=where(texts),
+            ),
         )

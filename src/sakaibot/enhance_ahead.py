@@ -35,8 +35,8 @@ from sakaibot.enhancer import EnhancedPrompt, PromptEnhancer
 from sakaibot.jobs import Job, JobState
 from sakaibot.queues import QueuePlace, WaitingLine
 from sakaibot.status import (
-    ENHANCING_TEXT,
     StatusScheduler,
+    enhancing_text,
     show_place,
     status_actions,
     status_text,
@@ -122,7 +122,7 @@ class EnhanceAhead:
             job.status_key,
             chat_id=job.chat_id,
             reply_to=job.reply_to,
-            text=status_text(job, ENHANCING_TEXT),
+            text=status_text(job, enhancing_text(job.texts)),
             actions=status_actions(job),
         )
         task.add_done_callback(lambda _: self._done(job))

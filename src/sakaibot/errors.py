@@ -2,8 +2,9 @@
 
 Inner code raises these; each edge (worker client, enhancer, chat adapters)
 translates the library's own errors into them exactly once, ``from exc``.
-Every error a user may see renders itself through :attr:`SakaiBotError.user_message`,
-so the wording lives here and nowhere else::
+Every error a user may see renders itself through :meth:`SakaiBotError.message_in`
+in the chat's language (:attr:`~SakaiBotError.user_message` is the English), so
+the wording lives here and nowhere else::
 
     SakaiBotError
     ├── ConfigError                  settings missing or invalid (exit code 2)
@@ -26,6 +27,7 @@ so the wording lives here and nowhere else::
     │   ├── PausedUntilReset         the model's daily budget or quota is used up
     │   ├── OwnerOnly                an owner command from someone else
     │   ├── UnknownJob               again/resend named no job of this user
+    │   ├── UnknownLanguage          /image lang named a language not offered
     │   ├── ImageGone                resend: the image is no longer kept
     │   ├── NoImageReplied           again/file without an id, not a reply to an image
     │   ├── NotYourButton            a one-tap action pressed by someone else
@@ -59,19 +61,26 @@ so the wording lives here and nowhere else::
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
+from sakaibot.i18n import ENGLISH, Texts
 
-def format_wait(seconds: float) -> str:
+
+def format_wait(seconds: float, texts: Texts = ENGLISH) -> str:
     """Say a duration the way a person would ("45 s", "3 min", "2 h 5 min")."""
     total_s = max(1, math.ceil(seconds))
     if total_s < 60:
-        return f"{total_s} s"
+        return texts.gettext("{seconds} s", seconds=total_s)
     minutes, secs = divmod(total_s, 60)
     if minutes < 60:
-        return f"{minutes} min" if secs == 0 else f"{minutes} min {secs} s"
+        if secs == 0:
+            return texts.gettext("{minutes} min", minutes=minutes)
+        return texts.gettext("{minutes} min {seconds} s", minutes=minutes, seconds=secs)
     hours, minutes = divmod(minutes, 60)
-    return f"{hours} h" if minutes == 0 else f"{hours} h {minutes} min"
+    if minutes == 0:
+        return texts.gettext("{hours} h", hours=hours)
+    return texts.gettext("{hours} h {minutes} min", hours=hours, minutes=minutes)
 
 
 def plural(count: int, noun: str, many: str | None = None) -> str:
@@ -87,8 +96,12 @@ class SakaiBotError(Exception):
 
     @property
     def user_message(self) -> str:
-        """What the person who sent the command is told."""
-        return "Something went wrong on our side. Please try again in a minute."
+        """What the person who sent the command is told, in English."""
+        return self.message_in(ENGLISH)
+
+    def message_in(self, texts: Texts) -> str:
+        """What the person who sent the command is told, in ``texts``' language."""
+        return texts.gettext("Something went wrong on our side. Please try again in a minute.")
 
 
 class ConfigError(SakaiBotError):
@@ -100,8 +113,8 @@ class ConfigError(SakaiBotError):
         self.problems = problems
         super().__init__("; ".join(problems))
 
-    @property
-    def user_message(self) -> str:
+    def message_in(self, texts: Texts) -> str:
+        # Read on the operator's terminal (exit code 2), never in a chat: English.
         lines = "\n".join(f"- {p}" for p in self.problems)
         return f"SakaiBot is not configured correctly:\n{lines}"
 
@@ -121,25 +134,25 @@ class LineTooLong(RequestRejected):
         self.limit_bytes = limit_bytes
         super().__init__(f"input line over {limit_bytes} bytes")
 
-    @property
-    def user_message(self) -> str:
-        limit_kib = self.limit_bytes // 1024
-        return (
-            f"That line is longer than {limit_kib} KiB, so it was not read. "
-            f"Send each command on a line of its own, under {limit_kib} KiB."
+    def message_in(self, texts: Texts) -> str:
+        return texts.gettext(
+            "That line is longer than {limit_kib} KiB, so it was not read. "
+            "Send each command on a line of its own, under {limit_kib} KiB.",
+            limit_kib=self.limit_bytes // 1024,
         )
 
 
 class UsageError(RequestRejected):
     kind = "usage"
 
-    def __init__(self, usage_text: str) -> None:
+    def __init__(self, usage_text: str, *, render: Callable[[Texts], str] | None = None) -> None:
         self.usage_text = usage_text
+        #: The usage text in another language (it names the configured models).
+        self._render = render
         super().__init__("not a well-formed /image command")
 
-    @property
-    def user_message(self) -> str:
-        return self.usage_text
+    def message_in(self, texts: Texts) -> str:
+        return self.usage_text if self._render is None else self._render(texts)
 
 
 class DidYouMean(UsageError):
@@ -148,6 +161,9 @@ class DidYouMean(UsageError):
     def __init__(self, suggestion: str) -> None:
         super().__init__(f"Did you mean: {suggestion}")
         self.suggestion = suggestion
+
+    def message_in(self, texts: Texts) -> str:
+        return texts.gettext("Did you mean: {suggestion}", suggestion=self.suggestion)
 
 
 class UnknownModel(RequestRejected):
@@ -158,18 +174,19 @@ class UnknownModel(RequestRejected):
         self.available = available
         super().__init__(f"unknown model {model!r}")
 
-    @property
-    def user_message(self) -> str:
+    def message_in(self, texts: Texts) -> str:
         if not self.available:
-            return (
-                f"Unknown model '{self.model}', and no image model is configured. "
-                "Ask the bot's owner to set FLUX_WORKER_URL or SDXL_WORKER_URL."
+            return texts.gettext(
+                "Unknown model '{model}', and no image model is configured. "
+                "Ask the bot's owner to set FLUX_WORKER_URL or SDXL_WORKER_URL.",
+                model=self.model,
             )
-        names = ", ".join(self.available)
-        example = self.available[0]
-        return (
-            f"Unknown model '{self.model}'. Available models: {names}. "
-            f"Example: /image={example}=a red fox in the snow"
+        return texts.gettext(
+            "Unknown model '{model}'. Available models: {names}. "
+            "Example: /image={example}=a red fox in the snow",
+            model=self.model,
+            names=", ".join(self.available),
+            example=self.available[0],
         )
 
 
@@ -180,11 +197,11 @@ class EmptyPrompt(RequestRejected):
         self.model = model
         super().__init__("empty prompt")
 
-    @property
-    def user_message(self) -> str:
-        return (
+    def message_in(self, texts: Texts) -> str:
+        return texts.gettext(
             "The prompt is empty. Write what you want after the model, "
-            f"e.g. /image={self.model}=a red fox in the snow"
+            "e.g. /image={model}=a red fox in the snow",
+            model=self.model,
         )
 
 
@@ -196,25 +213,32 @@ class PromptTooLong(RequestRejected):
         self.limit = limit
         super().__init__(f"prompt of {length} characters over the limit of {limit}")
 
-    @property
-    def user_message(self) -> str:
-        return (
-            f"The prompt is {self.length} characters long; the limit is {self.limit}. "
-            f"Shorten it by {plural(self.length - self.limit, 'character')} and send it again."
+    def message_in(self, texts: Texts) -> str:
+        over = self.length - self.limit
+        return texts.gettext(
+            "The prompt is {length} characters long; the limit is {limit}. "
+            "Shorten it by {over} and send it again.",
+            length=self.length,
+            limit=self.limit,
+            over=texts.ngettext("{count} character", "{count} characters", over),
         )
 
 
 class BadFlag(RequestRejected):
     kind = "bad_flag"
 
-    def __init__(self, flag: str, problem: str) -> None:
+    def __init__(
+        self, flag: str, problem: str, *, render: Callable[[Texts], str] | None = None
+    ) -> None:
         self.flag = flag
         self.problem = problem
+        #: The problem in another language (it quotes the user's text and the model's limits).
+        self._render = render
         super().__init__(f"{flag}: {problem}")
 
-    @property
-    def user_message(self) -> str:
-        return f"Problem with {self.flag}: {self.problem}"
+    def message_in(self, texts: Texts) -> str:
+        problem = self.problem if self._render is None else self._render(texts)
+        return texts.gettext("Problem with {flag}: {problem}", flag=self.flag, problem=problem)
 
 
 class UnsupportedFlag(RequestRejected):
@@ -226,12 +250,13 @@ class UnsupportedFlag(RequestRejected):
         self.supported = supported
         super().__init__(f"{model} does not support {flag}")
 
-    @property
-    def user_message(self) -> str:
-        names = ", ".join(self.supported)
-        return (
-            f"{self.model} does not support {self.flag}. "
-            f"Flags {self.model} supports: {names}. Remove {self.flag} and send it again."
+    def message_in(self, texts: Texts) -> str:
+        return texts.gettext(
+            "{model} does not support {flag}. "
+            "Flags {model} supports: {names}. Remove {flag} and send it again.",
+            model=self.model,
+            flag=self.flag,
+            names=", ".join(self.supported),
         )
 
 
@@ -248,23 +273,33 @@ class RateLimited(RequestRejected):
         self.asked = asked
         super().__init__(f"rate limited for {retry_after_s:.1f} s")
 
-    @property
-    def user_message(self) -> str:
+    def message_in(self, texts: Texts) -> str:
+        images = texts.ngettext("{count} image", "{count} images", self.limit)
+        window = format_wait(self.window_s, texts)
         if self.asked > self.limit:
-            return (
-                f"You asked for {plural(self.asked, 'image')}, more than the limit of "
-                f"{plural(self.limit, 'image')} per {format_wait(self.window_s)}. "
-                f"Ask for fewer, e.g. --n {self.limit}."
+            return texts.gettext(
+                "You asked for {asked}, more than the limit of {images} per {window}. "
+                "Ask for fewer, e.g. --n {limit}.",
+                asked=texts.ngettext("{count} image", "{count} images", self.asked),
+                images=images,
+                window=window,
+                limit=self.limit,
             )
+        wait = format_wait(self.retry_after_s, texts)
         if self.asked > 1:
-            return (
-                f"{plural(self.asked, 'image')} would go over the limit of "
-                f"{plural(self.limit, 'image')} per {format_wait(self.window_s)}. "
-                f"Try again in {format_wait(self.retry_after_s)}, or ask for fewer with --n."
+            return texts.gettext(
+                "{asked} would go over the limit of {images} per {window}. "
+                "Try again in {wait}, or ask for fewer with --n.",
+                asked=texts.ngettext("{count} image", "{count} images", self.asked),
+                images=images,
+                window=window,
+                wait=wait,
             )
-        return (
-            f"You have reached the limit of {plural(self.limit, 'image')} per "
-            f"{format_wait(self.window_s)}. Try again in {format_wait(self.retry_after_s)}."
+        return texts.gettext(
+            "You have reached the limit of {images} per {window}. Try again in {wait}.",
+            images=images,
+            window=window,
+            wait=wait,
         )
 
 
@@ -273,24 +308,34 @@ class EveryoneRateLimited(RateLimited):
 
     kind = "global_rate_limited"
 
-    @property
-    def user_message(self) -> str:
+    def message_in(self, texts: Texts) -> str:
+        images = texts.ngettext("{count} image", "{count} images", self.limit)
+        window = format_wait(self.window_s, texts)
         if self.asked > self.limit:
-            return (
-                f"You asked for {plural(self.asked, 'image')}, more than the bot makes for "
-                f"everyone per {format_wait(self.window_s)} ({plural(self.limit, 'image')}). "
-                f"Ask for fewer, e.g. --n {self.limit}."
+            return texts.gettext(
+                "You asked for {asked}, more than the bot makes for everyone per {window} "
+                "({images}). Ask for fewer, e.g. --n {limit}.",
+                asked=texts.ngettext("{count} image", "{count} images", self.asked),
+                images=images,
+                window=window,
+                limit=self.limit,
             )
+        wait = format_wait(self.retry_after_s, texts)
         if self.asked > 1:
-            return (
-                f"{plural(self.asked, 'image')} would go over the bot's limit of "
-                f"{plural(self.limit, 'image')} per {format_wait(self.window_s)} for everyone. "
-                f"Try again in {format_wait(self.retry_after_s)}, or ask for fewer with --n."
+            return texts.gettext(
+                "{asked} would go over the bot's limit of {images} per {window} for everyone. "
+                "Try again in {wait}, or ask for fewer with --n.",
+                asked=texts.ngettext("{count} image", "{count} images", self.asked),
+                images=images,
+                window=window,
+                wait=wait,
             )
-        return (
-            f"The bot has made its limit of {plural(self.limit, 'image')} per "
-            f"{format_wait(self.window_s)} for everyone. "
-            f"Try again in {format_wait(self.retry_after_s)}."
+        return texts.gettext(
+            "The bot has made its limit of {images} per {window} for everyone. "
+            "Try again in {wait}.",
+            images=images,
+            window=window,
+            wait=wait,
         )
 
 
@@ -303,12 +348,12 @@ class SlowDown(RequestRejected):
         self.silent_for_s = silent_for_s
         super().__init__(f"refusals muted for {silent_for_s:.0f} s")
 
-    @property
-    def user_message(self) -> str:
-        return (
+    def message_in(self, texts: Texts) -> str:
+        return texts.gettext(
             "Slow down: too many of your commands could not be taken. Commands of yours "
-            f"that fail get no answer for the next {format_wait(self.silent_for_s)}; "
-            "/image help shows how to write them."
+            "that fail get no answer for the next {wait}; "
+            "/image help shows how to write them.",
+            wait=format_wait(self.silent_for_s, texts),
         )
 
 
@@ -320,11 +365,12 @@ class QueueFull(RequestRejected):
         self.limit = limit
         super().__init__(f"{model} queue full at {limit}")
 
-    @property
-    def user_message(self) -> str:
-        return (
-            f"The {self.model} queue is full ({self.limit} waiting). "
-            "Try again in a few minutes, or use another model (/image models)."
+    def message_in(self, texts: Texts) -> str:
+        return texts.gettext(
+            "The {model} queue is full ({limit} waiting). "
+            "Try again in a few minutes, or use another model (/image models).",
+            model=self.model,
+            limit=self.limit,
         )
 
 
@@ -338,23 +384,28 @@ class TooManyPending(RequestRejected):
         self.asked = asked
         super().__init__(f"{pending} pending jobs, limit {limit}")
 
-    @property
-    def user_message(self) -> str:
+    def message_in(self, texts: Texts) -> str:
         if self.asked > self.limit:
-            return (
-                f"You asked for {plural(self.asked, 'image')}; you may have at most "
-                f"{self.limit} waiting or generating at once. Ask for fewer, e.g. --n {self.limit}."
+            return texts.gettext(
+                "You asked for {asked}; you may have at most {limit} waiting or generating "
+                "at once. Ask for fewer, e.g. --n {limit}.",
+                asked=texts.ngettext("{count} image", "{count} images", self.asked),
+                limit=self.limit,
             )
         if self.asked > 1:
-            return (
-                f"You asked for {plural(self.asked, 'image')} and already have "
-                f"{plural(self.pending, 'image')} waiting or generating (the limit is "
-                f"{self.limit}). Ask for fewer with --n, or wait for yours to finish."
+            return texts.gettext(
+                "You asked for {asked} and already have {images} waiting or generating "
+                "(the limit is {limit}). Ask for fewer with --n, or wait for yours to finish.",
+                asked=texts.ngettext("{count} image", "{count} images", self.asked),
+                images=texts.ngettext("{count} image", "{count} images", self.pending),
+                limit=self.limit,
             )
-        return (
-            f"You already have {plural(self.pending, 'image')} waiting or generating "
-            f"(the limit is {self.limit}). Wait for one to finish, or cancel a waiting one "
-            "with /image cancel."
+        return texts.gettext(
+            "You already have {images} waiting or generating "
+            "(the limit is {limit}). Wait for one to finish, or cancel a waiting one "
+            "with /image cancel.",
+            images=texts.ngettext("{count} image", "{count} images", self.pending),
+            limit=self.limit,
         )
 
 
@@ -368,13 +419,13 @@ class GenerationError(SakaiBotError):
         self.model = model
         super().__init__(detail)
 
-    @property
-    def user_message(self) -> str:
-        return f"The {self._model_name} worker failed. Please try again later."
+    def message_in(self, texts: Texts) -> str:
+        return texts.gettext(
+            "The {model} worker failed. Please try again later.", model=self._model_name(texts)
+        )
 
-    @property
-    def _model_name(self) -> str:
-        return self.model or "image"
+    def _model_name(self, texts: Texts) -> str:
+        return self.model or texts.gettext("image")
 
 
 class TransientWorkerError(GenerationError):
@@ -384,22 +435,22 @@ class TransientWorkerError(GenerationError):
         super().__init__(detail, model=model)
         self.retry_after_s = retry_after_s
 
-    @property
-    def user_message(self) -> str:
-        return (
-            f"The {self._model_name} worker is busy or unreachable right now. "
-            "Your allowance was not used; please try again in a few minutes."
+    def message_in(self, texts: Texts) -> str:
+        return texts.gettext(
+            "The {model} worker is busy or unreachable right now. "
+            "Your allowance was not used; please try again in a few minutes.",
+            model=self._model_name(texts),
         )
 
 
 class WorkerTimeout(TransientWorkerError):
     kind = "worker_timeout"
 
-    @property
-    def user_message(self) -> str:
-        return (
-            f"The {self._model_name} worker took too long to answer. "
-            "Your allowance was not used; please try again in a few minutes."
+    def message_in(self, texts: Texts) -> str:
+        return texts.gettext(
+            "The {model} worker took too long to answer. "
+            "Your allowance was not used; please try again in a few minutes.",
+            model=self._model_name(texts),
         )
 
 
@@ -410,31 +461,30 @@ class PermanentWorkerError(GenerationError):
 class WorkerAuthError(PermanentWorkerError):
     kind = "worker_auth"
 
-    @property
-    def user_message(self) -> str:
-        return (
-            f"The {self._model_name} worker refused our credentials. "
-            "The bot's owner should check the worker's API key (FLUX_API_KEY or SDXL_API_KEY)."
+    def message_in(self, texts: Texts) -> str:
+        return texts.gettext(
+            "The {model} worker refused our credentials. "
+            "The bot's owner should check the worker's API key (FLUX_API_KEY or SDXL_API_KEY).",
+            model=self._model_name(texts),
         )
 
 
 class WorkerBadRequest(PermanentWorkerError):
     kind = "worker_bad_request"
 
-    @property
-    def user_message(self) -> str:
-        return (
-            f"The {self._model_name} worker rejected the request. Try a simpler prompt "
-            "or fewer flags; if it keeps happening, tell the bot's owner."
+    def message_in(self, texts: Texts) -> str:
+        return texts.gettext(
+            "The {model} worker rejected the request. Try a simpler prompt "
+            "or fewer flags; if it keeps happening, tell the bot's owner.",
+            model=self._model_name(texts),
         )
 
 
 class ContentFiltered(PermanentWorkerError):
     kind = "content_filtered"
 
-    @property
-    def user_message(self) -> str:
-        return (
+    def message_in(self, texts: Texts) -> str:
+        return texts.gettext(
             "Your prompt was filtered by the image service's safety check. "
             "Rephrase it and try again."
         )
@@ -443,22 +493,22 @@ class ContentFiltered(PermanentWorkerError):
 class QuotaExhausted(PermanentWorkerError):
     kind = "quota_exhausted"
 
-    @property
-    def user_message(self) -> str:
-        return (
-            f"The {self._model_name} worker has used up its daily allowance. "
-            "It resets at 00:00 UTC; try again then or use another model (/image models)."
+    def message_in(self, texts: Texts) -> str:
+        return texts.gettext(
+            "The {model} worker has used up its daily allowance. "
+            "It resets at 00:00 UTC; try again then or use another model (/image models).",
+            model=self._model_name(texts),
         )
 
 
 class InvalidImage(PermanentWorkerError):
     kind = "invalid_image"
 
-    @property
-    def user_message(self) -> str:
-        return (
-            f"The {self._model_name} worker answered, but not with an image. "
-            "The bot's owner should check the worker URL (sakaibot verify)."
+    def message_in(self, texts: Texts) -> str:
+        return texts.gettext(
+            "The {model} worker answered, but not with an image. "
+            "The bot's owner should check the worker URL (sakaibot verify).",
+            model=self._model_name(texts),
         )
 
 
@@ -470,13 +520,13 @@ class ImageTooLarge(PermanentWorkerError):
         self.size_bytes = size_bytes
         self.limit_bytes = limit_bytes
 
-    @property
-    def user_message(self) -> str:
-        limit_mb = self.limit_bytes / 1_000_000
-        return (
-            f"The {self._model_name} worker sent an image larger than the "
-            f"{limit_mb:g} MB this bot accepts. Try again with a smaller size; if it keeps "
-            "happening, the bot's owner can raise IMAGE_MAX_BYTES."
+    def message_in(self, texts: Texts) -> str:
+        return texts.gettext(
+            "The {model} worker sent an image larger than the "
+            "{limit_mb:g} MB this bot accepts. Try again with a smaller size; if it keeps "
+            "happening, the bot's owner can raise IMAGE_MAX_BYTES.",
+            model=self._model_name(texts),
+            limit_mb=self.limit_bytes / 1_000_000,
         )
 
 
@@ -489,16 +539,20 @@ class WorkerGaveUp(PermanentWorkerError):
         super().__init__(detail, model=model)
         self.attempts = attempts
 
-    @property
-    def user_message(self) -> str:
-        tries = "once" if self.attempts == 1 else f"{self.attempts} times"
+    def message_in(self, texts: Texts) -> str:
+        tries = texts.ngettext("tried once", "tried {count} times", self.attempts)
         if isinstance(self.__cause__, WorkerTimeout):
-            problem = "took too long to answer"
-        else:
-            problem = "is busy or unreachable right now"
-        return (
-            f"The {self._model_name} worker {problem} (tried {tries}). "
-            "Your allowance was not used; please try again in a few minutes."
+            return texts.gettext(
+                "The {model} worker took too long to answer ({tries}). "
+                "Your allowance was not used; please try again in a few minutes.",
+                model=self._model_name(texts),
+                tries=tries,
+            )
+        return texts.gettext(
+            "The {model} worker is busy or unreachable right now ({tries}). "
+            "Your allowance was not used; please try again in a few minutes.",
+            model=self._model_name(texts),
+            tries=tries,
         )
 
 
@@ -513,9 +567,8 @@ class StoreUnavailable(SakaiBotError):
 
     kind = "store"
 
-    @property
-    def user_message(self) -> str:
-        return (
+    def message_in(self, texts: Texts) -> str:
+        return texts.gettext(
             "SakaiBot could not save your request (its storage is unavailable), so it "
             "was not queued. Try again in a few minutes; the bot's owner should check the "
             "disk and SAKAIBOT_DATA_DIR (and REDIS_URL, when Redis is used)."
@@ -525,9 +578,8 @@ class StoreUnavailable(SakaiBotError):
 class JobCancelled(SakaiBotError):
     kind = "cancelled"
 
-    @property
-    def user_message(self) -> str:
-        return "Cancelled."
+    def message_in(self, texts: Texts) -> str:
+        return texts.gettext("Cancelled.")
 
 
 class ModelGone(SakaiBotError):
@@ -539,11 +591,11 @@ class ModelGone(SakaiBotError):
         super().__init__(f"model {model} is no longer configured")
         self.model = model
 
-    @property
-    def user_message(self) -> str:
-        return (
-            f"SakaiBot restarted and the {self.model} model is no longer offered, so this "
-            "image could not be made. Your allowance was not used; see /image models."
+    def message_in(self, texts: Texts) -> str:
+        return texts.gettext(
+            "SakaiBot restarted and the {model} model is no longer offered, so this "
+            "image could not be made. Your allowance was not used; see /image models.",
+            model=self.model,
         )
 
 
@@ -556,10 +608,9 @@ class CancelledInQueue(GenerationError, JobCancelled):
 
     kind = JobCancelled.kind
 
-    @property
-    def user_message(self) -> str:
+    def message_in(self, texts: Texts) -> str:
         # Skips GenerationError's message: JobCancelled comes next in the MRO.
-        return super(GenerationError, self).user_message
+        return super(GenerationError, self).message_in(texts)
 
 
 class RefusedByQueue(GenerationError):
@@ -571,9 +622,8 @@ class RefusedByQueue(GenerationError):
         self.refusal = refusal
         self.kind = refusal.kind
 
-    @property
-    def user_message(self) -> str:
-        return self.refusal.user_message
+    def message_in(self, texts: Texts) -> str:
+        return self.refusal.message_in(texts)
 
 
 class JobSetAside(PermanentWorkerError):
@@ -585,12 +635,13 @@ class JobSetAside(PermanentWorkerError):
         super().__init__(f"set aside after {deliveries} deliveries", model=model)
         self.deliveries = deliveries
 
-    @property
-    def user_message(self) -> str:
-        return (
-            f"This request stopped the {self._model_name} worker {self.deliveries} times, "
+    def message_in(self, texts: Texts) -> str:
+        return texts.gettext(
+            "This request stopped the {model} worker {deliveries} times, "
             "so it was set aside rather than tried again. Try a different prompt or "
-            "model; if it keeps happening, tell the bot's owner."
+            "model; if it keeps happening, tell the bot's owner.",
+            model=self._model_name(texts),
+            deliveries=self.deliveries,
         )
 
 
@@ -599,9 +650,8 @@ class ChatError(SakaiBotError):
 
     kind = "chat"
 
-    @property
-    def user_message(self) -> str:
-        return "The image was made but could not be sent. Please try again."
+    def message_in(self, texts: Texts) -> str:
+        return texts.gettext("The image was made but could not be sent. Please try again.")
 
 
 class DeliveryFailed(ChatError):
@@ -614,13 +664,14 @@ class DeliveryFailed(ChatError):
         self.job_id = job_id
         self.kept_for_s = kept_for_s
 
-    @property
-    def user_message(self) -> str:
+    def message_in(self, texts: Texts) -> str:
         if self.kept_for_s is None:
-            return "The image was made but could not be sent. Please try again."
-        return (
+            return texts.gettext("The image was made but could not be sent. Please try again.")
+        return texts.gettext(
             "The image was made but could not be sent. It is kept for "
-            f"{format_wait(self.kept_for_s)}: send /image retry {self.job_id} to try again."
+            "{wait}: send /image retry {job_id} to try again.",
+            wait=format_wait(self.kept_for_s, texts),
+            job_id=self.job_id,
         )
 
 
@@ -635,12 +686,21 @@ class ModelUnavailable(RequestRejected):
         self.retry_after_s = retry_after_s
         self.fallback = fallback
 
-    @property
-    def user_message(self) -> str:
-        other = f"use {self.fallback}" if self.fallback else "use another model (/image models)"
-        return (
-            f"The {self.model} worker is failing right now, so new {self.model} images are "
-            f"paused for about {format_wait(self.retry_after_s)}. Try again then, or {other}."
+    def message_in(self, texts: Texts) -> str:
+        wait = format_wait(self.retry_after_s, texts)
+        if self.fallback:
+            return texts.gettext(
+                "The {model} worker is failing right now, so new {model} images are "
+                "paused for about {wait}. Try again then, or use {fallback}.",
+                model=self.model,
+                wait=wait,
+                fallback=self.fallback,
+            )
+        return texts.gettext(
+            "The {model} worker is failing right now, so new {model} images are "
+            "paused for about {wait}. Try again then, or use another model (/image models).",
+            model=self.model,
+            wait=wait,
         )
 
 
@@ -659,12 +719,21 @@ class PausedUntilReset(RequestRejected):
         self.retry_after_s = retry_after_s
         self.fallback = fallback
 
-    @property
-    def user_message(self) -> str:
-        other = f"use {self.fallback}" if self.fallback else "use another model (/image models)"
-        return (
-            f"{self.model} has used up today's images; it comes back at 00:00 UTC "
-            f"(in {format_wait(self.retry_after_s)}). Until then, {other}."
+    def message_in(self, texts: Texts) -> str:
+        wait = format_wait(self.retry_after_s, texts)
+        if self.fallback:
+            return texts.gettext(
+                "{model} has used up today's images; it comes back at 00:00 UTC "
+                "(in {wait}). Until then, use {fallback}.",
+                model=self.model,
+                wait=wait,
+                fallback=self.fallback,
+            )
+        return texts.gettext(
+            "{model} has used up today's images; it comes back at 00:00 UTC "
+            "(in {wait}). Until then, use another model (/image models).",
+            model=self.model,
+            wait=wait,
         )
 
 
@@ -675,9 +744,8 @@ class OwnerOnly(RequestRejected):
         super().__init__(f"{command} is for the owner")
         self.command = command
 
-    @property
-    def user_message(self) -> str:
-        return f"Only the bot's owner can use {self.command}."
+    def message_in(self, texts: Texts) -> str:
+        return texts.gettext("Only the bot's owner can use {command}.", command=self.command)
 
 
 class UnknownJob(RequestRejected):
@@ -689,10 +757,29 @@ class UnknownJob(RequestRejected):
         super().__init__(f"no job {job_id}")
         self.job_id = job_id
 
-    @property
-    def user_message(self) -> str:
-        return (
-            f"You have no image {self.job_id}. See your images and their ids with /image history."
+    def message_in(self, texts: Texts) -> str:
+        return texts.gettext(
+            "You have no image {job_id}. See your images and their ids with /image history.",
+            job_id=self.job_id,
+        )
+
+
+class UnknownLanguage(RequestRejected):
+    """``/image lang`` named a language there is no catalogue for."""
+
+    kind = "unknown_language"
+
+    def __init__(self, language: str, available: list[str]) -> None:
+        super().__init__(f"no language {language}")
+        self.language = language
+        self.available = available
+
+    def message_in(self, texts: Texts) -> str:
+        return texts.gettext(
+            "There is no language '{language}'. Available: {codes}, e.g. /image lang {example}.",
+            language=self.language,
+            codes=", ".join(self.available),
+            example=self.available[-1],
         )
 
 
@@ -703,11 +790,11 @@ class ImageGone(RequestRejected):
         super().__init__(f"image of {job_id} no longer kept")
         self.job_id = job_id
 
-    @property
-    def user_message(self) -> str:
-        return (
-            f"The image of {self.job_id} is no longer kept (or was never made). "
-            f"Make it again with /image again {self.job_id}."
+    def message_in(self, texts: Texts) -> str:
+        return texts.gettext(
+            "The image of {job_id} is no longer kept (or was never made). "
+            "Make it again with /image again {job_id}.",
+            job_id=self.job_id,
         )
 
 
@@ -720,11 +807,11 @@ class NoImageReplied(RequestRejected):
         super().__init__(f"/image {verb} without an image")
         self.verb = verb
 
-    @property
-    def user_message(self) -> str:
-        return (
-            f"Send /image {self.verb} as a reply to one of your images, or name the image: "
-            f"/image {self.verb} <id> (your images and their ids: /image history)."
+    def message_in(self, texts: Texts) -> str:
+        return texts.gettext(
+            "Send /image {verb} as a reply to one of your images, or name the image: "
+            "/image {verb} <id> (your images and their ids: /image history).",
+            verb=self.verb,
         )
 
 
@@ -736,9 +823,8 @@ class NotYourButton(RequestRejected):
     def __init__(self) -> None:
         super().__init__("a button of someone else's job")
 
-    @property
-    def user_message(self) -> str:
-        return "Only the person who asked for this image can use its buttons."
+    def message_in(self, texts: Texts) -> str:
+        return texts.gettext("Only the person who asked for this image can use its buttons.")
 
 
 class DefaultsLocked(RequestRejected):
@@ -749,9 +835,8 @@ class DefaultsLocked(RequestRejected):
     def __init__(self) -> None:
         super().__init__("not trusted with this chat's defaults")
 
-    @property
-    def user_message(self) -> str:
-        return (
+    def message_in(self, texts: Texts) -> str:
+        return texts.gettext(
             "Only the bot's owner, or someone the owner lists in ALLOWED_USER_IDS, can change "
             "this chat's defaults. /image set shows them; your own flags always win."
         )
@@ -764,11 +849,11 @@ class NothingToRetry(RequestRejected):
         super().__init__(f"nothing kept for {job_id}")
         self.job_id = job_id
 
-    @property
-    def user_message(self) -> str:
-        return (
-            f"No unsent image {self.job_id} of yours is kept. Images that could not be "
-            "sent are kept for a limited time; generate it again with /image=..."
+    def message_in(self, texts: Texts) -> str:
+        return texts.gettext(
+            "No unsent image {job_id} of yours is kept. Images that could not be "
+            "sent are kept for a limited time; generate it again with /image=...",
+            job_id=self.job_id,
         )
 
 
@@ -781,8 +866,8 @@ class TelegramUnreachable(ChatError):
         super().__init__(detail)
         self.during_login = during_login
 
-    @property
-    def user_message(self) -> str:
+    def message_in(self, texts: Texts) -> str:
+        # Read on the operator's terminal (sakaibot run/login), never in a chat: English.
         if self.during_login:
             return (
                 f"Could not reach Telegram ({self}). Check the network connection (and "
@@ -832,8 +917,8 @@ class LoginFailed(SakaiBotError):
         self.attempts = attempts
         self.retry_after_s = retry_after_s
 
-    @property
-    def user_message(self) -> str:
+    def message_in(self, texts: Texts) -> str:
+        # Read on the operator's terminal (sakaibot login), never in a chat: English.
         again = "run `sakaibot login` again"
         times = plural(self.attempts, "time")
         match self.problem:
@@ -930,21 +1015,22 @@ class NothingToCancel(RequestRejected):
         self.running = running
         super().__init__(f"nothing to cancel ({job_id or 'newest'})")
 
-    @property
-    def user_message(self) -> str:
+    def message_in(self, texts: Texts) -> str:
         if self.running:
-            return (
-                f"Job {self.job_id} is already being sent and can no longer be "
-                "cancelled; the image will arrive shortly."
+            return texts.gettext(
+                "Job {job_id} is already being sent and can no longer be "
+                "cancelled; the image will arrive shortly.",
+                job_id=str(self.job_id),
             )
         if self.job_id is None:
-            return (
+            return texts.gettext(
                 "You have no images waiting or being made to cancel. "
                 "See your jobs with /image status."
             )
-        return (
-            f"You have no waiting or running job {self.job_id}. "
-            "See your jobs and their ids with /image status."
+        return texts.gettext(
+            "You have no waiting or running job {job_id}. "
+            "See your jobs and their ids with /image status.",
+            job_id=self.job_id,
         )
 
 
@@ -972,18 +1058,27 @@ WIRE_KINDS: dict[str, type[GenerationError]] = {
 }
 
 
-def from_wire(kind: str, message: str, detail: str, *, model: str = "") -> GenerationError:
+def from_wire(
+    kind: str,
+    message: str,
+    detail: str,
+    *,
+    model: str = "",
+    messages: dict[str, str] | None = None,
+) -> GenerationError:
     """Rebuild a failure sent by another process as the same exception class.
 
     The result is an instance of the class registered for ``kind`` in
     :data:`WIRE_KINDS` (:class:`GenerationError` for a kind this version does
     not know), so code on this side uses ``isinstance`` as it would for a local
-    error, and it tells the user ``message``, the words the other side chose.
+    error, and it tells the user ``message``, the words the other side chose
+    (or, from ``messages``, its words in the chat's language).
     """
     cls = _RECEIVED.get(kind, _RECEIVED[GenerationError.kind])
     error = cls.__new__(cls)
     GenerationError.__init__(error, detail, model=model)
     error.received_message = message
+    error.received_messages = messages or {}
     return error
 
 
@@ -991,6 +1086,8 @@ class _Received(GenerationError):
     """Mixed in first by :data:`_RECEIVED`: the user message came over the wire."""
 
     received_message: str = ""
+    #: The same message in each language the other side offers, by language code.
+    received_messages: dict[str, str] = {}  # noqa: RUF012 (replaced per instance)
     #: Defaults for what the subclasses' own constructors would have set.
     retry_after_s: float | None = None
     attempts: int = 0
@@ -998,9 +1095,9 @@ class _Received(GenerationError):
     size_bytes: int = 0
     limit_bytes: int = 0
 
-    @property
-    def user_message(self) -> str:
-        return self.received_message
+    def message_in(self, texts: Texts) -> str:
+        # The other process chose the words, in each language (shared/worker.py).
+        return self.received_messages.get(texts.language, self.received_message)
 
 
 #: Each class of :data:`WIRE_KINDS` as received: the same class, with the user

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from sakaibot.commands import MAX_SEED, ImageOptions, ImageRequest, Style
+from sakaibot.i18n import ENGLISH, Texts
 from sakaibot.models import ModelSpec
 from sakaibot.store import JobRecord
 
@@ -68,7 +69,9 @@ class Album:
     ended: set[int] = field(default_factory=set)
     #: The newest status text of each image still on its way, by index (a
     #: function when it is to be written only when sent, as a queue position).
-    texts: dict[int, str | Callable[[], str]] = field(default_factory=dict)
+    statuses: dict[int, str | Callable[[], str]] = field(default_factory=dict)
+    #: The language its chat is answered in, chosen when it was accepted (as its jobs').
+    texts: Texts = ENGLISH
 
 
 @dataclass(eq=False)
@@ -99,6 +102,8 @@ class Job:
     #: The album this job is one image of (``--n``), and which one (from 0).
     album: Album | None = None
     album_index: int = 0
+    #: The language its chat is answered in (``/image lang``), chosen when it was accepted.
+    texts: Texts = ENGLISH
     #: Its prompt is being improved while it waits (see :mod:`sakaibot.enhance_ahead`).
     improving: bool = False
 

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from functools import partial
 
-from sakaibot.albums import Albums, Gathering, MissingImage, short_reason
+from sakaibot.albums import Albums, Gathering, MissingImage
 from sakaibot.breaker import Breakers, CircuitBreaker, counts_as_unavailable
 from sakaibot.cache import Cache, CacheHit
 from sakaibot.captions import Caption, CaptionFacts, build_caption
@@ -41,20 +41,22 @@ from sakaibot.errors import (
     StoreUnavailable,
 )
 from sakaibot.generation import GeneratedImage, GenerationParams, ImageGenerator
+from sakaibot.i18n import ENGLISH, Texts, english_for
 from sakaibot.jobs import Album, Job, JobState
 from sakaibot.limits import Allowance
 from sakaibot.models import ASPECT_RATIOS, ModelRegistry, ModelSpec
 from sakaibot.queues import JobQueues, QueuePlace
-from sakaibot.quota import DailyBudgets
+from sakaibot.quota import DailyBudgets, LocalBudgets
 from sakaibot.status import (
-    ENHANCING_TEXT,
-    SENDING_TEXT,
     StatusScheduler,
+    action_label,
     album_failed_text,
+    enhancing_text,
     failed_text,
     generating_text,
     paused_text,
     queued_text,
+    sending_text,
     status_actions,
     status_text,
 )
@@ -236,8 +238,9 @@ class JobPipeline:
         budgets: DailyBudgets | None = None,
         telemetry: Telemetry | None = None,
         ahead: EnhanceAhead | None = None,
+        texts_for: Callable[[str], Texts] = english_for,
     ) -> None:
-        self._budgets = budgets or DailyBudgets({}, wall_clock)
+        self._budgets = budgets or LocalBudgets({}, wall_clock)
         self._telemetry: Telemetry = telemetry or NoTelemetry()
         self._generator = generator
         self._enhancer = enhancer
@@ -258,6 +261,8 @@ class JobPipeline:
         self._registry = registry
         #: The jobs still waiting, to tell them when their model is paused.
         self._queues = queues
+        #: A chat's language, for a job known only by its record (its model gone).
+        self._texts_for = texts_for
         #: Uploads under way, and the job each one delivers.
         self._deliveries: dict[asyncio.Task[None], Job] = {}
         #: The task running each started job until its image is handed over,
@@ -354,28 +359,28 @@ class JobPipeline:
                 enhanced = ready  # improved while the job waited
             else:
                 step_started_s = self._step(job, JobState.ENHANCING, step_started_s)
-                self._show(job, ENHANCING_TEXT)
+                self._show(job, enhancing_text(job.texts))
                 enhanced = await self._ahead.improve(job)
             if not enhanced.enhanced:
                 self._telemetry.enhancer_fallback()
         prompt_used = styled_prompt(enhanced.text, request)
         # Counted as the image is asked for, so jobs side by side never overdraw
         # the day's budget (the wait for the LLM may have used it up).
-        if not self._budgets.take(model.name):
+        if not await self._budgets.take(model.name):
             await self.finish(job, self._paused_until_reset(model))
             return
 
         step_started_s = self._step(job, JobState.GENERATING, step_started_s)
         label = model_label(job, model)
-        self._show(job, generating_text(label))
+        self._show(job, generating_text(label, job.texts))
         params = replace(generation_params(prompt_used, request), request_id=job.id)
         result = await self._generator.generate(model, params)
         if not result.success or result.data is None:
             # No image, no use of the day's allocation (a job cancelled while the
             # worker was at it stays counted: the worker most likely finished it).
-            self._budgets.give_back(model.name)
+            await self._budgets.give_back(model.name)
         if isinstance(result.error, QuotaExhausted):
-            self._budgets.quota_exhausted(model.name)
+            await self._budgets.quota_exhausted(model.name)
             logger.warning(
                 "%s: the worker's daily quota is used up; paused until 00:00 UTC", model.name
             )
@@ -422,7 +427,10 @@ class JobPipeline:
             if until_reset:
                 return None  # hours away: the job ends now, saying when the model is back
             if not told:
-                self._show(job, paused_text(job.model.display_name, breaker.retry_after_s()))
+                self._show(
+                    job,
+                    paused_text(job.model.display_name, breaker.retry_after_s(), job.texts),
+                )
                 told = True
             await self._sleep(max(breaker.retry_after_s(), _PROBE_POLL_S))
 
@@ -454,9 +462,8 @@ class JobPipeline:
 
     def _tell_paused(self, model: ModelSpec, retry_after_s: float) -> None:
         # Everyone waiting for the model hears it once, with when it is tried again.
-        text = paused_text(model.display_name, retry_after_s)
         for job in self._queues.waiting_jobs(model.name):
-            self._show(job, text)
+            self._show(job, paused_text(model.display_name, retry_after_s, job.texts))
 
     def show_shared_place(self, job_id: str, position: int) -> None:
         """Show a job's place in the shared queue (Redis mode), ``0`` meaning generating.
@@ -469,9 +476,11 @@ class JobPipeline:
         label = job.model.display_name
         self._show(
             job,
-            queued_text(label, QueuePlace(position, position * job.model.typical_duration_s))
+            queued_text(
+                label, QueuePlace(position, position * job.model.typical_duration_s), job.texts
+            )
             if position > 0
-            else generating_text(label),
+            else generating_text(label, job.texts),
         )
 
     async def hand_over(self, delivery: Delivery) -> None:
@@ -486,7 +495,7 @@ class JobPipeline:
                 delivery, started_s=self._step(job, JobState.SENDING, delivery.started_s)
             )
         if job.album is None:  # an album says "sending" once, for all its images
-            self._show(job, SENDING_TEXT)
+            self._show(job, sending_text(job.texts))
         task = asyncio.create_task(self._keep_and_deliver(delivery), name=f"deliver-{job.id}")
         self._deliveries[task] = job
         task.add_done_callback(self._deliveries.pop)
@@ -565,7 +574,7 @@ class JobPipeline:
         self, delivery: Delivery, cache_key: str | None, digest: str | None
     ) -> OutgoingImage:
         job, options = delivery.job, delivery.job.request.options
-        caption = build_caption(self._caption_facts(delivery))
+        caption = build_caption(self._caption_facts(delivery), texts=job.texts)
         return OutgoingImage(
             image=delivery.image,
             caption=caption,
@@ -573,7 +582,7 @@ class JobPipeline:
             as_file=options.as_file,
             upload_ref=delivery.upload_ref,
             remember_upload=self._cache.note_upload(cache_key) if cache_key is not None else None,
-            actions=image_actions(job.id, as_file=options.as_file),
+            actions=image_actions(job.id, as_file=options.as_file, texts=job.texts),
             kept_path=(
                 self._images.path_of(digest, delivery.image.extension)
                 if digest is not None
@@ -686,16 +695,15 @@ class JobPipeline:
         error = outcome
         if isinstance(job, Job) and job.album is not None:
             logger.info("job %s (%s) failed: %s: %s", job.id, job.model.name, error.kind, error)
-            part = MissingImage(
-                job.album_index, job.id, job.request.options.seed, short_reason(error.kind)
-            )
+            part = MissingImage(job.album_index, job.id, job.request.options.seed, error.kind)
             gathering = self.albums.failed(job.album, part)
             if gathering is None:
                 self._show(job)
             else:
                 await self._send_album(gathering)
             return
-        message = error.user_message
+        texts = job.texts if isinstance(job, Job) else self._texts_for(job.chat_id)
+        message = error.message_in(texts)
         if isinstance(error, JobCancelled):
             # The bot answers the /image cancel itself: the status just goes.
             self._status.finish(job.id)
@@ -736,6 +744,7 @@ class JobPipeline:
             stamp = None if job.refunded else job.created_at_s
             refunded_before = job.refunded
         refund = error.kind not in CHARGED_KINDS and stamp is not None
+        texts = job.texts if isinstance(job, Job) else self._texts_for(job.chat_id)
         if refund and stamp is not None:
             self._allowance.refund(job.user_id, stamp)
         await self._write_ending(
@@ -745,7 +754,7 @@ class JobPipeline:
                 at_s=self._wall_clock(),
                 refunded=refund or refunded_before,
                 kind=error.kind,
-                message=error.user_message,
+                message=error.message_in(texts),
             ),
         )
         self._report_ending(job, error.kind)
@@ -756,15 +765,15 @@ class JobPipeline:
 
         Failed images were ended (and refunded) as they failed; the caption names them.
         """
-        album, made = gathering.album, gathering.in_order()
+        album, made, texts = gathering.album, gathering.in_order(), gathering.album.texts
         if not made:
-            message = album_failed_text(album.size, gathering.reasons())
+            message = album_failed_text(album.size, gathering.reasons(texts), texts)
             logger.info("album %s: none of its %d images could be made", album.id, album.size)
             self._status.finish(album.id, final_text=failed_text(message))
             self._on_outcome(_album_outcome(album, error_kind="album_failed", error=message))
             return
         self._status.show(
-            album.id, chat_id=album.chat_id, reply_to=album.reply_to, text=SENDING_TEXT
+            album.id, chat_id=album.chat_id, reply_to=album.reply_to, text=sending_text(texts)
         )
         caption = gathering.caption()
         try:
@@ -779,7 +788,7 @@ class JobPipeline:
             failures = [await self._undeliverable(part.job, part.outgoing, exc) for part in made]
             for part, failure in zip(made, failures, strict=True):
                 await self._record_ending(part.job, failure)
-            message = failures[0].user_message
+            message = failures[0].message_in(texts)
             self._status.finish(album.id, final_text=failed_text(message))
             self._on_outcome(_album_outcome(album, error_kind=failures[0].kind, error=message))
             return
@@ -788,8 +797,9 @@ class JobPipeline:
             error = SakaiBotError(f"unexpected {type(exc).__name__}")
             for part in made:
                 await self._record_ending(part.job, error)
-            self._status.finish(album.id, final_text=failed_text(error.user_message))
-            self._on_outcome(_album_outcome(album, error_kind=error.kind, error=error.user_message))
+            message = error.message_in(texts)
+            self._status.finish(album.id, final_text=failed_text(message))
+            self._on_outcome(_album_outcome(album, error_kind=error.kind, error=message))
             return
         for part, message_id in zip(made, message_ids, strict=False):
             if part.job.state is JobState.SENDING:
@@ -887,11 +897,12 @@ def _album_outcome(
     )
 
 
-def image_actions(job_id: str, *, as_file: bool) -> tuple[Action, ...]:
+def image_actions(job_id: str, *, as_file: bool, texts: Texts = ENGLISH) -> tuple[Action, ...]:
     """What a delivered image offers: 🔁 again, and 📄 as a file unless it is one."""
+    again = Action("again", job_id, action_label("again", texts))
     if as_file:
-        return (Action("again", job_id),)
-    return (Action("again", job_id), Action("file", job_id))
+        return (again,)
+    return (again, Action("file", job_id, action_label("file", texts)))
 
 
 def _model_name(job: Job | JobRecord) -> str:

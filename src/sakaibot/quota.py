@@ -10,15 +10,24 @@ back at 00:00 UTC.
 
 An image is counted when it is sent to the worker (:meth:`DailyBudgets.take`)
 and given back when the worker made none (:meth:`DailyBudgets.give_back`), so
-jobs running side by side can never overdraw a budget. The day's counts
-survive a restart: :func:`used_today` counts them from the stored jobs.
-No timers: the day is worked out from the clock whenever it is asked for.
+jobs running side by side can never overdraw a budget.
+
+:class:`DailyBudgets` is what the rest of the bot asks of the budgets.
+Counting and the quota error are ``async`` (in Redis mode they are one atomic
+step in Redis, shared by every front end:
+:class:`~sakaibot.shared.budgets.SharedBudgets`); the reads (``paused_until_s``,
+``used``, ``uses``) are plain calls, answered from the last view, so admission
+keeps checking and queueing a request in one step with nothing awaited between.
+:class:`LocalBudgets` is one process's: its day's counts survive a restart
+because :func:`used_today` counts them again from the stored jobs. No timers:
+the day is worked out from the clock whenever it is asked for.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from sakaibot.errors import QuotaExhausted
 from sakaibot.models import ModelRegistry
@@ -94,13 +103,54 @@ def uses_from_records(
 ) -> list[BudgetUse]:
     """Every model's budget use today from stored jobs alone (``sakaibot stats``)."""
     listed = list(records)
-    budgets = DailyBudgets(budget_limits(registry), lambda: now_s)
-    budgets.restore(used_today(listed, now_s), quota_hit_today(listed, now_s))
+    budgets = LocalBudgets(budget_limits(registry), lambda: now_s)
+    budgets.load(used_today(listed, now_s), quota_hit_today(listed, now_s))
     return budgets.uses(m.name for m in registry)
 
 
-class DailyBudgets:
+class DailyBudgets(Protocol):
     """Every model's images today and whether it is paused until 00:00 UTC.
+
+    The reads answer at once from what is known here; the ``async`` methods
+    count, and bring that knowledge up to date (in Redis mode, from every
+    front end's counts).
+    """
+
+    def limit_of(self, model: str) -> int | None: ...
+
+    def used(self, model: str) -> int: ...
+
+    def paused_until_s(self, model: str) -> float | None:
+        """When ``model`` comes back (the next 00:00 UTC) while it is paused, else ``None``."""
+        ...
+
+    def uses(self, models: Iterable[str]) -> list[BudgetUse]:
+        """Each of ``models``' use today, in the order given."""
+        ...
+
+    async def take(self, model: str) -> bool:
+        """Count one image about to be made; ``False`` (nothing counted) when paused."""
+        ...
+
+    async def give_back(self, model: str) -> None:
+        """The worker made no image after :meth:`take`: it does not count."""
+        ...
+
+    async def quota_exhausted(self, model: str) -> None:
+        """The worker answered its daily-quota error: pause the model until 00:00 UTC."""
+        ...
+
+    async def restore(self, used: Mapping[str, int], quota_hit: Iterable[str]) -> None:
+        """Bring back today's counts after a restart, from this bot's stored jobs."""
+        ...
+
+    async def refresh(self) -> None:
+        """Bring the reads up to date (other front ends' counts); never raises."""
+        ...
+
+
+class LocalBudgets:
+    """The :class:`DailyBudgets` of one process, on its own clock.
 
     ``limits`` maps a model name to its budget; a model not in it has none.
     ``wall_clock`` gives Unix seconds (the UTC day is the Cloudflare day).
@@ -139,26 +189,35 @@ class DailyBudgets:
             return next_reset_s(self._wall_clock())
         return None
 
-    def take(self, model: str) -> bool:
+    # Nothing below awaits: a check and its count are one step on the event loop.
+
+    async def take(self, model: str) -> bool:
         """Count one image about to be made; ``False`` (nothing counted) when paused."""
         if self.paused_until_s(model) is not None:
             return False
         self._used[model] = self._used.get(model, 0) + 1
         return True
 
-    def give_back(self, model: str) -> None:
+    async def give_back(self, model: str) -> None:
         """The worker made no image after :meth:`take`: it does not count."""
         self._today()
         if self._used.get(model, 0) > 0:
             self._used[model] -= 1
 
-    def quota_exhausted(self, model: str) -> None:
+    async def quota_exhausted(self, model: str) -> None:
         """The worker answered its daily-quota error: pause the model until 00:00 UTC."""
         self._today()
         self._quota_hit.add(model)
 
-    def restore(self, used: Mapping[str, int], quota_hit: Iterable[str]) -> None:
+    async def restore(self, used: Mapping[str, int], quota_hit: Iterable[str]) -> None:
         """Bring back today's counts after a restart (:func:`used_today`)."""
+        self.load(used, quota_hit)
+
+    async def refresh(self) -> None:
+        """Nothing to do: every count is made here."""
+
+    def load(self, used: Mapping[str, int], quota_hit: Iterable[str]) -> None:
+        """:meth:`restore`, for callers that are not on an event loop."""
         self._today()
         for model, count in used.items():
             self._used[model] = max(self._used.get(model, 0), count)

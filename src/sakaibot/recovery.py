@@ -24,7 +24,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sakaibot.albums import MissingImage, short_reason
+from sakaibot.albums import MissingImage
 from sakaibot.chat.port import ChatPort
 from sakaibot.enhancer import ORIGINAL_PROMPT
 from sakaibot.errors import (
@@ -33,6 +33,7 @@ from sakaibot.errors import (
     SakaiBotError,
     StoreUnavailable,
 )
+from sakaibot.i18n import Texts, english_for
 from sakaibot.jobs import Album, Job, decode_request
 from sakaibot.limits import EVERYONE_KEY, SlidingWindowLimiter
 from sakaibot.models import ModelRegistry
@@ -63,6 +64,8 @@ class Recovery:
     chat: ChatPort
     clock: Callable[[], float]
     wall_clock: Callable[[], float]
+    #: The language each chat is answered in (loaded from the store before recovery).
+    texts_for: Callable[[str], Texts] = english_for
     #: All users' windows (``IMAGE_GLOBAL_LIMITS``), in this process.
     everyone_limiter: SlidingWindowLimiter | None = None
     budgets: DailyBudgets | None = None
@@ -85,7 +88,7 @@ class Recovery:
             return
         now_s = self.wall_clock()
         records = await self.store.jobs_since(utc_day(now_s) * DAY_S)
-        self.budgets.restore(used_today(records, now_s), quota_hit_today(records, now_s))
+        await self.budgets.restore(used_today(records, now_s), quota_hit_today(records, now_s))
 
     async def resume_jobs(self) -> int:
         records = await self.store.unfinished_jobs()
@@ -121,6 +124,7 @@ class Recovery:
             created_at_s=self.clock(),
             limiter_stamp=None if record.refunded else record.created_at_s,
             chat_address=record.chat_address,
+            texts=album.texts if album is not None else self.texts_for(record.chat_id),
         )
 
     async def _resume(self, record: JobRecord) -> None:
@@ -216,6 +220,7 @@ class Recovery:
             reply_to=record.reply_to,
             user_id=record.user_id,
             model=record.model,
+            texts=self.texts_for(record.chat_id),
         )
         if record.status_message_id is not None:
             # Its one status message is taken over (or removed, if it was delivered).
@@ -246,9 +251,9 @@ class Recovery:
             if member.state in StoredJobState.UNFINISHED:
                 continue
             seed = decode_request(member.request_json).options.seed
-            reason = short_reason(member.error_kind or "failed")
+            kind = member.error_kind or "failed"
             self.pipeline.albums.failed(
-                album, MissingImage(member.album_index or 0, member.id, seed, reason)
+                album, MissingImage(member.album_index or 0, member.id, seed, kind)
             )
         return _RecoveredAlbum(album)
 

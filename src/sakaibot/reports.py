@@ -37,8 +37,8 @@ from sakaibot.errors import (
     WorkerBadRequest,
     WorkerTimeout,
     format_wait,
-    plural,
 )
+from sakaibot.i18n import ENGLISH, N_, Texts
 from sakaibot.quota import BudgetUse
 from sakaibot.store import JobRecord, StoredJobState
 
@@ -48,33 +48,37 @@ DAY_S = 86_400
 
 PROMPT_PREVIEW_CHARS = 60
 
-EMPTY_HISTORY = f"You have no images yet. Start with /image=flux={EXAMPLE_PROMPT}"
-HISTORY_FOOTER = "Send one again: /image resend <id> · Make a new one: /image again <id>"
+_EMPTY_HISTORY = N_("You have no images yet. Start with /image=flux={prompt}")
+EMPTY_HISTORY = ENGLISH.gettext(_EMPTY_HISTORY, prompt=EXAMPLE_PROMPT)
+HISTORY_FOOTER = N_("Send one again: /image resend <id> · Make a new one: /image again <id>")
 #: What ``format_stats`` says when no queue lengths were passed (the command line).
-NO_QUEUES = "(only shown in chat)"
+NO_QUEUES = N_("(only shown in chat)")
 
-_UNFINISHED_WORDS = {StoredJobState.QUEUED: "waiting", StoredJobState.DELIVERING: "sending"}
+_UNFINISHED_WORDS = {
+    StoredJobState.QUEUED: N_("waiting"),
+    StoredJobState.DELIVERING: N_("sending"),
+}
 #: How a history line says why a job failed: words for people, not the stored
 #: ``error_kind`` codes. A kind not listed here (a newer or older one) says "failed".
 _FAILURE_WORDS = {
-    SakaiBotError.kind: "failed (a fault in the bot)",
-    GenerationError.kind: "failed (the worker could not make it)",
-    TransientWorkerError.kind: "failed (the worker was unreachable)",
-    WorkerTimeout.kind: "failed (the worker took too long)",
-    PermanentWorkerError.kind: "failed (the worker refused)",
-    WorkerAuthError.kind: "failed (the worker refused the bot's key)",
-    WorkerBadRequest.kind: "failed (the worker refused the request)",
-    ContentFiltered.kind: "blocked by the content filter",
-    QuotaExhausted.kind: "failed (the worker's quota is used up)",
-    PausedUntilReset.kind: "failed (the model's images for today were used up)",
-    InvalidImage.kind: "failed (the worker sent no valid image)",
-    ImageTooLarge.kind: "failed (the image was too large)",
-    EnhancerError.kind: "failed (the prompt enhancer)",
-    StoreUnavailable.kind: "failed (storage unavailable)",
-    ChatError.kind: "made but not sent",
-    FloodWait.kind: "made but not sent",
-    TelegramUnreachable.kind: "made but not sent",
-    "model_gone": "failed (the model is no longer offered)",
+    SakaiBotError.kind: N_("failed (a fault in the bot)"),
+    GenerationError.kind: N_("failed (the worker could not make it)"),
+    TransientWorkerError.kind: N_("failed (the worker was unreachable)"),
+    WorkerTimeout.kind: N_("failed (the worker took too long)"),
+    PermanentWorkerError.kind: N_("failed (the worker refused)"),
+    WorkerAuthError.kind: N_("failed (the worker refused the bot's key)"),
+    WorkerBadRequest.kind: N_("failed (the worker refused the request)"),
+    ContentFiltered.kind: N_("blocked by the content filter"),
+    QuotaExhausted.kind: N_("failed (the worker's quota is used up)"),
+    PausedUntilReset.kind: N_("failed (the model's images for today were used up)"),
+    InvalidImage.kind: N_("failed (the worker sent no valid image)"),
+    ImageTooLarge.kind: N_("failed (the image was too large)"),
+    EnhancerError.kind: N_("failed (the prompt enhancer)"),
+    StoreUnavailable.kind: N_("failed (storage unavailable)"),
+    ChatError.kind: N_("made but not sent"),
+    FloodWait.kind: N_("made but not sent"),
+    TelegramUnreachable.kind: N_("made but not sent"),
+    "model_gone": N_("failed (the model is no longer offered)"),
 }
 
 
@@ -89,43 +93,57 @@ def _preview(prompt: str, limit: int = PROMPT_PREVIEW_CHARS) -> str:
     return text[: limit - 1].rstrip() + "…"
 
 
-def state_word(record: JobRecord) -> str:
+def state_word(record: JobRecord, texts: Texts = ENGLISH) -> str:
     """``delivered``, ``delivered (cache)``, ``failed (…)``, ``cancelled``, ``waiting``…
 
     A job whose image was made but not sent names the ``/image retry`` that may
     still send it (the image is kept for a while); once a retry has delivered
     it, the job reads ``delivered`` like any other.
     """
+    _ = texts.gettext
     if record.state == StoredJobState.DONE:
-        return "delivered (cache)" if record.cache_hit else "delivered"
+        return _("delivered (cache)") if record.cache_hit else _("delivered")
     if record.state == StoredJobState.FAILED:
         if record.error_kind == DeliveryFailed.kind:
-            return f"made but not sent (try /image retry {record.id})"
-        return _FAILURE_WORDS.get(record.error_kind or "", "failed")
+            return _("made but not sent (try /image retry {job_id})", job_id=record.id)
+        return _(_FAILURE_WORDS.get(record.error_kind or "", N_("failed")))
     if record.state == StoredJobState.CANCELLED:
-        return "cancelled"
-    return _UNFINISHED_WORDS.get(record.state, record.state)
+        return _("cancelled")
+    word = _UNFINISHED_WORDS.get(record.state)
+    return record.state if word is None else _(word)
 
 
-def format_history(records: list[JobRecord], *, now_s: float, owner_view: bool = False) -> str:
+def format_history(
+    records: list[JobRecord], *, now_s: float, owner_view: bool = False, texts: Texts = ENGLISH
+) -> str:
     """The text of ``/image history``: ``records`` newest first, as the store gives them.
 
     ``owner_view`` is for ``sakaibot history`` on the command line: the lines
     name each job's user, and the chat-only footer is left out.
     """
+    _ = texts.gettext
     if not records:
-        return "No images yet." if owner_view else EMPTY_HISTORY
-    count = plural(len(records), "image")
-    lines = [f"Last {count}:" if owner_view else f"Your last {count}:"]
+        return _("No images yet.") if owner_view else _(_EMPTY_HISTORY, prompt=EXAMPLE_PROMPT)
+    count = len(records)
+    if owner_view:
+        lines = [texts.ngettext("Last {count} image:", "Last {count} images:", count)]
+    else:
+        lines = [texts.ngettext("Your last {count} image:", "Your last {count} images:", count)]
     for record in records:
-        age = format_wait(now_s - record.created_at_s)
         who = f" @{record.user_id}" if owner_view else ""
         lines.append(
-            f"• {record.id}{who} {record.model} {age} ago: "
-            f"{state_word(record)} — {_preview(record.prompt)}"
+            _(
+                "• {job_id}{who} {model} {age} ago: {state} — {prompt}",
+                job_id=record.id,
+                who=who,
+                model=record.model,
+                age=format_wait(now_s - record.created_at_s, texts),
+                state=state_word(record, texts),
+                prompt=_preview(record.prompt),
+            )
         )
     if not owner_view:
-        lines.append(HISTORY_FOOTER)
+        lines.append(_(HISTORY_FOOTER))
     return "\n".join(lines)
 
 
@@ -286,68 +304,117 @@ def _percent(rate: float | None) -> str:
     return "–" if rate is None else f"{rate * 100:.0f}%"
 
 
-def _seconds(value: float) -> str:
-    return f"{value:.1f} s"
+def format_stats(stats: Stats, texts: Texts = ENGLISH) -> str:
+    """The text of ``/image stats``: a short block, one fact per line.
 
-
-def format_stats(stats: Stats) -> str:
-    """The text of ``/image stats``: a short block, one fact per line."""
+    Error kinds stay the stored codes (``worker_timeout``): they are for the owner to look up.
+    """
+    _ = texts.gettext
     unfinished = stats.jobs - stats.done - stats.failed - stats.cancelled
-    period = "the last day" if stats.days == 1 else f"the last {stats.days} days"
-    jobs = (
-        f"Jobs in {period}: {stats.jobs} ({stats.done} delivered, {stats.failed} failed, "
-        f"{stats.cancelled} cancelled"
-    )
-    jobs += f", {unfinished} unfinished)" if unfinished else ")"
+    period = texts.ngettext("the last day", "the last {count} days", stats.days)
+    counts = {"jobs": stats.jobs, "done": stats.done, "failed": stats.failed}
+    if unfinished:
+        jobs = _(
+            "Jobs in {period}: {jobs} ({done} delivered, {failed} failed, {cancelled} cancelled, "
+            "{unfinished} unfinished)",
+            period=period,
+            cancelled=stats.cancelled,
+            unfinished=unfinished,
+            **counts,
+        )
+    else:
+        jobs = _(
+            "Jobs in {period}: {jobs} ({done} delivered, {failed} failed, {cancelled} cancelled)",
+            period=period,
+            cancelled=stats.cancelled,
+            **counts,
+        )
     lines = [jobs]
     if stats.success_rate is None:
-        lines.append("Success rate: – (nothing finished)")
+        lines.append(_("Success rate: – (nothing finished)"))
     else:
-        finished = stats.done + stats.failed
-        lines.append(f"Success rate: {_percent(stats.success_rate)} ({stats.done} of {finished})")
+        lines.append(
+            _(
+                "Success rate: {rate} ({done} of {finished})",
+                rate=_percent(stats.success_rate),
+                done=stats.done,
+                finished=stats.done + stats.failed,
+            )
+        )
     if stats.per_model:
-        lines.append("Time to image (median / p95):")
+        lines.append(_("Time to image (median / p95):"))
         lines.extend(
-            f"  {t.model}: {_seconds(t.median_s)} / {_seconds(t.p95_s)} "
-            f"({plural(t.count, 'image')})"
+            _(
+                "  {model}: {median_s:.1f} s / {p95_s:.1f} s ({images})",
+                model=t.model,
+                median_s=t.median_s,
+                p95_s=t.p95_s,
+                images=texts.ngettext("{count} image", "{count} images", t.count),
+            )
             for t in stats.per_model
         )
     else:
-        lines.append("Time to image: – (nothing delivered)")
+        lines.append(_("Time to image: – (nothing delivered)"))
     if stats.queue:
         queues = "; ".join(
-            f"{model} {waiting} waiting, {running} running"
+            _(
+                "{model} {waiting} waiting, {running} running",
+                model=model,
+                waiting=waiting,
+                running=running,
+            )
             for model, waiting, running in stats.queue
         )
-        lines.append(f"Queues now: {queues}")
+        lines.append(_("Queues now: {queues}", queues=queues))
     else:
-        lines.append(f"Queues now: {NO_QUEUES}")
+        lines.append(_("Queues now: {queues}", queues=_(NO_QUEUES)))
     if stats.cache_hit_rate is None:
-        lines.append("Cache hits: –")
+        lines.append(_("Cache hits: –"))
     else:
         lines.append(
-            f"Cache hits: {_percent(stats.cache_hit_rate)} ({stats.cache_hits} of {stats.done})"
+            _(
+                "Cache hits: {rate} ({hits} of {done})",
+                rate=_percent(stats.cache_hit_rate),
+                hits=stats.cache_hits,
+                done=stats.done,
+            )
         )
     lines.append(
-        f"Prompts enhanced: {stats.enhanced}; original prompt used: "
-        f"{_percent(stats.enhancer_fallback_rate)} of delivered"
+        _(
+            "Prompts enhanced: {enhanced}; original prompt used: {rate} of delivered",
+            enhanced=stats.enhanced,
+            rate=_percent(stats.enhancer_fallback_rate),
+        )
     )
     if stats.budgets:
-        lines.append(f"Used today (UTC): {'; '.join(_budget_words(b) for b in stats.budgets)}")
+        used = "; ".join(_budget_words(use, texts) for use in stats.budgets)
+        lines.append(_("Used today (UTC): {used}", used=used))
     if stats.errors_by_kind:
         errors = ", ".join(f"{kind} {count}" for kind, count in stats.errors_by_kind.items())
-        lines.append(f"Errors: {errors}")
+        lines.append(_("Errors: {errors}", errors=errors))
     else:
-        lines.append("Errors: none")
+        lines.append(_("Errors: none"))
     return "\n".join(lines)
 
 
-def _budget_words(use: BudgetUse) -> str:
+def _budget_words(use: BudgetUse, texts: Texts) -> str:
     """``flux 12 of 100``, ``sdxl 3 (no budget)``, ``… (paused until 00:00 UTC)``."""
-    words = f"{use.model} {use.used} of {use.limit}" if use.limit else f"{use.model} {use.used}"
+    if not use.limit:
+        if use.paused:
+            return texts.gettext(
+                "{model} {used} (paused until 00:00 UTC)", model=use.model, used=use.used
+            )
+        return texts.gettext("{model} {used} (no budget)", model=use.model, used=use.used)
     if use.paused:
-        return f"{words} (paused until 00:00 UTC)"
-    return words if use.limit else f"{words} (no budget)"
+        return texts.gettext(
+            "{model} {used} of {limit} (paused until 00:00 UTC)",
+            model=use.model,
+            used=use.used,
+            limit=use.limit,
+        )
+    return texts.gettext(
+        "{model} {used} of {limit}", model=use.model, used=use.used, limit=use.limit
+    )
 
 
 def stats_to_json(stats: Stats) -> dict[str, Any]:

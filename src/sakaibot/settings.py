@@ -281,6 +281,10 @@ class Settings(BaseSettings):
     image_rejection_replies: int = Field(default=3, ge=0, le=1000)
     image_rejection_window_s: float = Field(default=60.0, gt=0, le=86_400)
 
+    # Languages (docs/image-generation/translations.md).
+    #: What chats are answered in until one chooses its own with /image lang.
+    bot_language: Literal["en", "fa"] = "en"
+
     # Status messages and delivery.
     status_edit_interval_s: float = Field(default=3.0, ge=0)
     status_edit_interval_group_s: float = Field(default=6.0, ge=0)

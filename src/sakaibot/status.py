@@ -30,6 +30,7 @@ from functools import partial
 
 from sakaibot.chat.port import Action, ActionKind, ChatPort
 from sakaibot.errors import ChatError, FloodWait, MessageNotModified, format_wait
+from sakaibot.i18n import ENGLISH, N_, Texts
 from sakaibot.jobs import Album, Job, JobState
 from sakaibot.queues import QueuePlace
 
@@ -49,47 +50,73 @@ _WAKE_MARGIN_S = 0.05
 # -- the texts of the status flow ----------------------------------------------
 
 
-def queued_text(model_label: str, place: QueuePlace) -> str:
-    where = "next in line" if place.position == 1 else f"position {place.position}"
-    return f"⏳ Queued for {model_label}: {where}, ready in about {format_wait(place.eta_s)}."
-
-
-ENHANCING_TEXT = "✨ Improving your prompt…"
-
-
-def generating_text(model_label: str) -> str:
-    return f"🎨 Generating with {model_label}…"
-
-
-SENDING_TEXT = "📤 Sending…"
-
-
-def paused_text(model_label: str, retry_after_s: float) -> str:
-    back = f"in about {format_wait(retry_after_s)}" if retry_after_s > 0 else "soon"
-    return (
-        f"⏸ The {model_label} worker keeps failing, so {model_label} is paused; it is "
-        f"tried again {back}. Your image stays in line and will be made when it is back."
+def queued_text(model_label: str, place: QueuePlace, texts: Texts = ENGLISH) -> str:
+    eta = format_wait(place.eta_s, texts)
+    if place.position == 1:
+        return texts.gettext(
+            "⏳ Queued for {model}: next in line, ready in about {eta}.", model=model_label, eta=eta
+        )
+    return texts.gettext(
+        "⏳ Queued for {model}: position {position}, ready in about {eta}.",
+        model=model_label,
+        position=place.position,
+        eta=eta,
     )
 
 
-RESTARTING_TEXT = (
-    "⏸ SakaiBot is restarting. Your image is kept and will be made as soon as it is back."
-)
+def enhancing_text(texts: Texts = ENGLISH) -> str:
+    return texts.gettext("✨ Improving your prompt…")
+
+
+def generating_text(model_label: str, texts: Texts = ENGLISH) -> str:
+    return texts.gettext("🎨 Generating with {model}…", model=model_label)
+
+
+def sending_text(texts: Texts = ENGLISH) -> str:
+    return texts.gettext("📤 Sending…")
+
+
+def paused_text(model_label: str, retry_after_s: float, texts: Texts = ENGLISH) -> str:
+    if retry_after_s > 0:
+        return texts.gettext(
+            "⏸ The {model} worker keeps failing, so {model} is paused; it is "
+            "tried again in about {wait}. Your image stays in line and will be made when "
+            "it is back.",
+            model=model_label,
+            wait=format_wait(retry_after_s, texts),
+        )
+    return texts.gettext(
+        "⏸ The {model} worker keeps failing, so {model} is paused; it is "
+        "tried again soon. Your image stays in line and will be made when it is back.",
+        model=model_label,
+    )
+
+
+def restarting_text(texts: Texts = ENGLISH) -> str:
+    return texts.gettext(
+        "⏸ SakaiBot is restarting. Your image is kept and will be made as soon as it is back."
+    )
 
 
 def failed_text(user_message: str) -> str:
     return f"❌ {user_message}"
 
 
-def album_progress_text(made: int, size: int, failed: int) -> str:
-    head = f"🖼 {made} of {size} ready…"
-    if failed:
-        head += f" ({failed} could not be made)"
-    return head
+def album_progress_text(made: int, size: int, failed: int, texts: Texts = ENGLISH) -> str:
+    if not failed:
+        return texts.gettext("🖼 {made} of {size} ready…", made=made, size=size)
+    return texts.gettext(
+        "🖼 {made} of {size} ready… ({failed} could not be made)",
+        made=made,
+        size=size,
+        failed=failed,
+    )
 
 
-def album_failed_text(size: int, reasons: str) -> str:
-    return f"None of the {size} images could be made: {reasons}."
+def album_failed_text(size: int, reasons: str, texts: Texts = ENGLISH) -> str:
+    return texts.gettext(
+        "None of the {size} images could be made: {reasons}.", size=size, reasons=reasons
+    )
 
 
 def status_text(job: Job, text: Text | None = None) -> Text:
@@ -103,15 +130,15 @@ def status_text(job: Job, text: Text | None = None) -> Text:
     if album is None:
         return text or ""
     if text is not None and job.album_index not in album.ended:
-        album.texts[job.album_index] = text
+        album.statuses[job.album_index] = text
     return partial(album_text, album)
 
 
 def album_text(album: Album) -> str:
     """An album's status: "2 of 4 ready…" and the step of its first image on its way."""
-    head = album_progress_text(album.made, album.size, album.failed)
+    head = album_progress_text(album.made, album.size, album.failed, album.texts)
     waiting = [index for index in range(album.size) if index not in album.ended]
-    current = album.texts.get(waiting[0]) if waiting else None
+    current = album.statuses.get(waiting[0]) if waiting else None
     if current is None:
         return head
     return f"{head}\n{current() if callable(current) else current}"
@@ -121,63 +148,85 @@ def album_text(album: Album) -> str:
 
 #: The label of each one-tap action (a bot account's button).
 ACTION_LABELS: dict[ActionKind, str] = {
-    "again": "🔁 Again",
-    "file": "📄 As file",
-    "cancel": "❌ Cancel",
+    "again": N_("🔁 Again"),
+    "file": N_("📄 As file"),
+    "cancel": N_("❌ Cancel"),
 }
 #: The short answer to a press that did what it says (shown briefly by the chat).
 ACTION_DONE: dict[ActionKind, str] = {
-    "again": "🔁 Making another one.",
-    "file": "📄 Sent as a file.",
-    "cancel": "🚫 Cancelled.",
+    "again": N_("🔁 Making another one."),
+    "file": N_("📄 Sent as a file."),
+    "cancel": N_("🚫 Cancelled."),
 }
 
 
-def defaults_text(flags: list[str], skipped: dict[str, list[str]]) -> str:
+def action_label(kind: ActionKind, texts: Texts = ENGLISH) -> str:
+    """What the button of ``kind`` says."""
+    return texts.gettext(ACTION_LABELS[kind])
+
+
+def action_done_text(kind: ActionKind, texts: Texts = ENGLISH) -> str:
+    """The answer to a press of ``kind`` that did what it says."""
+    return texts.gettext(ACTION_DONE[kind])
+
+
+def defaults_text(flags: list[str], skipped: dict[str, list[str]], texts: Texts = ENGLISH) -> str:
     """``/image set``: the chat's defaults (as flags), and which models skip which."""
+    _ = texts.gettext
     if not flags:
-        return (
+        return _(
             "This chat has no default flags. Set one with /image set <flag> <value>, "
             "e.g. /image set ar 16:9 or /image set raw on."
         )
-    lines = [f"Defaults in this chat: {' '.join(flags)}"]
+    lines = [_("Defaults in this chat: {flags}", flags=" ".join(flags))]
     lines.extend(
-        f"{flag} is skipped for {', '.join(models)} (not a flag it takes)."
+        _(
+            "{flag} is skipped for {models} (not a flag it takes).",
+            flag=flag,
+            models=", ".join(models),
+        )
         for flag, models in skipped.items()
     )
     lines.append(
-        "A request's own flags win. Change one with /image set <flag> <value>, clear one "
-        "with /image set <flag> off, all with /image set reset."
+        _(
+            "A request's own flags win. Change one with /image set <flag> <value>, clear one "
+            "with /image set <flag> off, all with /image set reset."
+        )
     )
     return "\n".join(lines)
 
 
-def default_set_text(flag: str, skipped_by: list[str]) -> str:
+def default_set_text(flag: str, skipped_by: list[str], texts: Texts = ENGLISH) -> str:
     """The answer to ``/image set <flag> <value>``."""
-    skipped = (
-        f" {' and '.join(skipped_by)} does not take {flag.split()[0]}: skipped there."
-        if skipped_by
-        else ""
+    _ = texts.gettext
+    if skipped_by:
+        return _(
+            "✅ Every image in this chat now gets {flag} unless the request says otherwise. "
+            "{models} does not take {name}: skipped there. /image set shows all defaults.",
+            flag=flag,
+            models=", ".join(skipped_by),
+            name=flag.split()[0],
+        )
+    return _(
+        "✅ Every image in this chat now gets {flag} unless the request says otherwise. "
+        "/image set shows all defaults.",
+        flag=flag,
     )
-    return (
-        f"✅ Every image in this chat now gets {flag} unless the request says otherwise."
-        f"{skipped} /image set shows all defaults."
-    )
 
 
-def default_cleared_text(flag: str) -> str:
-    return f"✅ This chat no longer has a default for --{flag}."
+def default_cleared_text(flag: str, texts: Texts = ENGLISH) -> str:
+    return texts.gettext("✅ This chat no longer has a default for --{flag}.", flag=flag)
 
 
-def defaults_reset_text(count: int) -> str:
+def defaults_reset_text(count: int, texts: Texts = ENGLISH) -> str:
     if count == 0:
-        return "This chat had no defaults to clear."
-    return f"🧹 This chat's defaults are cleared ({count} removed)."
+        return texts.gettext("This chat had no defaults to clear.")
+    return texts.gettext("🧹 This chat's defaults are cleared ({count} removed).", count=count)
 
 
-def cancel_actions(job_id: str) -> tuple[Action, ...]:
+def cancel_actions(job_id: str, texts: Texts = ENGLISH) -> tuple[Action, ...]:
     """What a status offers while its job waits or is being made: ❌ cancel."""
-    return (Action("cancel", job_id),)
+    return (Action("cancel", job_id, action_label("cancel", texts)),)
 
 
 def status_actions(job: Job) -> tuple[Action, ...]:
@@ -186,7 +235,7 @@ def status_actions(job: Job) -> tuple[Action, ...]:
     An album's one status offers none: a button cancels one job, and the
     album's images are cancelled one by one (``/image cancel <id>``).
     """
-    return () if job.album is not None else cancel_actions(job.id)
+    return () if job.album is not None else cancel_actions(job.id, job.texts)
 
 
 def show_place(status: StatusScheduler, job: Job, place: QueuePlace) -> None:
@@ -198,7 +247,9 @@ def show_place(status: StatusScheduler, job: Job, place: QueuePlace) -> None:
     if job.state is JobState.QUEUED and job.stored:
         # While its prompt is being improved ahead, that is what the job is doing.
         text: Text = (
-            ENHANCING_TEXT if job.improving else partial(queued_text, job.model.display_name, place)
+            enhancing_text(job.texts)
+            if job.improving
+            else partial(queued_text, job.model.display_name, place, job.texts)
         )
         status.show(
             job.status_key,

@@ -4,10 +4,11 @@ Each handler answers with the text to reply (or ``None`` when there is
 nothing to say) and raises a :class:`~sakaibot.errors.RequestRejected` for a
 refusal; :class:`~sakaibot.bot.ImageBot` sends either. Handlers are found
 through a table keyed by the parsed command's type. Read-only verbs (help,
-models, status, history) answer anyone; stats, cache and whoami only the owner;
-cancel, retry, resend/file and again act on the sender's own jobs (named by id,
-or, for again, file and resend, by replying to the image); set changes the
-chat's default flags, for the owner and the users the owner named.
+models, status, history, lang) answer anyone; stats, cache, whoami and choosing a
+chat's language only the owner; cancel, retry, resend/file and again act on the
+sender's own jobs (named by id, or, for again, file and resend, by replying to the
+image); set changes the chat's default flags, for the owner and the users the owner
+named. Every answer is in the chat's language (:class:`~sakaibot.i18n.Languages`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from sakaibot.commands import (
     DefaultsCommand,
     HelpCommand,
     HistoryCommand,
+    LangCommand,
     ModelsCommand,
     ResendCommand,
     RetryCommand,
@@ -55,11 +57,12 @@ from sakaibot.errors import (
     OwnerOnly,
     StoreUnavailable,
     UnknownJob,
+    UnknownLanguage,
     UnknownModel,
     format_wait,
-    plural,
 )
 from sakaibot.generation import GeneratedImage
+from sakaibot.i18n import LANGUAGE_SETTING, N_, Languages, Texts
 from sakaibot.jobs import Job, decode_request
 from sakaibot.models import ModelRegistry
 from sakaibot.pipeline import JobPipeline, image_actions
@@ -105,6 +108,7 @@ class Subcommands:
         remote: RemoteGenerator | None,
         wall_clock: Callable[[], float],
         stats_days_default: int,
+        languages: Languages | None = None,
         budgets: DailyBudgets | None = None,
         draw_chart: DrawChart | None = None,
         max_per_request: int = DEFAULT_MAX_PER_REQUEST,
@@ -113,6 +117,8 @@ class Subcommands:
         #: Draws the owner's day chart as PNG bytes (``None``: text only).
         self._draw_chart = draw_chart
         self._registry = registry
+        #: Each chat's language; English alone when none is given (tests of one language).
+        self._languages = languages or Languages("en", languages=("en",))
         self._chat = chat
         self._queues = queues
         self._status = status
@@ -141,6 +147,7 @@ class Subcommands:
         self._verb(StatsCommand, self._stats)
         self._verb(CacheCommand, self._cache_command)
         self._verb(WhoamiCommand, self._whoami)
+        self._verb(LangCommand, self._lang)
         self._verb(DefaultsCommand, self._defaults)
 
     def _verb(
@@ -152,55 +159,82 @@ class Subcommands:
         """Run ``command``'s handler; its reply text, if any."""
         return await self._verbs[type(command)](message, command)
 
+    def _texts(self, message: IncomingMessage) -> Texts:
+        return self._languages.for_chat(message.chat_id)
+
     # -- read-only -------------------------------------------------------------
 
     async def _help(self, message: IncomingMessage, command: HelpCommand) -> str:
-        return usage_text(self._registry, max_per_request=self._max_per_request)
+        return usage_text(
+            self._registry, self._texts(message), max_per_request=self._max_per_request
+        )
 
     async def _models(self, message: IncomingMessage, command: ModelsCommand) -> str:
+        texts = self._texts(message)
         loads = self._queues.loads()
         if not loads:
-            return (
+            return texts.gettext(
                 "No image model is configured. The bot's owner should set "
                 "FLUX_WORKER_URL or SDXL_WORKER_URL (see `sakaibot verify`)."
             )
-        lines = ["Models:"]
+        lines = [texts.gettext("Models:")]
         for load in loads:
             model = load.model
-            queue = f"{load.waiting} waiting, {load.running} generating"
-            eta = format_wait(load.eta_new_s)
-            flags = " ".join(model.supported_flags())
             lines.append(
-                f"• {model.name} ({model.display_name}): {queue}; "
-                f"a new image would be ready in about {eta}. Flags: {flags}"
+                texts.gettext(
+                    "• {model} ({label}): {waiting} waiting, {running} generating; "
+                    "a new image would be ready in about {eta}. Flags: {flags}",
+                    model=model.name,
+                    label=model.display_name,
+                    waiting=load.waiting,
+                    running=load.running,
+                    eta=format_wait(load.eta_new_s, texts),
+                    flags=" ".join(model.supported_flags()),
+                )
             )
-        lines.append(f"Example: /image={loads[0].model.name}={EXAMPLE_PROMPT}")
-        lines.append(per_request_text(self._max_per_request))
+        lines.append(
+            texts.gettext(
+                "Example: /image={model}={prompt}",
+                model=loads[0].model.name,
+                prompt=EXAMPLE_PROMPT,
+            )
+        )
+        lines.append(per_request_text(self._max_per_request, texts))
         return "\n".join(lines)
 
     async def _status_of(self, message: IncomingMessage, command: StatusCommand) -> str:
+        texts = self._texts(message)
         user_id = message.user_id
         jobs = self._queues.jobs_of(user_id)
         jobs += [(job, None) for job in self._pipeline.delivering() if job.user_id == user_id]
         if not jobs:
             example = self._registry.names()[0] if self._registry else "flux"
-            return (
-                "You have no images waiting or in progress. "
-                f"Start one with /image={example}={EXAMPLE_PROMPT}"
+            return texts.gettext(
+                "You have no images waiting or in progress. Start one with /image={model}={prompt}",
+                model=example,
+                prompt=EXAMPLE_PROMPT,
             )
-        lines = ["Your images:"]
+        lines = [texts.gettext("Your images:")]
         for job, place in jobs:
             if place is None:
-                where = job.state.value
+                where = _state_name(job, texts)
             else:
-                where = f"position {place.position}, ready in about {format_wait(place.eta_s)}"
-            lines.append(f"• {job.id} {job.model.name}: {where}")
-        lines.append("Cancel one with /image cancel <id>.")
+                where = texts.gettext(
+                    "position {position}, ready in about {eta}",
+                    position=place.position,
+                    eta=format_wait(place.eta_s, texts),
+                )
+            lines.append(
+                texts.gettext(
+                    "• {job_id} {model}: {where}", job_id=job.id, model=job.model.name, where=where
+                )
+            )
+        lines.append(texts.gettext("Cancel one with /image cancel <id>."))
         return "\n".join(lines)
 
     async def _history(self, message: IncomingMessage, command: HistoryCommand) -> str:
         records = await self._store.history(message.user_id, command.limit)
-        return format_history(records, now_s=self._wall_clock())
+        return format_history(records, now_s=self._wall_clock(), texts=self._texts(message))
 
     # -- the sender's own jobs -------------------------------------------------
 
@@ -216,9 +250,12 @@ class Subcommands:
             stopped = await self._cancel_started(message.user_id, job_id)
             if stopped is None:
                 raise
-            return f"🚫 Cancelled job {stopped.id} ({stopped.model.display_name})."
-        await self._pipeline.finish(job, JobCancelled("cancelled by the user"))
-        return f"🚫 Cancelled job {job.id} ({job.model.display_name})."
+            job = stopped
+        else:
+            await self._pipeline.finish(job, JobCancelled("cancelled by the user"))
+        return self._texts(message).gettext(
+            "🚫 Cancelled job {job_id} ({model}).", job_id=job.id, model=job.model.display_name
+        )
 
     async def _cancel_started(self, user_id: str, job_id: str | None) -> Job | None:
         """Stop the user's started job ``job_id`` (or newest one) unless it is being sent."""
@@ -257,8 +294,11 @@ class Subcommands:
         except ChatError as exc:
             logger.warning("job %s: retry failed: %s", kept.job_id, exc)
             return failed_text(
-                "It still could not be sent. It stays kept; "
-                f"try /image retry {kept.job_id} again later."
+                self._texts(message).gettext(
+                    "It still could not be sent. It stays kept; "
+                    "try /image retry {job_id} again later.",
+                    job_id=kept.job_id,
+                )
             )
         await asyncio.to_thread(store.forget, kept.job_id)
         if record is not None:
@@ -328,7 +368,8 @@ class Subcommands:
                 elapsed_s=(record.finished_at_s or record.created_at_s) - record.created_at_s,
                 seed=request.options.seed,
                 job_id=record.id,
-            )
+            ),
+            texts=self._texts(message),
         )
         as_file = command.as_file or request.options.as_file
         outgoing = OutgoingImage(
@@ -336,37 +377,40 @@ class Subcommands:
             caption=caption,
             filename=f"sakaibot-{record.model}-{record.id}{image.extension}",
             as_file=as_file,
-            actions=image_actions(record.id, as_file=as_file),
+            actions=image_actions(record.id, as_file=as_file, texts=self._texts(message)),
         )
         try:
             await self._pipeline.send_image(message.chat_id, outgoing, reply_to=message.message_id)
         except ChatError as exc:
             logger.warning("job %s: resend failed: %s", record.id, exc)
-            return failed_text(exc.user_message)
+            return failed_text(exc.message_in(self._texts(message)))
         return None
 
     # -- the chat's defaults -----------------------------------------------------
 
     async def _defaults(self, message: IncomingMessage, command: DefaultsCommand) -> str:
         chat_id = message.chat_id
+        texts = self._texts(message)
         if command.flag is None and not command.reset:
             defaults = await self._store.chat_defaults(chat_id)
             skipped = {
                 default_flag_text(name, value): self._models_without(name)
                 for name, value in defaults.items()
             }
-            return defaults_text(list(skipped), {f: m for f, m in skipped.items() if m})
+            return defaults_text(list(skipped), {f: m for f, m in skipped.items() if m}, texts)
         # Anyone let in only by the chat (ALLOWED_CHAT_IDS) may read them, not change them.
         if not (message.from_owner or message.from_named_user):
             raise DefaultsLocked()
         if command.reset:
-            return defaults_reset_text(await self._store.clear_chat_defaults(chat_id))
+            return defaults_reset_text(await self._store.clear_chat_defaults(chat_id), texts)
         assert command.flag is not None
         await self._store.set_chat_default(chat_id, command.flag, command.value)
         if command.value is None:
-            return default_cleared_text(command.flag)
+            return default_cleared_text(command.flag, texts)
         return default_set_text(
-            default_flag_text(command.flag, command.value), self._models_without(command.flag)
+            default_flag_text(command.flag, command.value),
+            self._models_without(command.flag),
+            texts,
         )
 
     def _models_without(self, flag: str) -> list[str]:
@@ -381,13 +425,19 @@ class Subcommands:
         since_s = self._wall_clock() - command.days * DAY_S
         records = await self._store.jobs_since(since_s)
         queue = [(load.model.name, load.waiting, load.running) for load in self._queues.loads()]
-        budgets = self._budgets.uses(self._registry.names()) if self._budgets is not None else []
-        text = format_stats(compute_stats(records, days=command.days, queue=queue, budgets=budgets))
+        budgets = []
+        if self._budgets is not None:
+            await self._budgets.refresh()  # other front ends' counts too (Redis mode)
+            budgets = self._budgets.uses(self._registry.names())
+        texts = self._texts(message)
+        text = format_stats(
+            compute_stats(records, days=command.days, queue=queue, budgets=budgets), texts
+        )
         if self._draw_chart is not None:
-            await self._send_chart(message)
+            await self._send_chart(message, texts)
         return text
 
-    async def _send_chart(self, message: IncomingMessage) -> None:
+    async def _send_chart(self, message: IncomingMessage, texts: Texts) -> None:
         """The last day as a picture, sent before the text; a chart that fails is only logged."""
         assert self._draw_chart is not None
         now_s = self._wall_clock()
@@ -400,7 +450,7 @@ class Subcommands:
         width, height = png_size(png)
         outgoing = OutgoingImage(
             image=GeneratedImage(png, "image/png", ".png", width, height),
-            caption=Caption((CaptionPart(CHART_CAPTION),)),
+            caption=Caption((CaptionPart(texts.gettext(CHART_CAPTION)),)),
             filename="sakaibot-stats.png",
             as_file=False,
         )
@@ -412,33 +462,86 @@ class Subcommands:
     async def _cache_command(self, message: IncomingMessage, command: CacheCommand) -> str:
         if not message.from_owner:
             raise OwnerOnly("/image cache")
+        texts = self._texts(message)
         if not self._cache.enabled:
-            return "The result cache is turned off (CACHE_TTL_S=0)."
+            return texts.gettext("The result cache is turned off (CACHE_TTL_S=0).")
         if command.clear:
             removed = await self._cache.clear()
-            return f"🧹 Cache cleared: {plural(removed, 'entry', 'entries')} removed."
+            return texts.gettext(
+                "🧹 Cache cleared: {entries} removed.",
+                entries=texts.ngettext("{count} entry", "{count} entries", removed),
+            )
         summary = await self._cache.summary()
         since_s = self._wall_clock() - self._stats_days_default * DAY_S
         done = [r for r in await self._store.jobs_since(since_s) if r.state == StoredJobState.DONE]
         hits = sum(1 for r in done if r.cache_hit)
-        rate = f"{100 * hits / len(done):.0f}%" if done else "no images yet"
-        return (
-            f"Result cache: {plural(summary.entries, 'entry', 'entries')}, "
-            f"{summary.size_bytes / 1_000_000:.1f} MB of {summary.max_bytes / 1_000_000:.0f} MB, "
-            f"each kept {format_wait(summary.ttl_s)}.\n"
-            f"Hit rate over {self._stats_days_default} days: {rate} ({hits} of {len(done)}).\n"
-            "Clear it with /image cache clear."
+        if done:
+            rate = texts.gettext("{percent:.0f}%", percent=100 * hits / len(done))
+        else:
+            rate = texts.gettext("no images yet")
+        return texts.gettext(
+            "Result cache: {entries}, {size_mb:.1f} MB of {max_mb:.0f} MB, each kept {ttl}.\n"
+            "Hit rate over {days} days: {rate} ({hits} of {done}).\n"
+            "Clear it with /image cache clear.",
+            entries=texts.ngettext("{count} entry", "{count} entries", summary.entries),
+            size_mb=summary.size_bytes / 1_000_000,
+            max_mb=summary.max_bytes / 1_000_000,
+            ttl=format_wait(summary.ttl_s, texts),
+            days=self._stats_days_default,
+            rate=rate,
+            hits=hits,
+            done=len(done),
         )
 
     async def _whoami(self, message: IncomingMessage, command: WhoamiCommand) -> str:
         # Owner only: ids are not secret, but a bot should not hand them to strangers.
         if not message.from_owner:
             raise OwnerOnly("/image whoami")
-        return whoami_text(message.chat_id, message.user_id)
+        return whoami_text(message.chat_id, message.user_id, self._texts(message))
+
+    # -- the chat's language -----------------------------------------------------
+
+    async def _lang(self, message: IncomingMessage, command: LangCommand) -> str:
+        """``/image lang`` tells anyone; ``/image lang fa`` is the owner's to say."""
+        languages = self._languages
+        if command.language is None:
+            texts = self._texts(message)
+            return texts.gettext(
+                "This chat is answered in {language}. The owner can change it with "
+                "/image lang <code>; available: {codes}.",
+                language=texts.gettext(LANGUAGE_NAMES[texts.language]),
+                codes=", ".join(languages.names),
+            )
+        if not message.from_owner:
+            raise OwnerOnly("/image lang")
+        if command.language not in languages.names:
+            raise UnknownLanguage(command.language, list(languages.names))
+        await self._store.set_chat_setting(message.chat_id, LANGUAGE_SETTING, command.language)
+        languages.remember({message.chat_id: command.language})
+        texts = self._texts(message)
+        return texts.gettext(
+            "✅ This chat is now answered in {language}.",
+            language=texts.gettext(LANGUAGE_NAMES[texts.language]),
+        )
+
+
+#: Each language's name, said in the language of the answer.
+LANGUAGE_NAMES = {"en": N_("English"), "fa": N_("Persian")}
+
+
+def _state_name(job: Job, texts: Texts) -> str:
+    """A started job's state as ``/image status`` says it."""
+    names = {
+        "enhancing": N_("enhancing"),
+        "generating": N_("generating"),
+        "sending": N_("sending"),
+    }
+    state = job.state.value
+    return texts.gettext(names[state]) if state in names else state
 
 
 #: The words under the owner's stats chart.
-CHART_CAPTION = "Images per hour and median wait over the last 24 hours"
+CHART_CAPTION = N_("Images per hour and median wait over the last 24 hours")
 #: Draws the day chart: the jobs of the last day and the time now in, PNG bytes out.
 DrawChart = Callable[[list[JobRecord], float], bytes]
 
@@ -450,12 +553,14 @@ def png_size(png: bytes) -> tuple[int, int]:
     return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
 
 
-def whoami_text(chat_id: str, user_id: str) -> str:
+def whoami_text(chat_id: str, user_id: str, texts: Texts) -> str:
     """The answer to ``/image whoami``: the ids to put in ALLOWED_CHAT_IDS / ALLOWED_USER_IDS."""
-    return (
-        f"This chat's id: {chat_id}\n"
-        f"Your user id: {user_id}\n"
-        f"To let everyone in this chat use the bot, add {chat_id} to ALLOWED_CHAT_IDS; "
+    return texts.gettext(
+        "This chat's id: {chat_id}\n"
+        "Your user id: {user_id}\n"
+        "To let everyone in this chat use the bot, add {chat_id} to ALLOWED_CHAT_IDS; "
         "to let one person use it in any chat, add their user id to ALLOWED_USER_IDS. "
-        "Then restart SakaiBot."
+        "Then restart SakaiBot.",
+        chat_id=chat_id,
+        user_id=user_id,
     )

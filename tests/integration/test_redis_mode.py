@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from sakaibot.app import App, build_app
 from sakaibot.chat.port import IncomingMessage
+from sakaibot.errors import QuotaExhausted
 from sakaibot.pipeline import JobOutcome
 from sakaibot.settings import load_settings
 from sakaibot.shared.backend import RedisBackend
@@ -419,3 +420,109 @@ async def test_rate_windows_hold_whatever_the_front_ends_clocks_say(
         await behind.aclose()
         await ahead.aclose()
     assert refusal.startswith("❌ You have reached the limit of 3 images per 1 min.")
+
+
+async def test_front_ends_on_one_account_share_its_daily_budget(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    prefix = f"t-{uuid4().hex[:8]}"
+    first, first_chat, first_outcomes = front_end(
+        redis_server, prefix, tmp_path / "a", FakeGenerator(), flux_daily_budget=3
+    )
+    second, second_chat, second_outcomes = front_end(
+        redis_server, prefix, tmp_path / "b", FakeGenerator(), flux_daily_budget=3
+    )
+    await first.start()
+    await second.start()
+    try:
+        # Four requests at once, two on each front end: the budget has room for three.
+        await say(first, 1, "/image=flux=one", user="ann")
+        await say(second, 1, "/image=flux=two", user="bob")
+        await say(first, 2, "/image=flux=three", user="cat")
+        await say(second, 2, "/image=flux=four", user="dan")
+        await until(
+            lambda: len(first_outcomes) + len(second_outcomes) == 4,
+            waiting_for="the four jobs to end",
+        )
+        outcomes = first_outcomes + second_outcomes
+        assert sum(o.ok for o in outcomes) == 3
+        [late] = [o for o in outcomes if not o.ok]
+        assert late.error_kind == "paused_until_reset"
+        assert late.error is not None
+        assert "comes back at 00:00 UTC" in late.error
+        assert len(first_chat.of_kind("image")) + len(second_chat.of_kind("image")) == 3
+        # The next request on either front end hears it at once, in one line.
+        await say(first, 3, "/image=flux=five", user="eve")
+        [refusal] = [e.text for e in first_chat.of_kind("send") if e.reply_to == 3]
+        assert refusal.startswith("❌ Flux has used up today's images; it comes back at 00:00 UTC")
+        # Both front ends' stats show the shared count.
+        assert [(u.used, u.limit) for u in second.budgets.uses(["flux"])] == [(3, 3)]
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_the_quota_error_one_front_end_hears_pauses_the_model_for_all(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    prefix = f"t-{uuid4().hex[:8]}"
+    out_of_quota = FakeGenerator(errors=[QuotaExhausted("3036: daily free allocation")])
+    first, _, first_outcomes = front_end(redis_server, prefix, tmp_path / "a", out_of_quota)
+    # The second front end has no worker of its own: only the first one's answers.
+    second, second_chat, _ = front_end(
+        redis_server, prefix, tmp_path / "b", FakeGenerator(), redis_local_workers=False
+    )
+    await first.start()
+    await second.start()
+    try:
+        await say(first, 1, "/image=flux=one", user="ann")
+        await until(lambda: len(first_outcomes) == 1, waiting_for="the quota error")
+        assert first_outcomes[0].error_kind == "quota_exhausted"
+        await say(second, 1, "/image=flux=two", user="bob")
+        [refusal] = [e.text for e in second_chat.of_kind("send") if e.reply_to == 1]
+        assert "comes back at 00:00 UTC" in refusal
+        assert len(out_of_quota.calls) == 1
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+def test_sakaibot_stats_shows_every_front_ends_budget_use(
+    redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+    import json
+
+    from sakaibot.cli import main
+
+    prefix = f"t-{uuid4().hex[:8]}"
+
+    async def another_front_end_makes_two() -> None:
+        app, _, outcomes = front_end(
+            redis_server, prefix, tmp_path / "a", FakeGenerator(), flux_daily_budget=5
+        )
+        # This front end only runs (its store is there); the other one makes two.
+        idle, _, _ = front_end(redis_server, prefix, tmp_path / "b", FakeGenerator())
+        await app.start()
+        await idle.start()
+        try:
+            await say(app, 1, "/image=flux=one", user="ann")
+            await say(app, 2, "/image=flux=two", user="bob")
+            await until(lambda: len(outcomes) == 2, waiting_for="two images")
+        finally:
+            await app.aclose()
+            await idle.aclose()
+
+    asyncio.run(another_front_end_makes_two())
+    for name, value in {
+        "FLUX_WORKER_URL": "http://127.0.0.1:9/flux",
+        "FLUX_DAILY_BUDGET": "5",
+        "REDIS_URL": redis_server.url,
+        "REDIS_PREFIX": prefix,
+        "SAKAIBOT_DATA_DIR": str(tmp_path / "b"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    out = io.StringIO()
+    assert main(["--env-file", "none", "stats", "--json"], out=out) == 0
+    [flux] = json.loads(out.getvalue())["budgets"]
+    assert (flux["model"], flux["used"], flux["limit"]) == ("flux", 2, 5)

@@ -59,7 +59,7 @@ async def test_healthz_is_200_while_the_bot_can_serve_and_503_when_it_cannot(
     # Every model paused until 00:00 UTC: nothing can be served.
     await h.say("/image=flux=one")
     await h.finish()
-    h.app.budgets.quota_exhausted("sdxl")
+    await h.app.budgets.quota_exhausted("sdxl")
     answer = await client.get("/healthz")
     assert answer.status_code == 503
     assert answer.json()["models"]["flux"]["paused_until_s"] is not None

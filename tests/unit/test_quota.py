@@ -16,7 +16,7 @@ from sakaibot.chat.port import IncomingMessage
 from sakaibot.cli import main
 from sakaibot.errors import QuotaExhausted
 from sakaibot.pipeline import JobOutcome
-from sakaibot.quota import DAY_S, DailyBudgets, next_reset_s
+from sakaibot.quota import DAY_S, LocalBudgets, next_reset_s
 from sakaibot.settings import load_settings
 from tests.support.fakes import FakeClock, FakeEnhancer, FakeGenerator, RecordingChat
 from tests.support.waiting import until_idle
@@ -25,12 +25,12 @@ from tests.support.waiting import until_idle
 EVENING_S = 20_089 * DAY_S + 21 * 3600.0
 
 
-def test_a_budget_pauses_its_model_until_the_next_utc_midnight() -> None:
+async def test_a_budget_pauses_its_model_until_the_next_utc_midnight() -> None:
     wall = FakeClock(EVENING_S)
-    budgets = DailyBudgets({"flux": 2}, wall)
-    assert budgets.take("flux")
-    assert budgets.take("flux")
-    assert not budgets.take("flux")
+    budgets = LocalBudgets({"flux": 2}, wall)
+    assert await budgets.take("flux")
+    assert await budgets.take("flux")
+    assert not await budgets.take("flux")
     assert budgets.paused_until_s("flux") == next_reset_s(EVENING_S) == EVENING_S + 3 * 3600
     assert budgets.paused_until_s("sdxl") is None  # no budget: never paused by one
     wall.advance(3 * 3600 - 1)
@@ -40,13 +40,13 @@ def test_a_budget_pauses_its_model_until_the_next_utc_midnight() -> None:
     assert budgets.used("flux") == 0
 
 
-def test_a_failed_image_is_given_back_and_the_quota_error_pauses_without_a_budget() -> None:
+async def test_a_failed_image_is_given_back_and_the_quota_error_pauses_without_a_budget() -> None:
     wall = FakeClock(EVENING_S)
-    budgets = DailyBudgets({"flux": 1}, wall)
-    assert budgets.take("flux")
-    budgets.give_back("flux")
+    budgets = LocalBudgets({"flux": 1}, wall)
+    assert await budgets.take("flux")
+    await budgets.give_back("flux")
     assert budgets.used("flux") == 0
-    budgets.quota_exhausted("sdxl")
+    await budgets.quota_exhausted("sdxl")
     assert budgets.paused_until_s("sdxl") == EVENING_S + 3 * 3600
     wall.advance(3 * 3600)
     assert budgets.paused_until_s("sdxl") is None

@@ -25,7 +25,7 @@ from sakaibot.captions import Caption
 from sakaibot.chat.port import Action, IncomingMessage, OutgoingImage
 from sakaibot.errors import LineTooLong
 from sakaibot.pipeline import JobOutcome
-from sakaibot.status import failed_text
+from sakaibot.status import action_label, failed_text
 
 CONSOLE_CHAT_ID = "console"
 DEFAULT_USER = "you"
@@ -103,11 +103,12 @@ def read_file_line(
     return _overlong(head, max_line_bytes)
 
 
-#: How the console shows each action (it has no buttons: a hint of the command to type).
-_ACTION_HINTS = {
-    "again": "🔁 again: /image again {job}",
-    "file": "📄 as file: /image file {job}",
-    "cancel": "❌ cancel: /image cancel {job}",
+#: The command to type for each action: the console has no buttons, so it shows
+#: each action's label (in the chat's language) with the command that does the same.
+_ACTION_COMMANDS = {
+    "again": "/image again {job}",
+    "file": "/image file {job}",
+    "cancel": "/image cancel {job}",
 }
 
 
@@ -117,7 +118,10 @@ def _with_actions(
     """The event and line with the offered actions added (unchanged when there are none)."""
     if not actions:
         return event, line
-    hints = " ".join(f"[{_ACTION_HINTS[a.kind].format(job=a.job_id)}]" for a in actions)
+    hints = " ".join(
+        f"[{a.label or action_label(a.kind)}: {_ACTION_COMMANDS[a.kind].format(job=a.job_id)}]"
+        for a in actions
+    )
     return {**event, "actions": [a.kind for a in actions]}, f"{line}\n  {hints}"
 
 

@@ -10,7 +10,7 @@ or :class:`~sakaibot.errors.ChatError`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, get_args
 
@@ -54,6 +54,9 @@ class Action:
 
     kind: ActionKind
     job_id: str
+    #: What its button says, in the chat's language (empty: the English label);
+    #: not part of what the action is.
+    label: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,7 @@ from sakaibot.errors import (
     plural,
 )
 from sakaibot.generation import GeneratedImage
+from sakaibot.i18n import Texts, english_for
 from sakaibot.private_files import make_private_dir, narrow_file
 from sakaibot.settings import (
     MAX_PUBLIC_KEY_FILE_BYTES,
@@ -70,7 +71,7 @@ from sakaibot.settings import (
     TelegramServer,
     read_server_key_file,
 )
-from sakaibot.status import ACTION_LABELS
+from sakaibot.status import action_label
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +124,9 @@ def buttons_for(actions: tuple[Action, ...]) -> list[list[Any]] | None:
     row = []
     for action in actions:
         try:
-            row.append(Button.inline(ACTION_LABELS[action.kind], data=action_data(action)))
+            row.append(
+                Button.inline(action.label or action_label(action.kind), data=action_data(action))
+            )
         except ValueError:
             logger.warning("job %s: no %s button (id too long)", action.job_id, action.kind)
     return [row] if row else None
@@ -569,9 +572,12 @@ def incoming_from(message: Any, policy: AccessPolicy) -> IncomingMessage | None:
     )
 
 
-def press_from(event: Any, policy: AccessPolicy) -> ActionPress | ActionAnswer | None:
-    """The press in a Telethon ``CallbackQuery`` event; an answer when it is refused
-    here (someone the bot does not serve); ``None`` when the button is not ours."""
+def press_from(
+    event: Any, policy: AccessPolicy, texts_for: Callable[[str], Texts] = english_for
+) -> ActionPress | ActionAnswer | None:
+    """The press in a Telethon ``CallbackQuery`` event; an answer (in the chat's
+    language) when it is refused here (someone the bot does not serve); ``None``
+    when the button is not ours."""
     action = action_of(event.data)
     if action is None:
         return None
@@ -579,7 +585,7 @@ def press_from(event: Any, policy: AccessPolicy) -> ActionPress | ActionAnswer |
     chat_id = int(event.chat_id)
     if not policy.allows(outgoing=False, sender_id=sender_id, chat_id=chat_id):
         # Whoever it is, it is not the person who asked: that person was let in.
-        return ActionAnswer(NotYourButton().user_message)
+        return ActionAnswer(NotYourButton().message_in(texts_for(str(chat_id))))
     return ActionPress(
         chat_id=str(chat_id),
         message_id=int(event.message_id),
@@ -1178,11 +1184,13 @@ class TelegramFrontEnd:
     handle: Callable[[IncomingMessage], Any]
     policy: AccessPolicy
     press: Callable[[ActionPress], Awaitable[ActionAnswer]] = _no_actions
+    #: The language each chat is answered in (a press refused here is told in it).
+    texts_for: Callable[[str], Texts] = english_for
 
     async def on_callback(self, event: Any) -> None:
         """A pressed inline button: run its action, then answer the press (which
         stops the button's spinner), with the bot's short reply."""
-        press = press_from(event, self.policy)
+        press = press_from(event, self.policy, self.texts_for)
         answer = ActionAnswer()
         if isinstance(press, ActionAnswer):
             answer = press
@@ -1242,7 +1250,10 @@ async def run(settings: Settings, out: TextIO) -> int:
                 connected=chat.connected,
             )
             front = TelegramFrontEnd(
-                handle=app.bot.handle, policy=policy, press=app.bot.handle_action
+                handle=app.bot.handle,
+                policy=policy,
+                press=app.bot.handle_action,
+                texts_for=app.languages.for_chat,
             )
             new_messages = events.NewMessage()
             presses = events.CallbackQuery()

@@ -15,14 +15,17 @@ machinery wherever it has one:
   again after a crash;
 - **rate windows** per user (:meth:`~RedisBackend.admit`), deciding exactly as
   :class:`~sakaibot.limits.SlidingWindowLimiter` does;
-- **the result cache**, capped at ``cache_max_bytes`` (:meth:`~RedisBackend.cache_put`).
+- **the result cache**, capped at ``cache_max_bytes`` (:meth:`~RedisBackend.cache_put`);
+- **the daily image budgets** (:meth:`~RedisBackend.budget_take`): a counter and a
+  quota-error flag per model per UTC day of the Redis clock, expiring after that day.
 
 A small Lua script does what no single command does, atomically: the bounded
 add (the model's bound and the user's bound, shared by every front end, checked
 in the same step as the ``XADD``), cancel-if-not-taken, position, the keep-alive
-and the answer of the job's current holder only (fencing), the rate windows and
-the cache cap. Every script that needs the time reads the Redis server's ``TIME``:
-no machine's wall clock decides a lease, a window or an eviction.
+and the answer of the job's current holder only (fencing), the rate windows, the
+cache cap and the budgets' count-unless-used-up. Every script that needs the
+time reads the Redis server's ``TIME``: no machine's wall clock decides a lease,
+a window, an eviction or which day a budget counts.
 
 Requirements on the Redis: 6.2 or newer (``XAUTOCLAIM``, exclusive ``XRANGE``),
 one instance or primary, not Cluster (scripts touch keys derived at run time);
@@ -40,6 +43,7 @@ import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import date
 from typing import Final
 from urllib.parse import unquote, urlsplit
 
@@ -53,7 +57,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sakaibot.errors import QueueFull, StoreUnavailable, TooManyPending
 from sakaibot.limits import Denial, RateWindow
-from sakaibot.shared.interfaces import Answer, Taken
+from sakaibot.shared.interfaces import Answer, BudgetDay, Taken
 
 _URL_SCHEMES: Final = ("redis", "rediss", "unix")
 _DEFAULT_PORT: Final = 6379
@@ -314,6 +318,73 @@ return #keys
 """
 )
 
+# The UTC date of a day number (days since 1970-01-01) as ``yyyymmdd``: Howard
+# Hinnant's civil_from_days, in floored divisions (Redis's Lua has no os.date).
+_DAY_HELPERS: Final = """
+local function fdiv(a, b) return math.floor(a / b) end
+local function day_stamp(day)
+  local z = day + 719468
+  local era = fdiv(z, 146097)
+  local doe = z - era * 146097
+  local yoe = fdiv(doe - fdiv(doe, 1460) + fdiv(doe, 36524) - fdiv(doe, 146096), 365)
+  local doy = doe - (365 * yoe + fdiv(yoe, 4) - fdiv(yoe, 100))
+  local mp = fdiv(5 * doy + 2, 153)
+  local d = doy - fdiv(153 * mp + 2, 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400
+  if m <= 2 then y = y + 1 end
+  return string.format('%04d%02d%02d', y, m, d)
+end
+"""
+
+# ARGV count-key prefix, quota-key prefix, seconds kept past the day's end, step,
+# value, then the models (the step's target first). The day is the Redis clock's.
+# Steps: take (value: the limit, 0 for none; refused once used up or after the
+# quota error), give (one back, never below 0), quota (the error was seen),
+# restore (the count is at least value), read. {reset s, done, then per model:
+# used, quota error seen}.
+_BUDGET: Final = (
+    _DAY_HELPERS
+    + """
+local now = tonumber(redis.call('TIME')[1])
+local day = fdiv(now, 86400)
+local reset = (day + 1) * 86400
+local expire_at = reset + tonumber(ARGV[3])
+local stamp = day_stamp(day)
+local step, value, target = ARGV[4], tonumber(ARGV[5]), ARGV[6]
+local function count_key(model) return ARGV[1] .. model .. ':' .. stamp end
+local function quota_key(model) return ARGV[2] .. model .. ':' .. stamp end
+local function used(model) return tonumber(redis.call('GET', count_key(model)) or '0') end
+local done = 1
+if step == 'take' then
+  if redis.call('EXISTS', quota_key(target)) == 1 or (value > 0 and used(target) >= value) then
+    done = 0
+  else
+    redis.call('INCR', count_key(target))
+    redis.call('EXPIREAT', count_key(target), expire_at)
+  end
+elseif step == 'give' then
+  if used(target) > 0 and redis.call('DECR', count_key(target)) <= 0 then
+    redis.call('DEL', count_key(target))
+  end
+elseif step == 'quota' then
+  redis.call('SET', quota_key(target), '1', 'EXAT', expire_at)
+elseif step == 'restore' then
+  if value > used(target) then redis.call('SET', count_key(target), value, 'EXAT', expire_at) end
+end
+local reply = {reset, done}
+for i = 6, #ARGV do
+  table.insert(reply, used(ARGV[i]))
+  table.insert(reply, redis.call('EXISTS', quota_key(ARGV[i])))
+end
+return reply
+"""
+)
+
+#: How long a day's budget keys outlive the day: a front end whose clock is a
+#: little behind still reads the day it believes it is in.
+BUDGET_KEPT_PAST_DAY_S: Final = 3600
+
 _SCRIPTS: Final = {
     "enqueue": _ENQUEUE,
     "cancel": _CANCEL,
@@ -326,6 +397,7 @@ _SCRIPTS: Final = {
     "cache_get": _CACHE_GET,
     "cache_count": _CACHE_COUNT,
     "cache_clear": _CACHE_CLEAR,
+    "budget": _BUDGET,
 }
 
 
@@ -374,6 +446,22 @@ class RedisKeys:
         and of uses (the order of use)."""
         names = ("used", "expiry", "sizes", "bytes", "uses")
         return [f"{self.prefix}:cache-{name}" for name in names]
+
+    @property
+    def budget_prefix(self) -> str:
+        return f"{self.prefix}:budget:"
+
+    @property
+    def budget_quota_prefix(self) -> str:
+        return f"{self.prefix}:budget-quota:"
+
+    def budget(self, model: str, day: date) -> str:
+        """STRING: the images counted for ``model`` on the UTC ``day`` (``yyyymmdd``)."""
+        return f"{self.budget_prefix}{model}:{day:%Y%m%d}"
+
+    def budget_quota(self, model: str, day: date) -> str:
+        """STRING: present once ``model``'s worker answered its quota error on ``day``."""
+        return f"{self.budget_quota_prefix}{model}:{day:%Y%m%d}"
 
 
 class RedisBackend:
@@ -790,6 +878,50 @@ class RedisBackend:
             await self._run("cache_count", self.keys.cache_keys, [self.keys.cache_prefix])
         )
         return _int(reply[0]), _int(reply[1])
+
+    # -- daily budgets -------------------------------------------------------------------
+
+    async def budget_take(self, models: list[str], limit: int | None) -> BudgetDay:
+        """Count one image for ``models[0]`` today unless it has used up ``limit``
+        (``None``: no budget) or its worker answered the quota error today; ``done``
+        says whether it was counted. Check and count are one step, for every front end."""
+        if limit is not None and limit < 1:
+            raise ValueError(f"a daily budget is at least 1 image, not {limit}")
+        return await self._budget("take", models, limit or 0)
+
+    async def budget_give_back(self, models: list[str]) -> BudgetDay:
+        """Take back one image of ``models[0]`` today (none made); never below 0."""
+        return await self._budget("give", models)
+
+    async def budget_quota_hit(self, models: list[str]) -> BudgetDay:
+        """``models[0]``'s worker answered its daily-quota error: paused until the reset."""
+        return await self._budget("quota", models)
+
+    async def budget_restore(self, models: list[str], used: int) -> BudgetDay:
+        """Make ``models[0]``'s count today at least ``used`` (a front end's own stored
+        count is a floor of everyone's: it matters after Redis restarted empty)."""
+        return await self._budget("restore", models, used)
+
+    async def budget_read(self, models: list[str]) -> BudgetDay:
+        """Today's counts of ``models``, changing nothing."""
+        return await self._budget("read", models)
+
+    async def _budget(self, step: str, models: list[str], value: int = 0) -> BudgetDay:
+        if step != "read" and not models:
+            raise ValueError(f"the budget step {step!r} needs a model")
+        args = [
+            self.keys.budget_prefix,
+            self.keys.budget_quota_prefix,
+            str(BUDGET_KEPT_PAST_DAY_S),
+            step,
+            str(value),
+            *models,
+        ]
+        reply = [_int(item) for item in _list(await self._run("budget", [], args))]
+        counts = {
+            model: (reply[2 + 2 * i], reply[3 + 2 * i] == 1) for i, model in enumerate(models)
+        }
+        return BudgetDay(reset_at_s=float(reply[0]), done=reply[1] == 1, counts=counts)
 
 
 # -- reply parsing: redis-py types replies loosely; these say what each must be ----------

@@ -75,6 +75,7 @@ def result_from(answer: Answer, model: ModelSpec) -> GenerationResult:
         str(data.get("error") or "The image worker failed. Please try again later."),
         str(data.get("detail") or "remote failure"),
         model=model.display_name,
+        messages={str(k): str(v) for k, v in dict(data.get("messages") or {}).items()},
     )
     return GenerationResult(False, None, error)
 

@@ -97,6 +97,37 @@ class SharedLimits(Protocol):
     async def refund(self, user_id: str, stamp: float) -> bool: ...
 
 
+@dataclass(frozen=True)
+class BudgetDay:
+    """The daily budgets' counts on the Redis clock's current UTC day, after one step."""
+
+    #: The next 00:00 UTC by the Redis clock, in Unix seconds: when the counts reset.
+    reset_at_s: float
+    #: What the step did: for a take, whether the image was counted.
+    done: bool
+    #: Each model asked about: images counted today, and whether its worker
+    #: answered the daily-quota error today.
+    counts: dict[str, tuple[int, bool]]
+
+
+class SharedBudgetStore(Protocol):
+    """Every model's images today, counted for every front end together.
+
+    Each call is one atomic step that also reads the counts of ``models``
+    (the target first), so one round trip both counts and refreshes.
+    """
+
+    async def budget_take(self, models: list[str], limit: int | None) -> BudgetDay: ...
+
+    async def budget_give_back(self, models: list[str]) -> BudgetDay: ...
+
+    async def budget_quota_hit(self, models: list[str]) -> BudgetDay: ...
+
+    async def budget_restore(self, models: list[str], used: int) -> BudgetDay: ...
+
+    async def budget_read(self, models: list[str]) -> BudgetDay: ...
+
+
 class SharedCacheStore(Protocol):
     """A result cache every front end sees, capped in bytes."""
 

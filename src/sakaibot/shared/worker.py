@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from sakaibot.errors import JobSetAside, StoreUnavailable
 from sakaibot.generation import GenerationResult, ImageGenerator
+from sakaibot.i18n import Texts, every_language
 from sakaibot.models import ModelRegistry, ModelSpec
 from sakaibot.shared.generator import decode_params
 from sakaibot.shared.interfaces import Taken, WorkerQueue
@@ -52,6 +53,8 @@ class GenerationWorker:
     max_deliveries: int = DEFAULT_MAX_DELIVERIES
     done: int = 0
     outage: OutageLog = field(default_factory=OutageLog)
+    #: A failure is told in every language: the front end picks its chat's.
+    languages: tuple[Texts, ...] = field(default_factory=every_language)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work every configured model until ``stop`` is set (then finish the current jobs)."""
@@ -134,6 +137,9 @@ class GenerationWorker:
                 "ok": False,
                 "error_kind": error.kind if error else "generation",
                 "error": error.user_message if error else "The image worker failed.",
+                "messages": {t.language: error.message_in(t) for t in self.languages}
+                if error
+                else {},
                 "detail": str(error) if error else "no image",
             }
             data = None

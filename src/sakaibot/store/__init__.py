@@ -161,6 +161,14 @@ class Store(Protocol):
         """Images an unfinished job still needs (never evicted)."""
         ...
 
+    async def chat_settings(self, name: str) -> dict[str, str]:
+        """Every chat's value of setting ``name`` (``language``), by chat id."""
+        ...
+
+    async def set_chat_setting(self, chat_id: str, name: str, value: str) -> None:
+        """Keep ``chat_id``'s value of ``name``, replacing the one before."""
+        ...
+
     async def chat_defaults(self, chat_id: str) -> dict[str, str]:
         """A chat's default flags (``/image set``): flag name → value."""
         ...

@@ -117,7 +117,16 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX jobs_by_delivered ON jobs (chat_id, delivered_message_id);
     """,
-    # 6: the images of one --n request are jobs of one album, sent together;
+    # 6: what a chat chose for itself (its language, from /image lang).
+    """
+    CREATE TABLE chat_settings (
+        chat_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (chat_id, name)
+    );
+    """,
+    # 7: the images of one --n request are jobs of one album, sent together;
     # a restart gathers them again by album id.
     """
     ALTER TABLE jobs ADD COLUMN album_id TEXT;
@@ -564,6 +573,25 @@ class SqliteStore:
             return {str(row[0]) for row in rows}
 
         return await self._call(select)
+
+    # -- chat settings -----------------------------------------------------------
+
+    async def chat_settings(self, name: str) -> dict[str, str]:
+        def select(db: sqlite3.Connection) -> dict[str, str]:
+            rows = db.execute("SELECT chat_id, value FROM chat_settings WHERE name = ?", (name,))
+            return {str(row["chat_id"]): str(row["value"]) for row in rows}
+
+        return await self._call(select)
+
+    async def set_chat_setting(self, chat_id: str, name: str, value: str) -> None:
+        def upsert(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO chat_settings (chat_id, name, value) VALUES (?, ?, ?) "
+                "ON CONFLICT (chat_id, name) DO UPDATE SET value = excluded.value",
+                (chat_id, name, value),
+            )
+
+        await self._call(upsert)
 
     # -- per-chat defaults ---------------------------------------------------------
 

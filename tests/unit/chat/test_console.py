@@ -171,7 +171,7 @@ async def test_actions_are_a_hint_line_and_a_jsonl_field(tmp_path: Path) -> None
     chat = ConsoleChat(readable, out_dir=tmp_path, jsonl=False, echo_input=False)
     await chat.send_image(CONSOLE_CHAT_ID, image, reply_to=1)
     assert readable.getvalue().splitlines()[-1] == (
-        "  [🔁 again: /image again 3f9a1c] [📄 as file: /image file 3f9a1c]"
+        "  [🔁 Again: /image again 3f9a1c] [📄 As file: /image file 3f9a1c]"
     )
     stream = io.StringIO()
     jsonl = ConsoleChat(stream, out_dir=tmp_path, jsonl=True, echo_input=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, date, datetime, timedelta
 from uuid import uuid4
 
 import pytest
@@ -12,7 +13,12 @@ from redis.asyncio import Redis
 
 from sakaibot.errors import QueueFull, StoreUnavailable, TooManyPending
 from sakaibot.limits import Denial, RateWindow
-from sakaibot.shared.backend import WORKERS_GROUP, RedisBackend
+from sakaibot.shared.backend import (
+    _DAY_HELPERS,
+    BUDGET_KEPT_PAST_DAY_S,
+    WORKERS_GROUP,
+    RedisBackend,
+)
 from sakaibot.shared.interfaces import Taken
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import RECHECK_S
@@ -272,3 +278,110 @@ async def test_several_requests_are_counted_together_or_refused_whole(
     assert await backend.refund("bob", stamp)
     assert isinstance(await backend.admit("bob", windows, 2), float)
     assert isinstance(await backend.admit("bob", windows), Denial)
+
+
+# -- daily budgets ----------------------------------------------------------------------
+
+
+async def redis_today(server: RedisServer) -> tuple[date, int, int]:
+    """The Redis clock's UTC day, its end (Unix seconds) and the seconds left to it."""
+    raw = Redis.from_url(server.url)
+    try:
+        seconds, _ = await raw.time()
+    finally:
+        await raw.aclose()
+    today = datetime.fromtimestamp(seconds, UTC).date()
+    end_s = int(datetime.combine(today + timedelta(days=1), datetime.min.time(), UTC).timestamp())
+    return today, end_s, end_s - seconds
+
+
+@pytest.mark.parametrize(
+    "day",
+    [
+        date(1970, 1, 1),
+        date(1999, 12, 31),
+        date(2000, 2, 29),
+        date(2024, 3, 1),
+        date(2025, 12, 31),
+        date(2100, 3, 1),
+    ],
+)
+async def test_the_budget_scripts_name_the_utc_day_as_the_calendar_does(
+    server: RedisServer, day: date
+) -> None:
+    # The scripts' own date helper, on an injected day number: TIME cannot be
+    # set, so this is where leap years and month ends are checked.
+    raw = Redis.from_url(server.url)
+    try:
+        script = raw.register_script(_DAY_HELPERS + "return day_stamp(tonumber(ARGV[1]))")
+        day_number = (day - date(1970, 1, 1)).days
+        assert await script(keys=[], args=[day_number]) == f"{day:%Y%m%d}".encode()
+    finally:
+        await raw.aclose()
+
+
+async def test_a_budget_is_counted_for_every_front_end_and_refused_past_its_limit(
+    server: RedisServer, prefix: str, backend: RedisBackend
+) -> None:
+    second = await other(server, prefix)
+    try:
+        assert (await backend.budget_take(["flux", "sdxl"], 3)).done
+        assert (await second.budget_take(["flux"], 3)).done
+        third = await backend.budget_take(["flux", "sdxl"], 3)
+        assert third.done
+        assert third.counts == {"flux": (3, False), "sdxl": (0, False)}
+        refused = await second.budget_take(["flux"], 3)
+        assert not refused.done
+        assert refused.counts["flux"] == (3, False)
+        # One image made none: it is given back, for both front ends.
+        assert (await backend.budget_give_back(["flux"])).counts["flux"] == (2, False)
+        assert (await second.budget_take(["flux"], 3)).done
+        # A model without a budget is counted, never refused by a count.
+        for _ in range(5):
+            assert (await second.budget_take(["sdxl"], None)).done
+        assert (await backend.budget_read(["flux", "sdxl"])).counts == {
+            "flux": (3, False),
+            "sdxl": (5, False),
+        }
+    finally:
+        await second.close()
+
+
+async def test_the_quota_error_refuses_every_take_until_the_day_ends(
+    server: RedisServer, backend: RedisBackend
+) -> None:
+    _, end_s, _ = await redis_today(server)
+    hit = await backend.budget_quota_hit(["sdxl"])
+    assert hit.counts == {"sdxl": (0, True)}
+    assert hit.reset_at_s == end_s  # the next 00:00 UTC by the Redis clock
+    assert not (await backend.budget_take(["sdxl"], None)).done
+    assert not (await backend.budget_take(["sdxl"], 100)).done
+
+
+async def test_budget_keys_are_per_model_per_day_and_expire_after_it(
+    server: RedisServer, backend: RedisBackend
+) -> None:
+    await backend.budget_take(["flux"], 2)
+    await backend.budget_quota_hit(["flux"])
+    today, _, left_s = await redis_today(server)
+    raw = Redis.from_url(server.url)
+    try:
+        for key in (backend.keys.budget("flux", today), backend.keys.budget_quota("flux", today)):
+            ttl_s = await raw.ttl(key)
+            assert left_s + BUDGET_KEPT_PAST_DAY_S - 5 <= ttl_s <= left_s + BUDGET_KEPT_PAST_DAY_S
+        assert await raw.get(backend.keys.budget("flux", today)) == b"1"
+    finally:
+        await raw.aclose()
+    assert backend.keys.budget("flux", date(2025, 1, 2)).endswith(":budget:flux:20250102")
+
+
+async def test_a_count_is_never_given_back_below_nothing(backend: RedisBackend) -> None:
+    assert (await backend.budget_give_back(["flux"])).counts["flux"] == (0, False)
+    assert (await backend.budget_take(["flux"], 1)).done
+
+
+async def test_a_restored_count_only_ever_raises_the_shared_one(backend: RedisBackend) -> None:
+    await backend.budget_take(["flux"], None)
+    await backend.budget_take(["flux"], None)
+    assert (await backend.budget_restore(["flux"], 1)).counts["flux"] == (2, False)
+    assert (await backend.budget_restore(["flux"], 4)).counts["flux"] == (4, False)

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from sakaibot.errors import JobSetAside, WorkerBadRequest
 from sakaibot.generation import GenerationParams
+from sakaibot.i18n import load_texts
 from sakaibot.models import ModelSpec
 from sakaibot.shared.backend import WORKERS_GROUP, RedisBackend
 from sakaibot.shared.generator import RemoteGenerator
@@ -213,3 +214,6 @@ async def test_a_worker_failure_comes_back_as_its_own_class_and_words(
     assert isinstance(result.error, WorkerBadRequest)
     assert result.error.user_message == failure.user_message
     assert result.error.kind == "worker_bad_request"
+    # Told in every language, so a Persian chat hears it in Persian.
+    persian = load_texts("fa")
+    assert result.error.message_in(persian) == failure.message_in(persian)
