@@ -8,7 +8,8 @@ import pytest
 
 from sakaibot.app import App, build_app
 from sakaibot.chat.port import IncomingMessage
-from sakaibot.errors import ContentFiltered, WorkerGaveUp
+from sakaibot.errors import ContentFiltered, EveryoneRateLimited, TooManyPending, WorkerGaveUp
+from sakaibot.i18n import LRI, PDI, load_texts
 from sakaibot.jobs import Album, Job
 from sakaibot.pipeline import JobOutcome
 from sakaibot.settings import load_settings
@@ -17,6 +18,8 @@ from tests.support.fakes import FakeClock, FakeGenerator, RecordingChat
 from tests.support.waiting import until_ended
 
 GAVE_UP = WorkerGaveUp("503 503 503", model="Flux", attempts=3)
+#: The right-to-left mark a Persian caption starts with.
+RLM = "\u200f"
 
 
 def make_app(
@@ -276,3 +279,38 @@ async def test_chat_defaults_apply_to_every_image_and_an_album_offers_no_buttons
         assert all(e.actions == () for e in statuses)
     finally:
         await h.app.aclose()
+
+
+async def test_a_persian_chat_hears_its_album_in_persian_with_seeds_and_ids_isolated() -> None:
+    h = Harness(FakeGenerator(errors=[GAVE_UP]), bot_language="fa")
+    await h.app.start()
+    try:
+        command = await h.say("/image=flux=a red fox --seed 42 --n 3")
+        await until_ended(h.app, h.outcomes, 1)
+        [outcome] = h.outcomes
+        statuses = [e.text for e in h.chat.events if e.kind in {"send", "edit"}]
+        assert any(text.startswith("🖼 0 از 3 آماده است…") for text in statuses), statuses
+        caption = h.images(command)[0]
+        assert caption.startswith(RLM)
+        assert f"{LRI}#{outcome.job_id}{PDI}" in caption
+        # The first image failed (the fake gives up once); the others are named by seed.
+        assert "1: ساخته نشد (سرویس در دسترس نبود)" in caption
+        for place, seed in ((2, 43), (3, 44)):
+            assert re.search(rf"{place}: بذر {LRI}{seed}{PDI} {LRI}#[0-9a-f]{{6}}{PDI}", caption)
+        assert "seed" not in caption
+    finally:
+        await h.app.aclose()
+
+
+def test_the_album_status_and_refusals_are_told_in_persian() -> None:
+    fa = load_texts("fa")
+    album = Album("abc123", 4, chat_id="c", reply_to=1, user_id="ann", model="flux", texts=fa)
+    job = Job("j0", "ann", "c", 1, None, None, 0.0, album=album, album_index=0, texts=fa)  # type: ignore[arg-type]
+    album.made, album.failed, album.ended = 2, 1, {1, 2, 3}
+    assert _rendered(status_text(job)) == "🖼 2 از 4 آماده است… (1 ساخته نشد)"
+    too_many = TooManyPending(0, 3, asked=4).message_in(fa)
+    assert too_many.startswith("4 تصویر خواستید؛")
+    assert f"{LRI}--n 3{PDI}." in too_many
+    everyone = EveryoneRateLimited(60.0, 3, 3600.0, asked=4).message_in(fa)
+    assert "برای همهٔ کاربران" in everyone
+    assert "{" not in everyone
