@@ -5,7 +5,8 @@ request's own. Order (only accepted requests count against a user's allowance):
 cache look-up → rate-limit check (the user's, then everyone's) → daily budget →
 circuit breaker → queue bounds → queue the job → write it to the store → show
 its place. A request refused after the rate-limit check gives its slot straight
-back.
+back. An ``--n`` request (an album) counts N in every window and is refused
+whole, up front, when N do not fit.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 from sakaibot.breaker import Breakers, BreakerState
 from sakaibot.cache import Cache
 from sakaibot.chat.port import IncomingMessage
-from sakaibot.commands import ImageRequest, with_defaults
+from sakaibot.commands import MAX_SEED, ImageRequest, with_defaults
 from sakaibot.errors import (
     EveryoneRateLimited,
     ModelUnavailable,
@@ -28,7 +30,7 @@ from sakaibot.errors import (
     UnknownModel,
 )
 from sakaibot.i18n import Texts, english_for
-from sakaibot.jobs import Job, JobIdFactory, job_record
+from sakaibot.jobs import Album, Job, JobIdFactory, job_record, random_seed
 from sakaibot.limits import Allowance, Denial
 from sakaibot.models import ModelRegistry, ModelSpec
 from sakaibot.pipeline import JobPipeline, usable_fallback
@@ -58,6 +60,7 @@ class Admission:
         new_job_id: JobIdFactory,
         budgets: DailyBudgets,
         wall_clock: Callable[[], float],
+        new_seed: Callable[[], int] = random_seed,
         texts_for: Callable[[str], Texts] = english_for,
     ) -> None:
         self._budgets = budgets
@@ -72,6 +75,8 @@ class Admission:
         self._pipeline = pipeline
         self._clock = clock
         self._new_job_id = new_job_id
+        #: Seeds of an album's images when the request names none.
+        self._new_seed = new_seed
         #: The language a chat is answered in, kept with each of its jobs.
         self._texts_for = texts_for
 
@@ -81,6 +86,9 @@ class Admission:
         if model is None:  # the parser only returns configured models
             raise UnknownModel(request.model, self._registry.names())
         request = with_defaults(request, model, await self._store.chat_defaults(message.chat_id))
+        if request.count > 1:
+            await self._admit_album(message, request, model)
+            return
         job_id = await self._fresh_job_id()
         # A stored result skips the queue altogether: no worker is needed.
         hit = await self._cache.lookup(model, request)
@@ -155,6 +163,109 @@ class Admission:
         )
         raise PausedUntilReset(model.display_name, paused_until_s - self._wall_clock(), suggestion)
 
+    async def _admit_album(
+        self, message: IncomingMessage, request: ImageRequest, model: ModelSpec
+    ) -> None:
+        """``--n``: one job per image, counted, bounded and stored as one — or refused whole.
+
+        Each image finds its own place in the model's queue, with its own seed;
+        the cache is looked up per image when it starts (a seed repeated with
+        ``--seed`` comes from the cache).
+        """
+        count, user_id = request.count, message.user_id
+        taken: set[str] = set()
+        album_id = await self._fresh_job_id(taken)
+        job_ids = [await self._fresh_job_id(taken) for _ in range(count)]
+        # In Redis mode other front ends count too: the check below sees their counts.
+        await self._budgets.refresh()
+        # All N count against the user's windows and everyone's, or none do.
+        admitted = await self._allowance.admit(user_id, count)
+        if isinstance(admitted, Denial):
+            limited = EveryoneRateLimited if admitted.everyone else RateLimited
+            raise limited(
+                admitted.retry_after_s,
+                admitted.window.limit,
+                admitted.window.window_s,
+                asked=count,
+            )
+        # As for one image: nothing awaits from the checks to the last submit().
+        # A model paused until 00:00 UTC refuses the album whole; otherwise each
+        # image takes its part of the day's budget as it starts, like any job.
+        try:
+            self._check_budget(model, request)
+            self._check_breaker(model, request)
+            self._queues.check_admission(model.name, user_id, count)
+        except RequestRejected:
+            for _ in range(count):
+                self._allowance.refund(user_id, admitted)
+            raise
+        album = Album(
+            id=album_id,
+            size=count,
+            chat_id=message.chat_id,
+            reply_to=message.message_id,
+            user_id=user_id,
+            model=model.name,
+            texts=self._texts_for(message.chat_id),
+        )
+        loop = asyncio.get_running_loop()
+        jobs = [
+            Job(
+                id=job_id,
+                user_id=user_id,
+                chat_id=message.chat_id,
+                reply_to=message.message_id,
+                request=self._variant(request, model, index),
+                model=model,
+                created_at_s=self._clock(),
+                limiter_stamp=admitted,
+                persisted=loop.create_future(),
+                chat_address=message.chat_address,
+                album=album,
+                album_index=index,
+                texts=album.texts,
+            )
+            for index, job_id in enumerate(job_ids)
+        ]
+        for job in jobs:
+            self._queues.submit(job)
+        try:
+            await self._store.add_jobs([job_record(job) for job in jobs])
+        except StoreUnavailable as exc:
+            logger.error("album %s could not be stored: %s", album_id, exc)
+            for job in jobs:
+                assert job.persisted is not None
+                job.persisted.set_result(False)
+                self._allowance.refund(user_id, admitted)
+                self._queues.withdraw(job)
+            raise
+        for job in jobs:
+            assert job.persisted is not None
+            job.persisted.set_result(True)
+            self._queues.stored(job)
+        for job in jobs:
+            place = self._queues.place_of(job)
+            if place is not None:
+                show_place(self._status, job, place)
+        logger.info("album %s queued: %d images of %s", album_id, count, model.name)
+
+    def _variant(self, request: ImageRequest, model: ModelSpec, index: int) -> ImageRequest:
+        """The request of an album's ``index``-th image: one image, its own seed.
+
+        ``--seed S`` gives S, S+1, ... (so each can be asked for again); without
+        it the seeds are drawn here, to be named in the caption. A model that
+        takes no seed makes variations of its own, and they must not answer each
+        other from the cache.
+        """
+        options = request.options
+        if model.supports("seed"):
+            base = options.seed
+            seed = (base + index) % (MAX_SEED + 1) if base is not None else self._new_seed()
+            options = replace(options, seed=seed)
+        else:
+            options = replace(options, fresh=True)
+        return replace(request, options=options, count=1)
+
     def _check_breaker(self, model: ModelSpec, request: ImageRequest) -> None:
         """While a model is paused, new requests hear so at once (unless a fallback takes them)."""
         breaker = self._breakers.get(model.name)
@@ -172,8 +283,13 @@ class Admission:
         )
         raise ModelUnavailable(model.display_name, breaker.retry_after_s(), suggestion)
 
-    async def _fresh_job_id(self) -> str:
+    async def _fresh_job_id(self, taken: set[str] | None = None) -> str:
+        """A job (or album) id no job, album or other id in ``taken`` has (then taken)."""
         while True:
             job_id = self._new_job_id()
+            if taken is not None and job_id in taken:
+                continue
             if self._queues.is_free_id(job_id) and not await self._store.job_id_exists(job_id):
+                if taken is not None:
+                    taken.add(job_id)
                 return job_id

@@ -60,6 +60,7 @@ from sakaibot.status import (
     StatusScheduler,
     restarting_text,
     show_place,
+    status_text,
 )
 from sakaibot.store import JobRecord, Store
 from sakaibot.store.images import ImageFiles
@@ -149,10 +150,10 @@ class App:
         next start. A job cut off by the grace period is generated again then."""
         for job in self.queues.close_waiting():
             self.status.show(
-                job.id,
+                job.status_key,
                 chat_id=job.chat_id,
                 reply_to=job.reply_to,
-                text=restarting_text(job.texts),
+                text=status_text(job, restarting_text(job.texts)),
             )
         try:
             await asyncio.wait_for(self.drain(), timeout=grace_s)
@@ -550,6 +551,7 @@ def build_app(
         remote=shared.remote if shared is not None else None,
         wall_clock=wall_clock,
         stats_days_default=STATS_DEFAULT_DAYS,
+        max_per_request=settings.image_max_per_request,
         languages=languages,
         budgets=budgets,
         # Only with the dashboard on: the chart is the owner's view of the same numbers.
@@ -559,6 +561,7 @@ def build_app(
         chat=chat,
         registry=registry,
         max_prompt_chars=settings.image_prompt_max_chars,
+        max_per_request=settings.image_max_per_request,
         admission=admission,
         subcommands=subcommands,
         rejections=RejectionThrottle(

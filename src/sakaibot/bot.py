@@ -18,6 +18,7 @@ import logging
 from sakaibot.admission import Admission
 from sakaibot.chat.port import ActionAnswer, ActionKind, ActionPress, ChatPort, IncomingMessage
 from sakaibot.commands import (
+    DEFAULT_MAX_PER_REQUEST,
     AgainCommand,
     CancelCommand,
     Command,
@@ -69,6 +70,7 @@ class ImageBot:
         chat: ChatPort,
         registry: ModelRegistry,
         max_prompt_chars: int,
+        max_per_request: int = DEFAULT_MAX_PER_REQUEST,
         admission: Admission,
         subcommands: Subcommands,
         rejections: RejectionThrottle,
@@ -78,6 +80,8 @@ class ImageBot:
         self._chat = chat
         self._registry = registry
         self._max_prompt_chars = max_prompt_chars
+        #: ``--n``: how many images one request may ask for.
+        self._max_per_request = max_per_request
         self._admission = admission
         self._subcommands = subcommands
         #: How many refusals a user hears before silence.
@@ -92,7 +96,10 @@ class ImageBot:
         self._chat.remember_chat(message.chat_id, message.chat_address)
         try:
             command = parse_command(
-                message.text, self._registry, max_prompt_chars=self._max_prompt_chars
+                message.text,
+                self._registry,
+                max_prompt_chars=self._max_prompt_chars,
+                max_per_request=self._max_per_request,
             )
             if command is None:
                 return False

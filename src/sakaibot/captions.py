@@ -104,10 +104,14 @@ class CaptionFacts:
     job_id: str | None = None
     #: The image is a stored result for the same request, not a new one.
     from_cache: bool = False
+    #: An album's images in order, one short text each ("1: seed 42 #ab12cd").
+    variants: tuple[str, ...] = ()
 
 
 #: Room for the lines above the prompt; the prompt fills what is left.
 _HEADER_MAX_UTF16 = 300
+#: More room above the prompt for an album's line of seeds (up to ten images).
+_VARIANTS_MAX_UTF16 = 400
 
 
 def build_caption(
@@ -154,8 +158,10 @@ def build_caption(
         details += f" · {isolate(tag) if texts.right_to_left else tag}"
     if extras:
         details += "\n" + " · ".join(extras)
-    header_budget = min(_HEADER_MAX_UTF16, limit)
-    label = cut_to_utf16(facts.model_label, max(header_budget // 4, 0))
+    if facts.variants:
+        details += "\n" + " · ".join(facts.variants)
+    header_budget = min(_HEADER_MAX_UTF16 + _VARIANTS_MAX_UTF16 * bool(facts.variants), limit)
+    label = cut_to_utf16(facts.model_label, max(min(_HEADER_MAX_UTF16, limit) // 4, 0))
     if texts.right_to_left:
         # A right-to-left mark first: the line starts with a Latin model name.
         head = [CaptionPart(_RLM + "🎨 "), CaptionPart(isolate(label), bold=True)]

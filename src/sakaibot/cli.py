@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from sakaibot.devworker import DevWorker
@@ -353,9 +354,69 @@ async def _read_lines(stream: TextIO) -> Any:
         await asyncio.sleep(0)
 
 
+def _worker_lines(settings: Settings, *, local: bool) -> list[str]:
+    """Each model and where its worker is (host and port only: a URL may carry a token)."""
+    lines: list[str] = []
+    for name, model in zip(
+        settings.model_registry().names(), settings.model_registry(), strict=True
+    ):
+        parts = urlsplit(model.url)
+        where = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+        kind = "the development worker" if local else f"{parts.scheme}://"
+        lines.append(f"{name} ({model.display_name}) on {kind}{' at ' if local else ''}{where}")
+    return lines
+
+
+def _llm_line(settings: Settings) -> str:
+    """Which LLM improves prompts, as ``build_app`` chooses it."""
+    nothing = "none: prompts are used as written"
+    if settings.llm_provider == "none" or (
+        settings.openrouter_api_key is None
+        and settings.gemini_api_key is None
+        and settings.llm_dev_url is None
+    ):
+        return nothing
+    from sakaibot.enhancer.llm import providers_from_settings
+
+    providers = providers_from_settings(settings)
+    if not providers:
+        return nothing
+    return ", falling back to ".join(f"{p.name} ({p.model})" for p in providers)
+
+
+async def _run_terminal_chat(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """``sakaibot chat`` on a terminal: a prompt, history and a banner (chat/terminal.py)."""
+    from sakaibot.app import build_app
+    from sakaibot.chat.terminal import Terminal, banner_text
+
+    terminal = Terminal(
+        out,
+        out_dir=args.out,
+        data_dir=settings.sakaibot_data_dir,
+        handle=lambda m: app.bot.handle(m),
+    )
+    app = build_app(settings, terminal.chat, on_outcome=terminal.chat.outcome)
+    await app.start()
+    try:
+        await terminal.read_until_end(
+            banner_text(_worker_lines(settings, local=args.local), _llm_line(settings))
+        )
+        pending = app.queues.live_job_count() + len(app.pipeline.delivering())
+        finished = await terminal.wait_for_jobs(pending, app.drain)
+    finally:
+        await app.aclose()
+        terminal.close()
+    if finished:
+        out.write(f"Done. Images are in {args.out.resolve()}\n")
+    return EXIT_OK
+
+
 async def _run_chat(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     from sakaibot.app import build_app
     from sakaibot.chat.console import ConsoleChat, OverlongLine
+
+    if not args.jsonl and out is sys.stdout and sys.stdin.isatty() and out.isatty():
+        return await _run_terminal_chat(args, settings, out)
 
     console = ConsoleChat(
         out, out_dir=args.out, jsonl=args.jsonl, echo_input=not sys.stdin.isatty()

@@ -67,6 +67,8 @@ class ImageRequest:
     options: ImageOptions = ImageOptions()
     #: The ``--steps`` value asked for when it was above the model's maximum.
     steps_requested: int | None = None
+    #: ``--n``: how many images (each its own job), sent together as one album.
+    count: int = 1
 
 
 #: ``/image history``: how many images; ``/image stats``: how many days (by default).
@@ -197,15 +199,15 @@ _KEPT_FORMAT_CHARS = frozenset({"\u200d", "\u200c"})
 _REMOVED_CATEGORIES = frozenset({"Cc", "Cf", "Cs"})
 
 #: Every flag name, in the order the usage text lists them.
-_FLAG_NAMES = ("ar", "seed", "neg", "steps", "style", "raw", "file", "fresh")
+_FLAG_NAMES = ("ar", "seed", "neg", "steps", "style", "raw", "file", "fresh", "n")
 #: Flags every model takes: they act on the prompt, the delivery or the result
 #: cache, not on the worker. "fresh" is added here too, so the grammar accepts it
-#: whether or not models.UNIVERSAL_FLAGS lists it yet.
-_UNIVERSAL_FLAGS = frozenset({*UNIVERSAL_FLAGS, "fresh"})
+#: whether or not models.UNIVERSAL_FLAGS lists it yet; so is "n" (several jobs).
+_UNIVERSAL_FLAGS = frozenset({*UNIVERSAL_FLAGS, "fresh", "n"})
 #: Dashes phone keyboards substitute for "--" ("smart punctuation").
 _DASH_PREFIXES = ("--", "\u2014", "\u2013")
 
-_MAX_SEED = 4_294_967_295
+MAX_SEED = 4_294_967_295
 #: Longest number (in significant digits) we convert; protects ``int()`` from huge input.
 _MAX_NUMBER_DIGITS = 20
 #: How much of a user's text an error message quotes.
@@ -214,6 +216,8 @@ EXAMPLE_PROMPT = "a red fox in the snow"
 #: A generation command with its "=" signs astray: "flux a fox", "= flux = a fox".
 _TYPO_FORM = re.compile(r"=? ?(?P<model>[^ =]+) ?=? ?(?P<prompt>.*)")
 
+#: ``--n`` without IMAGE_MAX_PER_REQUEST: at most this many images per request.
+DEFAULT_MAX_PER_REQUEST = 4
 #: Flags a chat may set a default for (``/image set``). Not --seed (every image
 #: would come out the same) nor --fresh (it would switch the result cache off).
 DEFAULT_FLAGS = ("ar", "neg", "steps", "style", "raw", "file")
@@ -238,7 +242,12 @@ def is_generation_command(text: str) -> bool:
     return rest is not None and rest.startswith("=")
 
 
-def usage_text(registry: ModelRegistry, texts: Texts = ENGLISH) -> str:
+def usage_text(
+    registry: ModelRegistry,
+    texts: Texts = ENGLISH,
+    *,
+    max_per_request: int = DEFAULT_MAX_PER_REQUEST,
+) -> str:
     """The help text: grammar, flags, examples and the models configured."""
     _ = texts.gettext
     lines = [_("Make an image: /image=<model>=<prompt> [flags]")]
@@ -250,13 +259,14 @@ def usage_text(registry: ModelRegistry, texts: Texts = ENGLISH) -> str:
     lines.extend(
         [
             _("--ar <ratio>  picture shape: {ratios}", ratios=", ".join(ASPECT_RATIOS)),
-            _("--seed <n>  the same number repeats a result (0 to {max})", max=_MAX_SEED),
+            _("--seed <n>  the same number repeats a result (0 to {max})", max=MAX_SEED),
             _("--neg <text>  what to keep out of the image"),
             _("--steps <n>  more steps, more detail, slower (each model has a maximum)"),
             "--style <name>  " + ", ".join(style.value for style in Style),
             _("--raw  use your prompt as written, without enhancement"),
             _("--file  send the image as a file, uncompressed"),
             _("--fresh  make a new image even if the same one was made recently"),
+            n_flag_help(max_per_request, texts),
         ]
     )
     lines.append(
@@ -299,6 +309,28 @@ def usage_text(registry: ModelRegistry, texts: Texts = ENGLISH) -> str:
     return "\n".join(lines)
 
 
+def per_request_text(max_per_request: int, texts: Texts = ENGLISH) -> str:
+    """What ``/image models`` says about ``--n``."""
+    if max_per_request == 1:
+        return texts.gettext("Each request makes one image.")
+    return texts.gettext(
+        "One request may ask for up to {max} images with --n (e.g. --n {example}); "
+        "they come as one album.",
+        max=max_per_request,
+        example=min(max_per_request, 4),
+    )
+
+
+def n_flag_help(max_per_request: int, texts: Texts = ENGLISH) -> str:
+    """The usage line of ``--n``, with how many a request may ask for."""
+    if max_per_request == 1:
+        return texts.gettext("--n  one image per request here (IMAGE_MAX_PER_REQUEST is 1)")
+    return texts.gettext(
+        "--n <2..{max}>  several variations at once, with different seeds, sent as one album",
+        max=max_per_request,
+    )
+
+
 def _examples(models: Sequence[tuple[str, ModelSpec]]) -> list[str]:
     """Three example commands for the configured models, one of them with flags."""
     first = models[0][0]
@@ -317,7 +349,13 @@ def _examples(models: Sequence[tuple[str, ModelSpec]]) -> list[str]:
     ]
 
 
-def parse_command(text: str, registry: ModelRegistry, *, max_prompt_chars: int) -> Command | None:
+def parse_command(
+    text: str,
+    registry: ModelRegistry,
+    *,
+    max_prompt_chars: int,
+    max_per_request: int = DEFAULT_MAX_PER_REQUEST,
+) -> Command | None:
     """Parse one chat message.
 
     Returns ``None`` when the text is not an ``/image`` command, the command
@@ -328,7 +366,9 @@ def parse_command(text: str, registry: ModelRegistry, *, max_prompt_chars: int) 
     if rest is None:
         return None
     if rest.startswith("="):
-        return _parse_generation(rest[1:], registry, max_prompt_chars=max_prompt_chars)
+        return _parse_generation(
+            rest[1:], registry, max_prompt_chars=max_prompt_chars, max_per_request=max_per_request
+        )
     return _parse_subcommand(rest, registry, max_prompt_chars=max_prompt_chars)
 
 
@@ -649,7 +689,9 @@ def _count_argument(verb: str, value: str, maximum: int, unit: str, example: int
 # -- generation ------------------------------------------------------------------
 
 
-def _parse_generation(body: str, registry: ModelRegistry, *, max_prompt_chars: int) -> ImageRequest:
+def _parse_generation(
+    body: str, registry: ModelRegistry, *, max_prompt_chars: int, max_per_request: int
+) -> ImageRequest:
     model_text, has_prompt, prompt_text = body.partition("=")
     model_name = _sanitise(model_text)
     if not model_name:
@@ -672,7 +714,9 @@ def _parse_generation(body: str, registry: ModelRegistry, *, max_prompt_chars: i
     if len(prompt) > max_prompt_chars:
         raise PromptTooLong(len(prompt), max_prompt_chars)
 
-    return _FlagParser(key, spec, tokens[first_flag:], max_prompt_chars).parse(prompt)
+    return _FlagParser(key, spec, tokens[first_flag:], max_prompt_chars, max_per_request).parse(
+        prompt
+    )
 
 
 def _flag_name(token: str) -> str | None:
@@ -707,7 +751,15 @@ def _whole_number(text: str) -> int | None:
 class _FlagParser:
     """Reads the flag section: the tokens from the first known flag to the end."""
 
-    def __init__(self, model: str, spec: ModelSpec, tokens: Sequence[str], max_chars: int) -> None:
+    def __init__(
+        self,
+        model: str,
+        spec: ModelSpec,
+        tokens: Sequence[str],
+        max_chars: int,
+        max_per_request: int = DEFAULT_MAX_PER_REQUEST,
+    ) -> None:
+        self._max_per_request = max_per_request
         self._model = model
         self._spec = spec
         self._tokens = tokens
@@ -722,6 +774,7 @@ class _FlagParser:
         steps: int | None = None
         steps_requested: int | None = None
         style: Style | None = None
+        count = 1
         raw = as_file = fresh = False
         last_flag = ""
         while self._pos < len(self._tokens):
@@ -756,6 +809,8 @@ class _FlagParser:
                     seed = self._seed(value)
                 elif name == "steps":
                     steps, steps_requested = self._steps(value)
+                elif name == "n":
+                    count = self._count(value)
                 else:
                     style = self._style(value)
         options = ImageOptions(
@@ -769,7 +824,11 @@ class _FlagParser:
             fresh=fresh,
         )
         return ImageRequest(
-            model=self._model, prompt=prompt, options=options, steps_requested=steps_requested
+            model=self._model,
+            prompt=prompt,
+            options=options,
+            steps_requested=steps_requested,
+            count=count,
         )
 
     # -- values ----------------------------------------------------------------
@@ -820,7 +879,7 @@ class _FlagParser:
 
     def _seed(self, value: str) -> int:
         seed = _whole_number(value)
-        if seed is None or seed > _MAX_SEED:
+        if seed is None or seed > MAX_SEED:
             raise self._bad_value("seed", value)
         return seed
 
@@ -831,6 +890,12 @@ class _FlagParser:
         if steps > self._spec.max_steps:
             return self._spec.max_steps, steps
         return steps, None
+
+    def _count(self, value: str) -> int:
+        count = _whole_number(value)
+        if count is None or not 1 <= count <= self._max_per_request:
+            raise self._bad_value("n", value)
+        return count
 
     def _style(self, value: str) -> Style:
         try:
@@ -862,7 +927,7 @@ class _FlagParser:
         if name == "seed":
             return texts.gettext(
                 "--seed needs a whole number from 0 to {max}, e.g. {example}.",
-                max=_MAX_SEED,
+                max=MAX_SEED,
                 example=example,
             )
         if name == "steps":
@@ -871,6 +936,14 @@ class _FlagParser:
                 "{max_steps}), e.g. {example}.",
                 model=self._model,
                 max_steps=self._spec.max_steps,
+                example=example,
+            )
+        if name == "n":
+            if self._max_per_request == 1:
+                return texts.gettext("Here each request makes one image: leave out --n.")
+            return texts.gettext(
+                "--n needs how many images to make at once, from 1 to {max}, e.g. {example}.",
+                max=self._max_per_request,
                 example=example,
             )
         if name == "style":
@@ -893,6 +966,7 @@ class _FlagParser:
             "raw": "--raw",
             "file": "--file",
             "fresh": "--fresh",
+            "n": f"--n {min(self._max_per_request, 4)}",
         }
         return examples[name]
 

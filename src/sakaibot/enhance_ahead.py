@@ -34,7 +34,13 @@ from collections.abc import Callable
 from sakaibot.enhancer import EnhancedPrompt, PromptEnhancer
 from sakaibot.jobs import Job, JobState
 from sakaibot.queues import QueuePlace, WaitingLine
-from sakaibot.status import StatusScheduler, enhancing_text, show_place
+from sakaibot.status import (
+    StatusScheduler,
+    enhancing_text,
+    show_place,
+    status_actions,
+    status_text,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +119,11 @@ class EnhanceAhead:
         self._tasks[job.id] = task
         job.improving = True
         self._status.show(
-            job.id, chat_id=job.chat_id, reply_to=job.reply_to, text=enhancing_text(job.texts)
+            job.status_key,
+            chat_id=job.chat_id,
+            reply_to=job.reply_to,
+            text=status_text(job, enhancing_text(job.texts)),
+            actions=status_actions(job),
         )
         task.add_done_callback(lambda _: self._done(job))
 

@@ -263,18 +263,43 @@ class UnsupportedFlag(RequestRejected):
 class RateLimited(RequestRejected):
     kind = "rate_limited"
 
-    def __init__(self, retry_after_s: float, limit: int, window_s: float) -> None:
+    def __init__(
+        self, retry_after_s: float, limit: int, window_s: float, *, asked: int = 1
+    ) -> None:
         self.retry_after_s = retry_after_s
         self.limit = limit
         self.window_s = window_s
+        #: How many images the request asked for (``--n``).
+        self.asked = asked
         super().__init__(f"rate limited for {retry_after_s:.1f} s")
 
     def message_in(self, texts: Texts) -> str:
+        images = texts.ngettext("{count} image", "{count} images", self.limit)
+        window = format_wait(self.window_s, texts)
+        if self.asked > self.limit:
+            return texts.gettext(
+                "You asked for {asked}, more than the limit of {images} per {window}. "
+                "Ask for fewer, e.g. --n {limit}.",
+                asked=texts.ngettext("{count} image", "{count} images", self.asked),
+                images=images,
+                window=window,
+                limit=self.limit,
+            )
+        wait = format_wait(self.retry_after_s, texts)
+        if self.asked > 1:
+            return texts.gettext(
+                "{asked} would go over the limit of {images} per {window}. "
+                "Try again in {wait}, or ask for fewer with --n.",
+                asked=texts.ngettext("{count} image", "{count} images", self.asked),
+                images=images,
+                window=window,
+                wait=wait,
+            )
         return texts.gettext(
             "You have reached the limit of {images} per {window}. Try again in {wait}.",
-            images=texts.ngettext("{count} image", "{count} images", self.limit),
-            window=format_wait(self.window_s, texts),
-            wait=format_wait(self.retry_after_s, texts),
+            images=images,
+            window=window,
+            wait=wait,
         )
 
 
@@ -284,12 +309,33 @@ class EveryoneRateLimited(RateLimited):
     kind = "global_rate_limited"
 
     def message_in(self, texts: Texts) -> str:
+        images = texts.ngettext("{count} image", "{count} images", self.limit)
+        window = format_wait(self.window_s, texts)
+        if self.asked > self.limit:
+            return texts.gettext(
+                "You asked for {asked}, more than the bot makes for everyone per {window} "
+                "({images}). Ask for fewer, e.g. --n {limit}.",
+                asked=texts.ngettext("{count} image", "{count} images", self.asked),
+                images=images,
+                window=window,
+                limit=self.limit,
+            )
+        wait = format_wait(self.retry_after_s, texts)
+        if self.asked > 1:
+            return texts.gettext(
+                "{asked} would go over the bot's limit of {images} per {window} for everyone. "
+                "Try again in {wait}, or ask for fewer with --n.",
+                asked=texts.ngettext("{count} image", "{count} images", self.asked),
+                images=images,
+                window=window,
+                wait=wait,
+            )
         return texts.gettext(
             "The bot has made its limit of {images} per {window} for everyone. "
             "Try again in {wait}.",
-            images=texts.ngettext("{count} image", "{count} images", self.limit),
-            window=format_wait(self.window_s, texts),
-            wait=format_wait(self.retry_after_s, texts),
+            images=images,
+            window=window,
+            wait=wait,
         )
 
 
@@ -331,12 +377,29 @@ class QueueFull(RequestRejected):
 class TooManyPending(RequestRejected):
     kind = "too_many_pending"
 
-    def __init__(self, pending: int, limit: int) -> None:
+    def __init__(self, pending: int, limit: int, *, asked: int = 1) -> None:
         self.pending = pending
         self.limit = limit
+        #: How many images the request asked for (``--n``).
+        self.asked = asked
         super().__init__(f"{pending} pending jobs, limit {limit}")
 
     def message_in(self, texts: Texts) -> str:
+        if self.asked > self.limit:
+            return texts.gettext(
+                "You asked for {asked}; you may have at most {limit} waiting or generating "
+                "at once. Ask for fewer, e.g. --n {limit}.",
+                asked=texts.ngettext("{count} image", "{count} images", self.asked),
+                limit=self.limit,
+            )
+        if self.asked > 1:
+            return texts.gettext(
+                "You asked for {asked} and already have {images} waiting or generating "
+                "(the limit is {limit}). Ask for fewer with --n, or wait for yours to finish.",
+                asked=texts.ngettext("{count} image", "{count} images", self.asked),
+                images=texts.ngettext("{count} image", "{count} images", self.pending),
+                limit=self.limit,
+            )
         return texts.gettext(
             "You already have {images} waiting or generating "
             "(the limit is {limit}). Wait for one to finish, or cancel a waiting one "

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from sakaibot.commands import ImageOptions, ImageRequest, Style
+from sakaibot.commands import MAX_SEED, ImageOptions, ImageRequest, Style
 from sakaibot.i18n import ENGLISH, Texts
 from sakaibot.models import ModelSpec
 from sakaibot.store import JobRecord
@@ -47,6 +47,34 @@ _NEXT_STATES: dict[JobState, frozenset[JobState]] = {
 
 
 @dataclass(eq=False)
+class Album:
+    """The images of one ``--n`` request: each its own job, delivered together.
+
+    Shared by its jobs; it counts what the request's one status message says
+    ("2 of 4 ready…").
+    """
+
+    #: The request's tag (``#id`` in the album's caption), like a job id.
+    id: str
+    size: int
+    #: Where the album goes and whose it is (also when none of its images is made).
+    chat_id: str
+    reply_to: int
+    user_id: str
+    model: str
+    #: Images made (held for the album) and images that could not be made.
+    made: int = 0
+    failed: int = 0
+    #: Which images (by index) have ended, made or failed.
+    ended: set[int] = field(default_factory=set)
+    #: The newest status text of each image still on its way, by index (a
+    #: function when it is to be written only when sent, as a queue position).
+    statuses: dict[int, str | Callable[[], str]] = field(default_factory=dict)
+    #: The language its chat is answered in, chosen when it was accepted (as its jobs').
+    texts: Texts = ENGLISH
+
+
+@dataclass(eq=False)
 class Job:
     """One accepted request. Compared by identity; ``id`` is what users type."""
 
@@ -71,10 +99,18 @@ class Job:
     persisted: asyncio.Future[bool] | None = None
     #: The front end's address of the chat (:attr:`IncomingMessage.chat_address`).
     chat_address: str | None = None
+    #: The album this job is one image of (``--n``), and which one (from 0).
+    album: Album | None = None
+    album_index: int = 0
     #: The language its chat is answered in (``/image lang``), chosen when it was accepted.
     texts: Texts = ENGLISH
     #: Its prompt is being improved while it waits (see :mod:`sakaibot.enhance_ahead`).
     improving: bool = False
+
+    @property
+    def status_key(self) -> str:
+        """The status message this job shows in: its own, or its album's."""
+        return self.album.id if self.album is not None else self.id
 
     @property
     def stored(self) -> bool:
@@ -109,6 +145,7 @@ def decode_request(text: str) -> ImageRequest:
         prompt=data["prompt"],
         options=ImageOptions(**{k: v for k, v in options.items() if k in known}),
         steps_requested=data.get("steps_requested"),
+        count=data.get("count", 1),
     )
 
 
@@ -125,7 +162,15 @@ def job_record(job: Job) -> JobRecord:
         # The rate-limit stamp is wall-clock time: it is also when the job was accepted.
         created_at_s=job.limiter_stamp if job.limiter_stamp is not None else 0.0,
         chat_address=job.chat_address,
+        album_id=job.album.id if job.album is not None else None,
+        album_index=job.album_index if job.album is not None else None,
+        album_size=job.album.size if job.album is not None else None,
     )
+
+
+def random_seed() -> int:
+    """A seed for one image of an album: named in its caption, so it can be repeated."""
+    return secrets.randbelow(MAX_SEED + 1)
 
 
 def random_job_id() -> str:

@@ -114,8 +114,11 @@ class SlidingWindowLimiter:
             del self._stamps[key]
         return stamps
 
-    def check(self, key: Hashable) -> Denial | None:
-        """``None`` when one more request fits every window now; records nothing."""
+    def check(self, key: Hashable, count: int = 1) -> Denial | None:
+        """``None`` when ``count`` more requests fit every window now; records nothing.
+
+        A ``count`` above a window's limit never fits: its denial waits the whole window.
+        """
         if not self._windows:
             return None
         now = self._clock()
@@ -124,20 +127,26 @@ class SlidingWindowLimiter:
         for window in self._windows:
             start = bisect.bisect_right(stamps, now - window.window_s)
             in_window = len(stamps) - start
-            if in_window >= window.limit:
-                # The slot frees when the oldest request that still blocks leaves the window.
-                oldest_blocking = stamps[len(stamps) - window.limit]
-                retry_after_s = oldest_blocking + window.window_s - now
+            if in_window + count > window.limit:
+                # The slots free when the newest request that still blocks leaves the window.
+                blocking = len(stamps) - (window.limit - count) - 1
+                retry_after_s = (
+                    stamps[blocking] + window.window_s - now
+                    if 0 <= blocking < len(stamps) and count <= window.limit
+                    else window.window_s
+                )
                 if worst is None or retry_after_s > worst.retry_after_s:
                     worst = Denial(retry_after_s=max(retry_after_s, 0.0), window=window)
         return worst
 
-    def record(self, key: Hashable) -> float:
-        """Count one accepted request; returns its stamp, the token for :meth:`refund`."""
+    def record(self, key: Hashable, count: int = 1) -> float:
+        """Count ``count`` accepted requests; returns their stamp, the token for
+        :meth:`refund` (each refund gives back one of them)."""
         now = self._clock()
         if self._windows:
             stamps = self._stamps.setdefault(key, [])
-            bisect.insort(stamps, now)
+            for _ in range(count):
+                bisect.insort(stamps, now)
         return now
 
     def restore(self, key: Hashable, stamp: float) -> None:
@@ -166,10 +175,11 @@ class SlidingWindowLimiter:
 class Allowance(Protocol):
     """Where the rate windows live: this process, or a store shared by several."""
 
-    async def admit(self, key: str) -> Denial | float:
-        """Check every window and, when the request fits, count it (one step).
+    async def admit(self, key: str, count: int = 1) -> Denial | float:
+        """Check every window and, when ``count`` requests fit, count them (one step).
 
-        Returns the :class:`Denial`, or the stamp to give back with :meth:`refund`.
+        Returns the :class:`Denial`, or the stamp to give back with :meth:`refund`
+        (once per request: an album's images are refunded one by one).
         """
         ...
 
@@ -184,10 +194,10 @@ class LocalAllowance:
     def __init__(self, limiter: SlidingWindowLimiter) -> None:
         self.limiter = limiter
 
-    async def admit(self, key: str) -> Denial | float:
+    async def admit(self, key: str, count: int = 1) -> Denial | float:
         # No await between the check and the count: atomic within the event loop.
-        denial = self.limiter.check(key)
-        return denial if denial is not None else self.limiter.record(key)
+        denial = self.limiter.check(key, count)
+        return denial if denial is not None else self.limiter.record(key, count)
 
     def refund(self, key: str, stamp: float) -> None:
         self.limiter.refund(key, stamp)
@@ -197,32 +207,48 @@ class CombinedAllowance:
     """A user's own windows and all users' windows (``IMAGE_GLOBAL_LIMITS``) as one.
 
     A request is counted in both or in neither: when the windows of everyone
-    are full, the user's slot is given straight back. The stamp handed out is
+    are full, the user's slots are given straight back. The stamp handed out is
     the user's; the everyone-stamp is paired with it for :meth:`refund` (bounded;
     after a restart both are the job's creation time, as the store keeps it).
+    An album's ``count`` images share one stamp and are refunded one by one, so
+    the pairing remembers how many are still counted.
     """
 
     def __init__(self, user: Allowance, everyone: Allowance) -> None:
         self._user = user
         self._everyone = everyone
-        self._paired: dict[tuple[str, float], float] = {}
+        #: (key, user stamp) -> (everyone stamp, images still counted under it).
+        self._paired: dict[tuple[str, float], tuple[float, int]] = {}
 
-    async def admit(self, key: str) -> Denial | float:
-        stamp = await self._user.admit(key)
+    async def admit(self, key: str, count: int = 1) -> Denial | float:
+        stamp = await self._user.admit(key, count)
         if isinstance(stamp, Denial):
             return stamp
-        everyone = await self._everyone.admit(EVERYONE_KEY)
+        everyone = await self._everyone.admit(EVERYONE_KEY, count)
         if isinstance(everyone, Denial):
-            self._user.refund(key, stamp)
+            for _ in range(count):
+                self._user.refund(key, stamp)
             return Denial(everyone.retry_after_s, everyone.window, everyone=True)
-        if len(self._paired) >= _MAX_PAIRED_STAMPS:
+        held = self._paired.get((key, stamp))
+        if held is not None and held[0] == everyone:
+            count += held[1]  # two requests of one user in the same instant
+        elif len(self._paired) >= _MAX_PAIRED_STAMPS:
             del self._paired[next(iter(self._paired))]  # the oldest pairing
-        self._paired[(key, stamp)] = everyone
+        self._paired[(key, stamp)] = (everyone, count)
         return stamp
 
     def refund(self, key: str, stamp: float) -> None:
         self._user.refund(key, stamp)
-        self._everyone.refund(EVERYONE_KEY, self._paired.pop((key, stamp), stamp))
+        held = self._paired.get((key, stamp))
+        if held is None:
+            self._everyone.refund(EVERYONE_KEY, stamp)
+            return
+        everyone, counted = held
+        if counted > 1:
+            self._paired[(key, stamp)] = (everyone, counted - 1)
+        else:
+            del self._paired[(key, stamp)]
+        self._everyone.refund(EVERYONE_KEY, everyone)
 
 
 @dataclass(frozen=True)

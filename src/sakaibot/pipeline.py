@@ -21,9 +21,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from functools import partial
 
+from sakaibot.albums import Albums, Gathering, MissingImage
 from sakaibot.breaker import Breakers, CircuitBreaker, counts_as_unavailable
 from sakaibot.cache import Cache, CacheHit
-from sakaibot.captions import CaptionFacts, build_caption
+from sakaibot.captions import Caption, CaptionFacts, build_caption
 from sakaibot.chat.port import Action, ChatPort, OutgoingImage
 from sakaibot.commands import STYLE_WORDS, ImageOptions, ImageRequest
 from sakaibot.enhance_ahead import EnhanceAhead
@@ -41,7 +42,7 @@ from sakaibot.errors import (
 )
 from sakaibot.generation import GeneratedImage, GenerationParams, ImageGenerator
 from sakaibot.i18n import ENGLISH, Texts, english_for
-from sakaibot.jobs import Job, JobState
+from sakaibot.jobs import Album, Job, JobState
 from sakaibot.limits import Allowance
 from sakaibot.models import ASPECT_RATIOS, ModelRegistry, ModelSpec
 from sakaibot.queues import JobQueues, QueuePlace
@@ -49,13 +50,15 @@ from sakaibot.quota import DailyBudgets, LocalBudgets
 from sakaibot.status import (
     StatusScheduler,
     action_label,
-    cancel_actions,
+    album_failed_text,
     enhancing_text,
     failed_text,
     generating_text,
     paused_text,
     queued_text,
     sending_text,
+    status_actions,
+    status_text,
 )
 from sakaibot.store import JobRecord, Store, StoredJobState, ended
 from sakaibot.store.images import ImageFiles
@@ -150,6 +153,15 @@ _PROBE_POLL_S = 1.0
 #: A started job may be cancelled until its image is being sent (QUEUED: taken
 #: from the queue, looking in the cache or waiting for a paused model).
 _CANCELLABLE_STATES = frozenset({JobState.QUEUED, JobState.ENHANCING, JobState.GENERATING})
+
+
+def image_filename(job: Job, extension: str) -> str:
+    """The delivered file's name: the job's id (and its album's) for finding it again."""
+    if job.album is not None:
+        name = f"{job.model.name}-{job.album.id}-{job.album_index + 1}-{job.id}"
+    else:
+        name = f"{job.model.name}-{job.id}"
+    return f"sakaibot-{name}{extension}"
 
 
 def model_label(job: Job, model: ModelSpec) -> str:
@@ -259,12 +271,19 @@ class JobPipeline:
         #: Jobs that hold a model's half-open probe, and that model's breaker,
         #: until they report how the worker did (or end in some other way).
         self._probes: dict[str, CircuitBreaker] = {}
+        #: The ``--n`` requests whose images are held until all have ended.
+        self.albums = Albums()
 
-    def _show(self, job: Job, text: str) -> None:
+    def _show(self, job: Job, text: str | None = None) -> None:
+        """Show ``text`` as ``job``'s step (in its album's one status message, if any)."""
         # Until the image is on its way, the job can be cancelled from its status.
-        actions = () if job.state is JobState.SENDING else cancel_actions(job.id, job.texts)
+        actions = () if job.state is JobState.SENDING else status_actions(job)
         self._status.show(
-            job.id, chat_id=job.chat_id, reply_to=job.reply_to, text=text, actions=actions
+            job.status_key,
+            chat_id=job.chat_id,
+            reply_to=job.reply_to,
+            text=status_text(job, text),
+            actions=actions,
         )
 
     def _step(self, job: Job, state: JobState, started_s: float) -> float:
@@ -475,7 +494,8 @@ class JobPipeline:
             delivery = replace(
                 delivery, started_s=self._step(job, JobState.SENDING, delivery.started_s)
             )
-        self._show(job, sending_text(job.texts))
+        if job.album is None:  # an album says "sending" once, for all its images
+            self._show(job, sending_text(job.texts))
         task = asyncio.create_task(self._keep_and_deliver(delivery), name=f"deliver-{job.id}")
         self._deliveries[task] = job
         task.add_done_callback(self._deliveries.pop)
@@ -524,30 +544,41 @@ class JobPipeline:
             # Sending matters more than the note; without it a crash in the next
             # seconds could send this image twice, which is the lesser harm.
             logger.error("job %s: could not note the delivery: %s", job.id, exc)
-        await self._deliver(job, self._outgoing(delivery, cache_key, digest), delivery.started_s)
+        outgoing = self._outgoing(delivery, cache_key, digest)
+        if job.album is not None:
+            # Telegram takes no buttons on an album: its images offer no actions.
+            outgoing = replace(outgoing, actions=())
+            gathering = self.albums.made(job, outgoing, self._caption_facts(delivery))
+            if gathering is None:
+                self._show(job)  # one more ready
+            else:
+                await self._send_album(gathering)
+            return
+        await self._deliver(job, outgoing, delivery.started_s)
+
+    def _caption_facts(self, delivery: Delivery) -> CaptionFacts:
+        job, options = delivery.job, delivery.job.request.options
+        return CaptionFacts(
+            model_label=delivery.label,
+            prompt_source=delivery.prompt_source,
+            prompt_used=delivery.prompt_used,
+            options=options,
+            elapsed_s=delivery.started_s - job.created_at_s,
+            seed=options.seed,
+            steps_requested=job.request.steps_requested,
+            job_id=job.id,
+            from_cache=delivery.from_cache,
+        )
 
     def _outgoing(
         self, delivery: Delivery, cache_key: str | None, digest: str | None
     ) -> OutgoingImage:
         job, options = delivery.job, delivery.job.request.options
-        caption = build_caption(
-            CaptionFacts(
-                model_label=delivery.label,
-                prompt_source=delivery.prompt_source,
-                prompt_used=delivery.prompt_used,
-                options=options,
-                elapsed_s=delivery.started_s - job.created_at_s,
-                seed=options.seed,
-                steps_requested=job.request.steps_requested,
-                job_id=job.id,
-                from_cache=delivery.from_cache,
-            ),
-            texts=job.texts,
-        )
+        caption = build_caption(self._caption_facts(delivery), texts=job.texts)
         return OutgoingImage(
             image=delivery.image,
             caption=caption,
-            filename=f"sakaibot-{job.model.name}-{job.id}{delivery.image.extension}",
+            filename=image_filename(job, delivery.image.extension),
             as_file=options.as_file,
             upload_ref=delivery.upload_ref,
             remember_upload=self._cache.note_upload(cache_key) if cache_key is not None else None,
@@ -595,21 +626,7 @@ class JobPipeline:
             message_id = await self.send_image(job.chat_id, outgoing, reply_to=job.reply_to)
         except ChatError as exc:
             logger.warning("job %s: delivery failed: %s", job.id, exc)
-            undelivered = self._undelivered
-            kept = undelivered is not None and await asyncio.to_thread(
-                partial(
-                    undelivered.keep,
-                    job_id=job.id,
-                    user_id=job.user_id,
-                    chat_id=job.chat_id,
-                    reply_to=job.reply_to,
-                    image=outgoing,
-                )
-            )
-            kept_for_s = undelivered.retention_s if kept and undelivered is not None else None
-            failure = DeliveryFailed(str(exc), job_id=job.id, kept_for_s=kept_for_s)
-            failure.__cause__ = exc
-            await self.finish(job, failure)
+            await self.finish(job, await self._undeliverable(job, outgoing, exc))
             return
         except Exception as exc:
             logger.exception("job %s: unexpected failure while delivering", job.id)
@@ -617,6 +634,26 @@ class JobPipeline:
             return
         self._step(job, JobState.DONE, started_s)
         await self.finish(job, Delivered(message_id))
+
+    async def _undeliverable(
+        self, job: Job, outgoing: OutgoingImage, exc: ChatError
+    ) -> DeliveryFailed:
+        """Keep an image the chat refused (for ``/image retry``); the failure to end it with."""
+        undelivered = self._undelivered
+        kept = undelivered is not None and await asyncio.to_thread(
+            partial(
+                undelivered.keep,
+                job_id=job.id,
+                user_id=job.user_id,
+                chat_id=job.chat_id,
+                reply_to=job.reply_to,
+                image=outgoing,
+            )
+        )
+        kept_for_s = undelivered.retention_s if kept and undelivered is not None else None
+        failure = DeliveryFailed(str(exc), job_id=job.id, kept_for_s=kept_for_s)
+        failure.__cause__ = exc
+        return failure
 
     async def send_image(self, chat_id: str, outgoing: OutgoingImage, *, reply_to: int) -> int:
         """Send an image; a flood wait is waited out, up to the delivery budget."""
@@ -644,9 +681,41 @@ class JobPipeline:
         So a restart never brings back a job whose user saw it end. A store that
         fails here is logged and the user is told anyway: what they see is true.
 
+        An image of an album tells its album instead: the user hears once, when
+        every image of the request has ended (:meth:`_send_album`).
+
         ``job`` is a :class:`JobRecord` only when recovery gives up on a job it
         could not rebuild (its model is gone).
         """
+        await self._record_ending(job, outcome)
+        if isinstance(outcome, Delivered):
+            self._status.finish(job.id)
+            self._on_outcome(_outcome_of(job, image_message_id=outcome.message_id))
+            return
+        error = outcome
+        if isinstance(job, Job) and job.album is not None:
+            logger.info("job %s (%s) failed: %s: %s", job.id, job.model.name, error.kind, error)
+            part = MissingImage(job.album_index, job.id, job.request.options.seed, error.kind)
+            gathering = self.albums.failed(job.album, part)
+            if gathering is None:
+                self._show(job)
+            else:
+                await self._send_album(gathering)
+            return
+        texts = job.texts if isinstance(job, Job) else self._texts_for(job.chat_id)
+        message = error.message_in(texts)
+        if isinstance(error, JobCancelled):
+            # The bot answers the /image cancel itself: the status just goes.
+            self._status.finish(job.id)
+        else:
+            logger.info("job %s (%s) failed: %s: %s", job.id, _model_name(job), error.kind, error)
+            self._status.finish(job.id, final_text=failed_text(message))
+        self._on_outcome(_outcome_of(job, error_kind=error.kind, error=message))
+
+    async def _record_ending(
+        self, job: Job | JobRecord, outcome: Delivered | SakaiBotError
+    ) -> None:
+        """Everything of :meth:`finish` but telling the user: probe, refund, the store."""
         self._release_probe(job.id)
         if isinstance(job, Job):
             job.finished_at_s = self._clock()
@@ -660,8 +729,6 @@ class JobPipeline:
                 fields["uploading_s"] = job.timings_s[JobState.SENDING.value]
             await self._write_ending(job.id, fields)
             self._report_ending(job, DELIVERED)
-            self._status.finish(job.id)
-            self._on_outcome(_outcome_of(job, image_message_id=outcome.message_id))
             return
         error = outcome
         cancelled = isinstance(error, JobCancelled)
@@ -691,14 +758,86 @@ class JobPipeline:
             ),
         )
         self._report_ending(job, error.kind)
-        message = error.message_in(texts)
-        if isinstance(error, JobCancelled):
-            # The bot answers the /image cancel itself: the status just goes.
-            self._status.finish(job.id)
-        else:
-            logger.info("job %s (%s) failed: %s: %s", job.id, _model_name(job), error.kind, error)
-            self._status.finish(job.id, final_text=failed_text(message))
-        self._on_outcome(_outcome_of(job, error_kind=error.kind, error=message))
+
+    async def _send_album(self, gathering: Gathering) -> None:
+        """Every image of an album has ended: send those made as one album, then
+        end each of them and tell the user once (one status, one outcome).
+
+        Failed images were ended (and refunded) as they failed; the caption names them.
+        """
+        album, made, texts = gathering.album, gathering.in_order(), gathering.album.texts
+        if not made:
+            message = album_failed_text(album.size, gathering.reasons(texts), texts)
+            logger.info("album %s: none of its %d images could be made", album.id, album.size)
+            self._status.finish(album.id, final_text=failed_text(message))
+            self._on_outcome(_album_outcome(album, error_kind="album_failed", error=message))
+            return
+        self._status.show(
+            album.id, chat_id=album.chat_id, reply_to=album.reply_to, text=sending_text(texts)
+        )
+        caption = gathering.caption()
+        try:
+            message_ids = await self.send_album(
+                album.chat_id,
+                [part.outgoing for part in made],
+                caption,
+                reply_to=album.reply_to,
+            )
+        except ChatError as exc:
+            logger.warning("album %s: delivery failed: %s", album.id, exc)
+            failures = [await self._undeliverable(part.job, part.outgoing, exc) for part in made]
+            for part, failure in zip(made, failures, strict=True):
+                await self._record_ending(part.job, failure)
+            message = failures[0].message_in(texts)
+            self._status.finish(album.id, final_text=failed_text(message))
+            self._on_outcome(_album_outcome(album, error_kind=failures[0].kind, error=message))
+            return
+        except Exception as exc:
+            logger.exception("album %s: unexpected failure while delivering", album.id)
+            error = SakaiBotError(f"unexpected {type(exc).__name__}")
+            for part in made:
+                await self._record_ending(part.job, error)
+            message = error.message_in(texts)
+            self._status.finish(album.id, final_text=failed_text(message))
+            self._on_outcome(_album_outcome(album, error_kind=error.kind, error=message))
+            return
+        for part, message_id in zip(made, message_ids, strict=False):
+            if part.job.state is JobState.SENDING:
+                self._step(part.job, JobState.DONE, self._clock())
+            await self._record_ending(part.job, Delivered(message_id))
+        self._status.finish(album.id)
+        self._on_outcome(
+            _album_outcome(album, image_message_id=message_ids[0] if message_ids else None)
+        )
+
+    async def album_found_delivered(
+        self, album: Album, records: list[JobRecord], message_id: int | None
+    ) -> None:
+        """After a restart: the album is in the chat already; its images end delivered."""
+        for record in records:
+            await self._record_ending(record, Delivered(message_id))
+        self._status.finish(album.id)
+        self._on_outcome(_album_outcome(album, image_message_id=message_id))
+
+    async def send_album(
+        self, chat_id: str, images: list[OutgoingImage], caption: Caption, *, reply_to: int
+    ) -> list[int]:
+        """Send an album (one image alone, with the album's caption); flood waits as images."""
+        if len(images) == 1:
+            only = replace(images[0], caption=caption)
+            return [await self.send_image(chat_id, only, reply_to=reply_to)]
+        waited_s = 0.0
+        while True:
+            try:
+                return await self._chat.send_album(chat_id, images, caption, reply_to=reply_to)
+            except FloodWait as exc:
+                if waited_s + exc.retry_after_s > self._max_delivery_wait_s:
+                    raise
+                logger.warning(
+                    "chat %s: flood wait of %.0f s before an album", chat_id, exc.retry_after_s
+                )
+                waited_s += exc.retry_after_s
+                await self._sleep(exc.retry_after_s)
 
     def _report_ending(self, job: Job | JobRecord, outcome: str) -> None:
         timings = job.timings_s if isinstance(job, Job) else {}
@@ -735,6 +874,27 @@ class JobPipeline:
         probe = self._probes.pop(job_id, None)
         if probe is not None:
             probe.release_probe()
+
+
+def _album_outcome(
+    album: Album,
+    *,
+    error_kind: str | None = None,
+    error: str | None = None,
+    image_message_id: int | None = None,
+) -> JobOutcome:
+    """The one outcome of a ``--n`` request, named by its album's id."""
+    return JobOutcome(
+        chat_id=album.chat_id,
+        reply_to=album.reply_to,
+        user_id=album.user_id,
+        ok=error_kind is None,
+        job_id=album.id,
+        model=album.model,
+        error_kind=error_kind,
+        error=error,
+        image_message_id=image_message_id,
+    )
 
 
 def image_actions(job_id: str, *, as_file: bool, texts: Texts = ENGLISH) -> tuple[Action, ...]:

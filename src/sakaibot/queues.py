@@ -181,14 +181,14 @@ class JobQueues:
 
     # -- admission -----------------------------------------------------------
 
-    def check_admission(self, model_name: str, user_id: str) -> None:
-        """Raise the rejection a new job would meet; changes nothing."""
+    def check_admission(self, model_name: str, user_id: str, count: int = 1) -> None:
+        """Raise the rejection ``count`` new jobs (an album's) would meet; changes nothing."""
         lane = self._lanes[model_name]
-        if len(lane.waiting) >= self._max_waiting:
+        if len(lane.waiting) + count > self._max_waiting:
             raise QueueFull(lane.model.display_name, self._max_waiting)
         pending = self._pending_by_user.get(user_id, 0)
-        if pending >= self._max_pending:
-            raise TooManyPending(pending, self._max_pending)
+        if pending + count > self._max_pending:
+            raise TooManyPending(pending, self._max_pending, asked=count)
 
     def is_free_id(self, job_id: str) -> bool:
         return job_id not in self._jobs

@@ -13,6 +13,9 @@
   chat: found, it is marked delivered; not found, its kept image is sent (or,
   if the image is gone, it is generated again). So every accepted job ends
   with exactly one delivered image.
+- The images of a ``--n`` request come back as one album: those that failed
+  before are named again, those made are held again, the rest are queued, and
+  the album is looked for in the chat (by its tag) once, before anything is sent.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sakaibot.albums import MissingImage
 from sakaibot.chat.port import ChatPort
 from sakaibot.enhancer import ORIGINAL_PROMPT
 from sakaibot.errors import (
@@ -30,7 +34,7 @@ from sakaibot.errors import (
     StoreUnavailable,
 )
 from sakaibot.i18n import Texts, english_for
-from sakaibot.jobs import Job, decode_request
+from sakaibot.jobs import Album, Job, decode_request
 from sakaibot.limits import EVERYONE_KEY, SlidingWindowLimiter
 from sakaibot.models import ModelRegistry
 from sakaibot.pipeline import Delivered, Delivery, JobPipeline
@@ -41,6 +45,11 @@ from sakaibot.store import JobRecord, Store, StoredJobState
 from sakaibot.store.images import ImageFiles
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _RecoveredAlbum:
+    album: Album
 
 
 @dataclass
@@ -83,8 +92,12 @@ class Recovery:
 
     async def resume_jobs(self) -> int:
         records = await self.store.unfinished_jobs()
+        albums: dict[str, _RecoveredAlbum | None] = {}
         for record in records:
             try:
+                if record.album_id is not None:
+                    await self._resume_album_job(record, albums)
+                    continue
                 await self._resume(record)
             except StoreUnavailable:
                 raise
@@ -95,11 +108,13 @@ class Recovery:
             logger.info("recovered %d unfinished job(s)", len(records))
         return len(records)
 
-    def _job(self, record: JobRecord) -> Job | None:
+    def _job(self, record: JobRecord, album: Album | None = None) -> Job | None:
         model = self.registry.get(record.model)
         if model is None:
             return None
         return Job(
+            album=album,
+            album_index=record.album_index or 0,
             id=record.id,
             user_id=record.user_id,
             chat_id=record.chat_id,
@@ -109,7 +124,7 @@ class Recovery:
             created_at_s=self.clock(),
             limiter_stamp=None if record.refunded else record.created_at_s,
             chat_address=record.chat_address,
-            texts=self.texts_for(record.chat_id),
+            texts=album.texts if album is not None else self.texts_for(record.chat_id),
         )
 
     async def _resume(self, record: JobRecord) -> None:
@@ -158,6 +173,89 @@ class Recovery:
                 return
         place = self.queues.submit_recovered(job)
         show_place(self.status, job, place)
+
+    async def _resume_album_job(
+        self, record: JobRecord, albums: dict[str, _RecoveredAlbum | None]
+    ) -> None:
+        """One image of an album; the first of its album also brings the album back."""
+        assert record.album_id is not None
+        if record.album_id not in albums:
+            albums[record.album_id] = await self._album(record)
+        recovered = albums[record.album_id]
+        if recovered is None:
+            return  # the album was delivered before the restart: nothing more to do
+        job = self._job(record, recovered.album)
+        if job is None:
+            # Rare (the model was removed): each image says so in a message of its own.
+            self.status.adopt(record.id, chat_id=record.chat_id, reply_to=record.reply_to)
+            await self.pipeline.finish(record, ModelGone(record.model))
+            return
+        if record.state == StoredJobState.DELIVERING:
+            image = None
+            if record.image_hash and record.image_ext:
+                image = await self.images.get(record.image_hash, record.image_ext)
+            if image is not None:
+                await self.pipeline.hand_over(
+                    Delivery(
+                        job,
+                        image,
+                        record.enhancer or ORIGINAL_PROMPT,
+                        record.prompt_used or job.request.prompt,
+                        self.clock(),
+                    )
+                )
+                return
+        place = self.queues.submit_recovered(job)
+        show_place(self.status, job, place)
+
+    async def _album(self, record: JobRecord) -> _RecoveredAlbum | None:
+        """Bring back the album of ``record``: ``None`` when it reached the chat already."""
+        assert record.album_id is not None
+        self.chat.remember_chat(record.chat_id, record.chat_address)
+        members = await self.store.album_jobs(record.album_id)
+        album = Album(
+            id=record.album_id,
+            size=record.album_size or len(members),
+            chat_id=record.chat_id,
+            reply_to=record.reply_to,
+            user_id=record.user_id,
+            model=record.model,
+            texts=self.texts_for(record.chat_id),
+        )
+        if record.status_message_id is not None:
+            # Its one status message is taken over (or removed, if it was delivered).
+            self.status.adopt(
+                album.id,
+                chat_id=album.chat_id,
+                reply_to=album.reply_to,
+                message_id=record.status_message_id,
+            )
+        # Sent already (all of it goes out at once)? Only an album whose images were
+        # being sent can be in the chat; then it is never sent again.
+        delivered: int | None = None
+        done = [m for m in members if m.state == StoredJobState.DONE]
+        if done:
+            delivered = done[0].delivered_message_id or 0
+        elif any(m.state == StoredJobState.DELIVERING for m in members):
+            try:
+                delivered = await self.chat.find_delivered(
+                    record.chat_id, reply_to=record.reply_to, job_id=album.id
+                )
+            except ChatError as exc:
+                logger.warning("album %s: could not look for it in the chat: %s", album.id, exc)
+        unfinished = [m for m in members if m.state in StoredJobState.UNFINISHED]
+        if delivered is not None:
+            await self.pipeline.album_found_delivered(album, unfinished, delivered or None)
+            return None
+        for member in members:
+            if member.state in StoredJobState.UNFINISHED:
+                continue
+            seed = decode_request(member.request_json).options.seed
+            kind = member.error_kind or "failed"
+            self.pipeline.albums.failed(
+                album, MissingImage(member.album_index or 0, member.id, seed, kind)
+            )
+        return _RecoveredAlbum(album)
 
     async def _give_up(self, record: JobRecord, error: SakaiBotError) -> None:
         if record.status_message_id is None:

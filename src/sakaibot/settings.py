@@ -273,7 +273,10 @@ class Settings(BaseSettings):
         default_factory=lambda: parse_limit_spec(DEFAULT_USER_LIMITS)
     )
     image_queue_max: int = Field(default=50, ge=1)
-    image_user_max_pending: int = Field(default=3, ge=1)
+    #: 4, not 3: an album of the default IMAGE_MAX_PER_REQUEST must fit.
+    image_user_max_pending: int = Field(default=4, ge=1)
+    #: `--n`: how many images one request may ask for (an album holds at most 10).
+    image_max_per_request: int = Field(default=4, ge=1, le=10)
     #: Refusals one user hears per window before one "slow down" and silence (0: all).
     image_rejection_replies: int = Field(default=3, ge=0, le=1000)
     image_rejection_window_s: float = Field(default=60.0, gt=0, le=86_400)

@@ -31,7 +31,7 @@ from functools import partial
 from sakaibot.chat.port import Action, ActionKind, ChatPort
 from sakaibot.errors import ChatError, FloodWait, MessageNotModified, format_wait
 from sakaibot.i18n import ENGLISH, N_, Texts
-from sakaibot.jobs import Job, JobState
+from sakaibot.jobs import Album, Job, JobState
 from sakaibot.queues import QueuePlace
 
 logger = logging.getLogger(__name__)
@@ -100,6 +100,48 @@ def restarting_text(texts: Texts = ENGLISH) -> str:
 
 def failed_text(user_message: str) -> str:
     return f"❌ {user_message}"
+
+
+def album_progress_text(made: int, size: int, failed: int, texts: Texts = ENGLISH) -> str:
+    if not failed:
+        return texts.gettext("🖼 {made} of {size} ready…", made=made, size=size)
+    return texts.gettext(
+        "🖼 {made} of {size} ready… ({failed} could not be made)",
+        made=made,
+        size=size,
+        failed=failed,
+    )
+
+
+def album_failed_text(size: int, reasons: str, texts: Texts = ENGLISH) -> str:
+    return texts.gettext(
+        "None of the {size} images could be made: {reasons}.", size=size, reasons=reasons
+    )
+
+
+def status_text(job: Job, text: Text | None = None) -> Text:
+    """What ``job``'s status message says: ``text``, or its album's progress with
+    the step of the first image still on its way (one message per request).
+
+    An album's text is rendered when it is sent, from the album as it is then
+    (an image's step given as a function is rendered then too).
+    """
+    album = job.album
+    if album is None:
+        return text or ""
+    if text is not None and job.album_index not in album.ended:
+        album.statuses[job.album_index] = text
+    return partial(album_text, album)
+
+
+def album_text(album: Album) -> str:
+    """An album's status: "2 of 4 ready…" and the step of its first image on its way."""
+    head = album_progress_text(album.made, album.size, album.failed, album.texts)
+    waiting = [index for index in range(album.size) if index not in album.ended]
+    current = album.statuses.get(waiting[0]) if waiting else None
+    if current is None:
+        return head
+    return f"{head}\n{current() if callable(current) else current}"
 
 
 # -- the texts of one-tap actions and per-chat defaults --------------------------
@@ -187,6 +229,15 @@ def cancel_actions(job_id: str, texts: Texts = ENGLISH) -> tuple[Action, ...]:
     return (Action("cancel", job_id, action_label("cancel", texts)),)
 
 
+def status_actions(job: Job) -> tuple[Action, ...]:
+    """What ``job``'s status offers while it waits or is being made.
+
+    An album's one status offers none: a button cancels one job, and the
+    album's images are cancelled one by one (``/image cancel <id>``).
+    """
+    return () if job.album is not None else cancel_actions(job.id, job.texts)
+
+
 def show_place(status: StatusScheduler, job: Job, place: QueuePlace) -> None:
     """The queues' position listener: a waiting job's status says where it stands.
 
@@ -195,16 +246,17 @@ def show_place(status: StatusScheduler, job: Job, place: QueuePlace) -> None:
     """
     if job.state is JobState.QUEUED and job.stored:
         # While its prompt is being improved ahead, that is what the job is doing.
+        text: Text = (
+            enhancing_text(job.texts)
+            if job.improving
+            else partial(queued_text, job.model.display_name, place, job.texts)
+        )
         status.show(
-            job.id,
+            job.status_key,
             chat_id=job.chat_id,
             reply_to=job.reply_to,
-            text=(
-                enhancing_text(job.texts)
-                if job.improving
-                else partial(queued_text, job.model.display_name, place, job.texts)
-            ),
-            actions=cancel_actions(job.id, job.texts),
+            text=status_text(job, text),
+            actions=status_actions(job),
         )
 
 

@@ -25,6 +25,7 @@ from sakaibot.cache import Cache
 from sakaibot.captions import Caption, CaptionFacts, CaptionPart, build_caption
 from sakaibot.chat.port import ChatPort, IncomingMessage, OutgoingImage
 from sakaibot.commands import (
+    DEFAULT_MAX_PER_REQUEST,
     EXAMPLE_PROMPT,
     AgainCommand,
     CacheCommand,
@@ -41,6 +42,7 @@ from sakaibot.commands import (
     StatusCommand,
     WhoamiCommand,
     default_flag_text,
+    per_request_text,
     usage_text,
 )
 from sakaibot.enhancer import ORIGINAL_PROMPT
@@ -109,6 +111,7 @@ class Subcommands:
         languages: Languages | None = None,
         budgets: DailyBudgets | None = None,
         draw_chart: DrawChart | None = None,
+        max_per_request: int = DEFAULT_MAX_PER_REQUEST,
     ) -> None:
         self._budgets = budgets
         #: Draws the owner's day chart as PNG bytes (``None``: text only).
@@ -130,6 +133,8 @@ class Subcommands:
         self._remote = remote
         self._wall_clock = wall_clock
         self._stats_days_default = stats_days_default
+        #: ``--n``: how many images one request may ask for.
+        self._max_per_request = max_per_request
         self._verbs: dict[type, Handler] = {}
         self._verb(HelpCommand, self._help)
         self._verb(ModelsCommand, self._models)
@@ -160,7 +165,9 @@ class Subcommands:
     # -- read-only -------------------------------------------------------------
 
     async def _help(self, message: IncomingMessage, command: HelpCommand) -> str:
-        return usage_text(self._registry, self._texts(message))
+        return usage_text(
+            self._registry, self._texts(message), max_per_request=self._max_per_request
+        )
 
     async def _models(self, message: IncomingMessage, command: ModelsCommand) -> str:
         texts = self._texts(message)
@@ -192,6 +199,7 @@ class Subcommands:
                 prompt=EXAMPLE_PROMPT,
             )
         )
+        lines.append(per_request_text(self._max_per_request, texts))
         return "\n".join(lines)
 
     async def _status_of(self, message: IncomingMessage, command: StatusCommand) -> str:

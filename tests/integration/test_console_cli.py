@@ -71,6 +71,33 @@ def test_jsonl_conversation_end_to_end(tmp_path: Path) -> None:
     assert sent <= deleted
 
 
+def test_an_album_is_one_image_event_per_image_and_one_result(tmp_path: Path) -> None:
+    done = run_cli(
+        ["chat", "--local", "--jsonl", "--out", str(tmp_path)],
+        "/image=flux=a red fox --n 3 --seed 7\n",
+    )
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    [command] = [e for e in events if e["type"] == "in"]
+    images = [e for e in events if e["type"] == "image"]
+    assert [e["reply_to"] for e in images] == [command["id"]] * 3
+    assert len({e["path"] for e in images}) == 3
+    assert all(Path(e["path"]).is_file() for e in images)
+    caption = images[0]["caption"]
+    assert "1: seed 7" in caption
+    assert "2: seed 8" in caption
+    assert "3: seed 9" in caption
+    assert [e["caption"] for e in images[1:]] == ["", ""]
+    [result] = [e for e in events if e["type"] == "result"]
+    assert result["ok"] is True
+    assert result["reply_to"] == command["id"]
+    assert f"#{result['job']}" in caption
+    # One status message for the request, removed once the album is out.
+    sent = [e for e in events if e["type"] == "send"]
+    assert len(sent) == 1
+    assert [e["id"] for e in events if e["type"] == "delete"] == [sent[0]["id"]]
+
+
 def test_without_a_worker_it_says_how_to_fix_it(tmp_path: Path) -> None:
     done = run_cli(["chat", "--out", str(tmp_path)], "/image=flux=x\n")
     assert done.returncode == 2

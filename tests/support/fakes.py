@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from sakaibot.captions import Caption
 from sakaibot.chat.port import Action, OutgoingImage
 from sakaibot.enhancer import EnhancedPrompt
 from sakaibot.errors import GenerationError, SakaiBotError
@@ -60,6 +61,8 @@ class RecordingChat:
     edit_failures: list[SakaiBotError] = field(default_factory=list)
     send_failures: list[SakaiBotError] = field(default_factory=list)
     image_failures: list[SakaiBotError] = field(default_factory=list)
+    #: The message ids of each album sent, in order.
+    albums: list[list[int]] = field(default_factory=list)
     #: What :meth:`remember_chat` was taught, by chat id.
     addresses: dict[str, str] = field(default_factory=dict)
     _last_id: int = 100
@@ -120,6 +123,21 @@ class RecordingChat:
             )
         )
         return message_id
+
+    async def send_album(
+        self, chat_id: str, images: list[OutgoingImage], caption: Caption, *, reply_to: int | None
+    ) -> list[int]:
+        """One ``image`` event per image, the caption on the first (as Telegram shows it)."""
+        if self.image_failures:
+            raise self.image_failures.pop(0)
+        ids: list[int] = []
+        for index, image in enumerate(images):
+            message_id = self._new_id()
+            text = caption.plain() if index == 0 else ""
+            self.events.append(ChatEvent("image", message_id, text, reply_to, self._now(), image))
+            ids.append(message_id)
+        self.albums.append(ids)
+        return ids
 
     async def find_delivered(self, chat_id: str, *, reply_to: int, job_id: str) -> int | None:
         for event in self.events:

@@ -173,15 +173,17 @@ class RecordingTelegramClient:
         entity: Any,
         file: Any,
         *,
-        caption: str | None = None,
+        caption: str | list[str] | None = None,
         parse_mode: Any = (),
         force_document: bool = False,
         reply_to: int | None = None,
         buttons: Any = _NOT_GIVEN,
-    ) -> types.Message:
-        reused = isinstance(file, types.InputPhoto | types.InputDocument)
-        data = None if reused else file.read()
-        name = getattr(file, "name", None)
+    ) -> Any:
+        """One file, or (a list of files and captions) one album: a list of messages."""
+        album = isinstance(file, list)
+        files = file if album else [file]
+        reused = [isinstance(f, types.InputPhoto | types.InputDocument) for f in files]
+        data = [None if r else f.read() for f, r in zip(files, reused, strict=True)]
         call = self._record(
             "send_file",
             entity,
@@ -190,11 +192,37 @@ class RecordingTelegramClient:
             force_document=force_document,
             reply_to=reply_to,
         )
-        call.file_bytes = data
-        call.file_name = name
-        call.kwargs["reused"] = file if reused else None
+        call.file_bytes = data[0]
+        call.file_name = getattr(files[0], "name", None)
+        call.kwargs["reused"] = files[0] if reused[0] else None
+        if album:
+            call.kwargs["file_names"] = [getattr(f, "name", None) for f in files]
+            call.kwargs["file_bytes"] = data
         _note_buttons(call, buttons)
         self._raise_if_scripted(call)
+        captions = caption if isinstance(caption, list) else [caption]
+        messages: list[types.Message] = []
+        for index, (one, read) in enumerate(zip(files, data, strict=True)):
+            text = captions[index] if index < len(captions) else None
+            messages.append(
+                self._sent_file(call, entity, getattr(one, "name", None), read, text, reply_to,
+                                force_document)
+            )  # fmt: skip
+        if album:
+            call.kwargs["message_ids"] = [m.id for m in messages]
+            return messages
+        return messages[0]
+
+    def _sent_file(
+        self,
+        call: ClientCall,
+        entity: Any,
+        name: str | None,
+        data: bytes | None,
+        caption: str | None,
+        reply_to: int | None,
+        force_document: bool,
+    ) -> types.Message:
         sent = self._new_message(call, entity, caption or "", reply_to, keep_text=False)
         # Like Telegram: the message carries the uploaded photo or document.
         file_id = 7000 + sent.id

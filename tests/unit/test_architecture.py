@@ -17,6 +17,7 @@ import sakaibot
 PACKAGE = Path(sakaibot.__file__).parent
 CORE_MODULES = [
     "admission.py",
+    "albums.py",
     "app.py",
     "bot.py",
     "captions.py",
@@ -58,6 +59,7 @@ OUTSIDE_THINGS = {
     "aiosqlite",
     "redis",
     "rsa",
+    "prompt_toolkit",
     "prometheus_client",
     "matplotlib",
 }
@@ -70,6 +72,8 @@ ADAPTERS = {
     "httpx": {"workers/client.py"},
     "sqlite3": {"store/sqlite.py"},
     "redis": {"shared/backend.py"},
+    # Line editing for `sakaibot chat` on a terminal.
+    "prompt_toolkit": {"chat/terminal.py"},
     "prometheus_client": {"metrics.py"},
     "matplotlib": {"charts.py"},
 }

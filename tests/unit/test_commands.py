@@ -272,7 +272,7 @@ def test_fresh_is_accepted_whether_or_not_the_registry_lists_it(
     monkeypatch.setattr(models, "UNIVERSAL_FLAGS", (*models.UNIVERSAL_FLAGS, "fresh"))
     assert request("/image=flux=cat --fresh").options.fresh is True
     text = usage_text(REGISTRY)
-    assert "flux takes --seed, --steps, --style, --raw, --file, --fresh (" in text
+    assert "flux takes --seed, --steps, --style, --raw, --file, --fresh, --n (" in text
     assert text.count("--fresh") == 3  # the flag line and one per model
 
 
@@ -693,7 +693,9 @@ def test_usage_text_lists_models_flags_examples_and_subcommands() -> None:
     ) in text
     assert "/image set ar 16:9" in text
     assert "Owner: /image stats [days], /image cache [clear], /image whoami" in text
-    assert "flux takes --seed, --steps, --style, --raw, --file, --fresh (steps up to 8)" in text
+    assert (
+        "flux takes --seed, --steps, --style, --raw, --file, --fresh, --n (steps up to 8)" in text
+    )
     assert "FLUX_WORKER_URL" not in text
     assert len(text) < 1800
     # Plain text: nothing a Markdown parse mode would eat.

@@ -154,3 +154,26 @@ def test_the_throttle_forgets_users_once_their_window_passed() -> None:
 def test_a_rejection_policy_refuses_nonsense(replies: int, window_s: float) -> None:
     with pytest.raises(ValueError, match="must"):
         RejectionPolicy(replies=replies, window_s=window_s)
+
+
+def test_several_requests_at_once_fit_whole_or_not_at_all() -> None:
+    clock = FakeClock(0.0)
+    limiter = SlidingWindowLimiter([RateWindow(5, 60.0)], clock)
+    limiter.record("ann", 2)
+    clock.advance(10)
+    limiter.record("ann")
+    # 3 counted: 2 more fit, 3 do not; the third slot frees when the newest of
+    # the first two leaves the window (stamp 0, at 60 s).
+    assert limiter.check("ann", 2) is None
+    denial = limiter.check("ann", 3)
+    assert denial is not None
+    assert denial.retry_after_s == 50.0
+    # More than the limit never fits: the whole window.
+    never = limiter.check("ann", 6)
+    assert never is not None
+    assert never.retry_after_s == 60.0
+    # Each refund gives back one of the requests counted together.
+    stamp = limiter.record("ann", 2)
+    assert limiter.refund("ann", stamp)
+    assert limiter.check("ann", 1) is None
+    assert limiter.check("ann", 2) is not None

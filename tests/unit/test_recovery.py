@@ -9,11 +9,13 @@ import pytest
 
 from sakaibot.app import App, build_app
 from sakaibot.chat.port import IncomingMessage
-from sakaibot.errors import ChatError
+from sakaibot.errors import ChatError, GenerationError, WorkerGaveUp
+from sakaibot.generation import GenerationParams, GenerationResult
+from sakaibot.models import ModelSpec
 from sakaibot.pipeline import JobOutcome
 from sakaibot.settings import load_settings
-from sakaibot.store import StoredJobState
-from tests.support.fakes import FakeClock, FakeEnhancer, FakeGenerator, RecordingChat
+from sakaibot.store import JobRecord, StoredJobState
+from tests.support.fakes import FakeClock, FakeEnhancer, FakeGenerator, RecordingChat, tiny_image
 
 SETTINGS = {
     "flux_worker_url": "http://127.0.0.1:9/flux",
@@ -298,3 +300,135 @@ async def test_one_data_folder_serves_one_bot(tmp_path: Path) -> None:
     third, _ = make_app(tmp_path, RecordingChat(clock=clock), FakeGenerator(), clock)
     await third.start()  # free again once the first has stopped
     await third.aclose()
+
+
+class ScriptedGenerator(FakeGenerator):
+    """Answers the first calls as scripted (an image, or an error), then holds the rest."""
+
+    def __init__(self, *script: GenerationError | None) -> None:
+        super().__init__()
+        self.script = list(script)
+        self.holding = asyncio.Event()
+
+    async def generate(self, model: ModelSpec, params: GenerationParams) -> GenerationResult:
+        self.calls.append((model.name, params))
+        if not self.script:
+            self.holding.set()
+            await asyncio.Event().wait()
+        error = self.script.pop(0)
+        if error is not None:
+            return GenerationResult(False, None, error)
+        return GenerationResult(True, tiny_image(), None)
+
+
+async def test_an_album_comes_back_together_and_is_sent_once(tmp_path: Path) -> None:
+    clock = FakeClock()
+    chat = RecordingChat(clock=clock)
+    # Image 1 is made (and held), image 2 fails, image 3 is cut off by the crash.
+    scripted = ScriptedGenerator(None, WorkerGaveUp("503", model="Flux", attempts=3))
+    first, first_outcomes = make_app(tmp_path, chat, scripted, clock, llm_provider="none")
+    await first.start()
+    await say(first, 1, "/image=flux=a fox --seed 10 --n 3")
+    await asyncio.wait_for(scripted.holding.wait(), timeout=5)
+    # Image 1 is kept and noted as being delivered (held for the album).
+    await asyncio.wait_for(first.pipeline.drain(), timeout=5)
+    await asyncio.wait_for(first.status.drain(), timeout=5)
+    statuses_before = {e.message_id for e in chat.of_kind("send")}
+    assert len(statuses_before) == 1
+    await crash(first)
+    assert first_outcomes == []
+    assert chat.of_kind("image") == []
+
+    generator = FakeGenerator()
+    second, outcomes = make_app(tmp_path, chat, generator, clock, llm_provider="none")
+    await second.start()
+    await asyncio.wait_for(second.drain(), timeout=10)
+    await second.aclose()
+    # Only the image cut off is made again, with its own seed.
+    assert [params.seed for _, params in generator.calls] == [12]
+    images = chat.of_kind("image")
+    assert len(images) == 2
+    assert len(chat.albums) == 1
+    caption = images[0].text
+    assert "1: seed 10" in caption
+    assert "2: not made (worker unavailable)" in caption
+    assert "3: seed 12" in caption
+    [outcome] = outcomes
+    assert outcome.ok
+    assert f"#{outcome.job_id}" in caption
+    # The status message from before the restart was taken over, then removed.
+    assert [e for e in chat.of_kind("send") if e.message_id not in statuses_before] == []
+    assert chat.visible_texts() == []
+
+
+async def test_an_album_cut_off_while_sending_is_sent_from_its_kept_images(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    chat = RecordingChat(clock=clock)
+    upload_started = asyncio.Event()
+
+    async def dying_upload(*args: object, **kwargs: object) -> list[int]:
+        upload_started.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    original_send_album = chat.send_album
+    chat.send_album = dying_upload  # type: ignore[assignment, method-assign]
+    first, _ = make_app(tmp_path, chat, FakeGenerator(), clock)
+    await first.start()
+    await say(first, 1, "/image=flux=a fox --seed 3 --n 2")
+    await asyncio.wait_for(upload_started.wait(), timeout=5)
+    await crash(first)
+
+    chat.send_album = original_send_album  # type: ignore[method-assign]
+    generator = FakeGenerator()
+    second, outcomes = make_app(tmp_path, chat, generator, clock)
+    await second.start()
+    await asyncio.wait_for(second.drain(), timeout=5)
+    await second.aclose()
+    assert generator.calls == []
+    assert len(chat.albums) == 1
+    assert "1: seed 3" in chat.of_kind("image")[0].text
+    assert [o.ok for o in outcomes] == [True]
+
+
+async def test_an_album_already_delivered_is_not_sent_again(tmp_path: Path) -> None:
+    clock = FakeClock()
+    chat = RecordingChat(clock=clock)
+    first, first_outcomes = make_app(tmp_path, chat, FakeGenerator(), clock)
+    await first.start()
+    await say(first, 1, "/image=flux=a fox --n 2")
+    await asyncio.wait_for(first.drain(), timeout=5)
+    await first.aclose()
+    [album] = first_outcomes
+    assert album.job_id is not None
+    jobs = await _album_records(tmp_path, chat, clock, album.job_id)
+    # As if the process died between the upload and writing "done".
+    second, _ = make_app(tmp_path, chat, FakeGenerator(), clock)
+    await second.store.open()
+    for job in jobs:
+        await second.store.update_job(job.id, state=StoredJobState.DELIVERING)
+    await second.store.close()
+
+    generator = FakeGenerator()
+    third, outcomes = make_app(tmp_path, chat, generator, clock)
+    await third.start()
+    await asyncio.wait_for(third.drain(), timeout=5)
+    records = [await third.store.get_job(job.id) for job in jobs]
+    await third.aclose()
+    assert len(chat.albums) == 1
+    assert generator.calls == []
+    assert [r.state if r else None for r in records] == [StoredJobState.DONE] * 2
+    assert [(o.ok, o.job_id) for o in outcomes] == [(True, album.job_id)]
+
+
+async def _album_records(
+    data_dir: Path, chat: RecordingChat, clock: FakeClock, album_id: str
+) -> list[JobRecord]:
+    app, _ = make_app(data_dir, chat, FakeGenerator(), clock)
+    await app.store.open()
+    try:
+        return await app.store.album_jobs(album_id)
+    finally:
+        await app.store.close()

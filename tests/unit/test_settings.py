@@ -19,7 +19,7 @@ def test_defaults_match_the_original_design() -> None:
     assert settings.image_prompt_max_chars == 1000
     assert settings.worker_connect_timeout_s == 30.0
     assert settings.worker_read_timeout_s == 120.0
-    assert (settings.image_queue_max, settings.image_user_max_pending) == (50, 3)
+    assert (settings.image_queue_max, settings.image_user_max_pending) == (50, 4)
     assert settings.status_edit_interval_s == 3.0
     assert not settings.model_registry()
 

@@ -17,10 +17,11 @@ import json
 import os
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
+from sakaibot.captions import Caption
 from sakaibot.chat.port import Action, IncomingMessage, OutgoingImage
 from sakaibot.errors import LineTooLong
 from sakaibot.pipeline import JobOutcome
@@ -177,12 +178,11 @@ class ConsoleChat:
 
     # -- input -----------------------------------------------------------------
 
-    def incoming(self, line: str) -> IncomingMessage | None:
-        """Turn one input line into a message (``None`` for a blank line)."""
+    def incoming(self, line: str, *, user: str = DEFAULT_USER) -> IncomingMessage | None:
+        """Turn one input line from ``user`` into a message (``None`` for a blank line)."""
         text = line.rstrip("\r\n")
         if not text.strip():
             return None
-        user = DEFAULT_USER
         match = _SENDER_RE.match(text.strip())
         if match is not None:
             user = match.group("name")
@@ -271,8 +271,21 @@ class ConsoleChat:
         # names carry the job id and are written atomically.
         if self._image_path is not None:
             return 0 if any(self._image_path.parent.glob(f"{self._image_path.stem}.*")) else None
-        found = [p for p in self._out_dir.glob(f"*-{job_id}.*") if not p.name.endswith(".partial")]
+        # An album's images carry its id too: "sakaibot-flux-<album>-2-<job>.png".
+        candidates = [*self._out_dir.glob(f"*-{job_id}.*"), *self._out_dir.glob(f"*-{job_id}-*")]
+        found = [p for p in candidates if not p.name.endswith(".partial")]
         return 0 if found else None
+
+    async def send_album(
+        self, chat_id: str, images: list[OutgoingImage], caption: Caption, *, reply_to: int | None
+    ) -> list[int]:
+        """One ``image`` event per image; the album's caption travels with the first."""
+        first, *rest = images
+        ids = [await self.send_image(chat_id, replace(first, caption=caption), reply_to=reply_to)]
+        for image in rest:
+            blank = replace(image, caption=Caption(()))
+            ids.append(await self.send_image(chat_id, blank, reply_to=reply_to))
+        return ids
 
     async def send_image(self, chat_id: str, image: OutgoingImage, *, reply_to: int | None) -> int:
         if self._image_path is not None:
@@ -297,8 +310,8 @@ class ConsoleChat:
                     "as_file": image.as_file,
                 },
                 f"bot #{message_id}{arrow}: [{kind} {path} · {picture.width}×{picture.height} "
-                f"{picture.extension.lstrip('.').upper()} {size_kb:.0f} KB]\n"
-                f"{image.caption.plain()}",
+                f"{picture.extension.lstrip('.').upper()} {size_kb:.0f} KB]"
+                + (f"\n{image.caption.plain()}" if image.caption.parts else ""),
                 image.actions,
             )
         )

@@ -136,8 +136,19 @@ class ChatPort(Protocol):
         """Deliver an image; returns the id of the message that carries it."""
         ...
 
+    async def send_album(
+        self, chat_id: str, images: list[OutgoingImage], caption: Caption, *, reply_to: int | None
+    ) -> list[int]:
+        """Deliver 2..10 images as one album with one caption; each image's message id.
+
+        Images that cannot all go as photos go as a group of documents.
+        """
+        ...
+
     async def find_delivered(self, chat_id: str, *, reply_to: int, job_id: str) -> int | None:
         """After a crash: the message that already carries ``job_id``'s image, if any.
+
+        ``job_id`` may be an album's id: its caption carries the album's tag.
 
         This is what makes delivery exactly-once: a job that was being sent when
         the process died is only sent again when the chat does not have it.

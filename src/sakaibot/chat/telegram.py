@@ -42,7 +42,7 @@ from telethon.crypto import rsa as telethon_rsa
 from telethon.sessions import SQLiteSession, StringSession
 from telethon.tl import types
 
-from sakaibot.captions import cut_to_utf16, job_tag
+from sakaibot.captions import Caption, cut_to_utf16, job_tag
 from sakaibot.chat.port import (
     ACTION_KINDS,
     Action,
@@ -81,6 +81,8 @@ T = TypeVar("T")
 PHOTO_MAX_BYTES = 10 * 1024 * 1024
 PHOTO_MAX_SIDES_PX = 10_000
 PHOTO_MAX_ASPECT = 20.0
+#: A media group (album) holds 2 to 10 items.
+ALBUM_MAX_ITEMS = 10
 TEXT_LIMIT_UTF16 = 4096
 #: How many of our messages carrying a job's tag a user account looks through
 #: after a crash (a count of search results, not of message ids: normally one).
@@ -298,6 +300,45 @@ class TelegramChat:
         if ref is not None and image.remember_upload is not None:
             image.remember_upload(ref)
         return int(message.id)
+
+    async def send_album(
+        self, chat_id: str, images: list[OutgoingImage], caption: Caption, *, reply_to: int | None
+    ) -> list[int]:
+        """One media group with the caption on its first item (Telegram shows it for the album).
+
+        A group is all photos or all documents: when one image is not fit to be
+        a photo (or ``--file`` asked for files), every image goes as a document.
+        No buttons: Telegram takes no reply markup on a media group, so the
+        images' actions (none, from the pipeline) are not offered here.
+        """
+        if not 2 <= len(images) <= ALBUM_MAX_ITEMS:
+            raise ValueError(f"an album holds 2 to {ALBUM_MAX_ITEMS} images, not {len(images)}")
+        as_document = any(image.as_file or not fits_as_photo(image.image) for image in images)
+        uploads: list[io.BytesIO] = []
+        for image in images:
+            upload = io.BytesIO(image.image.data)
+            upload.name = image.filename
+            uploads.append(upload)
+        captions = [caption.html()] + [""] * (len(images) - 1)
+
+        def send(peer: Any) -> Any:
+            for upload in uploads:
+                upload.seek(0)  # a retry after an entity error reads the bytes again
+            return self._client.send_file(
+                peer,
+                uploads,
+                caption=captions,
+                parse_mode="html",
+                force_document=as_document,
+                reply_to=reply_to,
+            )
+
+        messages = list(await self._addressed(chat_id, send))
+        for image, message in zip(images, messages, strict=False):
+            ref = upload_ref_of(message)
+            if ref is not None and image.remember_upload is not None:
+                image.remember_upload(ref)
+        return [int(message.id) for message in messages]
 
     async def _send(
         self, chat_id: str, file: Any, image: OutgoingImage, as_document: bool, reply_to: int | None

@@ -26,13 +26,13 @@ class SharedAllowance:
         #: Refunds on their way to Redis, per key.
         self._refunding: dict[str, set[asyncio.Task[bool]]] = {}
 
-    async def admit(self, key: str) -> Denial | float:
+    async def admit(self, key: str, count: int = 1) -> Denial | float:
         # A slot this front end gave back must be back before the next request
         # of the same user is counted (each refund is bounded by the reply timeout).
         pending = self._refunding.get(key)
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
-        return await self._shared.admit(key, self._windows)
+        return await self._shared.admit(key, self._windows, count)
 
     def refund(self, key: str, stamp: float) -> None:
         task = asyncio.get_running_loop().create_task(self._shared.refund(key, stamp))

@@ -194,23 +194,29 @@ return 1
 """
 )
 
-# KEYS the user's stamps. ARGV member, key TTL ms, then per window, shortest
-# first: limit, window in us. {0, now} recorded | {window number, oldest blocking
-# stamp, now}.
+# KEYS the user's stamps. ARGV member prefix, key TTL ms, how many requests,
+# then per window, shortest first: limit, window in us. {0, now} recorded |
+# {window number, oldest blocking stamp, now}.
 _ADMIT: Final = (
     _NOW
     + """
 local key = KEYS[1]
 local now = now_us()
+local count = tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', key, '-inf', now - tonumber(ARGV[#ARGV]))
 local worst, worst_retry, worst_oldest, number = 0, 0, 0, 0
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   number = number + 1
   local limit, window = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
   -- Stamps are whole microseconds: "after now - window" is ">= now - window + 1".
-  if redis.call('ZCOUNT', key, now - window + 1, '+inf') >= limit then
-    -- The slot frees when the oldest request that still blocks leaves the window.
-    local oldest = tonumber(redis.call('ZRANGE', key, -limit, -limit, 'WITHSCORES')[2])
+  if redis.call('ZCOUNT', key, now - window + 1, '+inf') + count > limit then
+    -- The slots free when the newest request that still blocks leaves the window;
+    -- more than the limit at once never fits (the whole window, as the limiter says).
+    local oldest = now
+    if count <= limit then
+      local rank = -(limit - count + 1)
+      oldest = tonumber(redis.call('ZRANGE', key, rank, rank, 'WITHSCORES')[2])
+    end
     local retry = oldest + window - now
     if worst == 0 or retry > worst_retry then
       worst, worst_retry, worst_oldest = number, retry, oldest
@@ -218,7 +224,9 @@ for i = 3, #ARGV, 2 do
   end
 end
 if worst > 0 then return {worst, worst_oldest, now} end
-redis.call('ZADD', key, now, ARGV[1])
+for n = 1, count do
+  redis.call('ZADD', key, now, ARGV[1] .. ':' .. n)
+end
 redis.call('PEXPIRE', key, ARGV[2])
 return {0, now}
 """
@@ -792,8 +800,10 @@ class RedisBackend:
 
     # -- rate windows ------------------------------------------------------------
 
-    async def admit(self, user_id: str, windows: list[RateWindow]) -> Denial | float:
-        """Check every window and, if one more request fits them all, record it.
+    async def admit(
+        self, user_id: str, windows: list[RateWindow], count: int = 1
+    ) -> Denial | float:
+        """Check every window and, if ``count`` more requests fit them all, record them.
 
         Returns the request's stamp (seconds by the Redis clock, the token for
         :meth:`refund`), or the :class:`Denial` :meth:`SlidingWindowLimiter.check`
@@ -804,7 +814,11 @@ class RedisBackend:
         if not windows:
             return 0.0
         ordered = sorted(windows, key=lambda w: w.window_s)  # as the limiter orders them
-        args = [secrets.token_hex(8), str(max(1, math.ceil(ordered[-1].window_s * 1000)))]
+        args = [
+            secrets.token_hex(8),
+            str(max(1, math.ceil(ordered[-1].window_s * 1000))),
+            str(count),
+        ]
         for window in ordered:
             if window.limit < 1:
                 raise ValueError(f"a rate window needs a limit of at least 1, not {window.limit}")

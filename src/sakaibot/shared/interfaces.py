@@ -90,7 +90,9 @@ class WorkerQueue(Protocol):
 class SharedLimits(Protocol):
     """Rate windows kept where every front end sees them, on one clock."""
 
-    async def admit(self, user_id: str, windows: list[RateWindow]) -> Denial | float: ...
+    async def admit(
+        self, user_id: str, windows: list[RateWindow], count: int = 1
+    ) -> Denial | float: ...
 
     async def refund(self, user_id: str, stamp: float) -> bool: ...
 

@@ -61,6 +61,10 @@ class JobRecord:
     finished_at_s: float | None = None
     #: How the front end reaches the chat again after a restart (opaque to the core).
     chat_address: str | None = None
+    #: For one image of a ``--n`` request: its album's id, place (from 0) and size.
+    album_id: str | None = None
+    album_index: int | None = None
+    album_size: int | None = None
     #: The order jobs were accepted in, assigned by the store.
     seq: int = 0
 
@@ -105,6 +109,10 @@ class Store(Protocol):
 
     async def add_job(self, record: JobRecord) -> None: ...
 
+    async def add_jobs(self, records: list[JobRecord]) -> None:
+        """Add several jobs (one album's) at once: all of them are stored, or none."""
+        ...
+
     async def update_job(self, job_id: str, **fields: object) -> None: ...
 
     def update_job_soon(self, job_id: str, **fields: object) -> None:
@@ -120,6 +128,10 @@ class Store(Protocol):
         ...
 
     async def unfinished_jobs(self) -> list[JobRecord]: ...
+
+    async def album_jobs(self, album_id: str) -> list[JobRecord]:
+        """Every image job of one album, finished or not, in album order."""
+        ...
 
     async def accepted_since(self, since_s: float) -> list[tuple[str, float]]:
         """``(user_id, created_at_s)`` of jobs accepted since then and not refunded."""

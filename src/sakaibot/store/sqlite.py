@@ -126,6 +126,14 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (chat_id, name)
     );
     """,
+    # 7: the images of one --n request are jobs of one album, sent together;
+    # a restart gathers them again by album id.
+    """
+    ALTER TABLE jobs ADD COLUMN album_id TEXT;
+    ALTER TABLE jobs ADD COLUMN album_index INTEGER;
+    ALTER TABLE jobs ADD COLUMN album_size INTEGER;
+    CREATE INDEX jobs_by_album ON jobs (album_id) WHERE album_id IS NOT NULL;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -369,6 +377,27 @@ class SqliteStore:
 
         record.seq = await self._call(insert)
 
+    async def add_jobs(self, records: list[JobRecord]) -> None:
+        """Add the jobs of one album in one transaction: all of them, or none."""
+        if not records:
+            return
+        names = [name for name in _JOB_FIELDS if name != "seq"]
+        columns = ", ".join(names)
+        marks = ", ".join(f":{name}" for name in names)
+
+        def insert(db: sqlite3.Connection) -> list[int]:
+            # One call is one savepoint of the batch's transaction: a failure
+            # part-way rolls back every insert of this call, and only those.
+            seqs: list[int] = []
+            for record in records:
+                values = {name: getattr(record, name) for name in names}
+                cursor = db.execute(f"INSERT INTO jobs ({columns}) VALUES ({marks})", values)
+                seqs.append(int(cursor.lastrowid or 0))
+            return seqs
+
+        for record, seq in zip(records, await self._call(insert), strict=True):
+            record.seq = seq
+
     def _update(
         self, job_id: str, fields: dict[str, object]
     ) -> Callable[[sqlite3.Connection], None]:
@@ -378,8 +407,10 @@ class SqliteStore:
         assignments = ", ".join(f"{name} = :{name}" for name in fields)
 
         def update(db: sqlite3.Connection) -> None:
+            # An album's id (never a job's) names all its images: their one status message.
             db.execute(
-                f"UPDATE jobs SET {assignments} WHERE id = :job_id", {**fields, "job_id": job_id}
+                f"UPDATE jobs SET {assignments} WHERE id = :job_id OR album_id = :job_id",
+                {**fields, "job_id": job_id},
             )
 
         return update
@@ -407,7 +438,24 @@ class SqliteStore:
         return await self._call(get)
 
     async def job_id_exists(self, job_id: str) -> bool:
-        return await self.get_job(job_id) is not None
+        """Whether ``job_id`` names a job or an album (both are typed as ``#id``)."""
+
+        def select(db: sqlite3.Connection) -> bool:
+            found = db.execute(
+                "SELECT 1 FROM jobs WHERE id = ? OR album_id = ? LIMIT 1", (job_id, job_id)
+            )
+            return found.fetchone() is not None
+
+        return await self._call(select)
+
+    async def album_jobs(self, album_id: str) -> list[JobRecord]:
+        def select(db: sqlite3.Connection) -> list[JobRecord]:
+            rows = db.execute(
+                "SELECT * FROM jobs WHERE album_id = ? ORDER BY album_index, seq", (album_id,)
+            )
+            return [_job_from_row(row) for row in rows]
+
+        return await self._call(select)
 
     async def job_by_delivered_message(self, chat_id: str, message_id: int) -> JobRecord | None:
         def get(db: sqlite3.Connection) -> JobRecord | None:

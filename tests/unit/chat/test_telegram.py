@@ -558,6 +558,52 @@ async def test_an_image_telegram_would_refuse_as_a_photo_goes_as_a_document() ->
     assert first.chat_id == -555
 
 
+# -- albums (--n) ---------------------------------------------------------------------
+
+
+async def test_n_images_go_as_one_media_group_with_one_caption() -> None:
+    async with telegram_app() as h:
+        command = await h.say("/image=flux=a fox --n 3")
+        await h.finish()
+        [upload] = h.client.of("send_file", ok=True)
+        assert upload.kwargs["reply_to"] == command
+        assert upload.kwargs["force_document"] is False
+        assert len(upload.kwargs["file_bytes"]) == 3
+        first, *others = upload.kwargs["caption"]
+        assert others == ["", ""]
+        [outcome] = h.outcomes
+        assert f"#{outcome.job_id}" in first
+        assert "1: seed" in first
+        assert outcome.image_message_id == upload.kwargs["message_ids"][0]
+
+
+async def test_file_flag_sends_the_album_as_a_document_group() -> None:
+    async with telegram_app() as h:
+        await h.say("/image=flux=a fox --n 2 --file")
+        await h.finish()
+        [upload] = h.client.of("send_file", ok=True)
+        assert upload.kwargs["force_document"] is True
+        assert len(upload.kwargs["file_names"]) == 2
+
+
+async def test_an_album_with_one_image_unfit_for_a_photo_goes_all_as_documents() -> None:
+    client = RecordingTelegramClient()
+    chat = TelegramChat(client)
+    panorama = dataclasses.replace(tiny_image("PNG"), width=4200, height=200)
+    caption = Caption((CaptionPart("album #ab12cd"),))
+    ids = await chat.send_album(
+        "-555", [outgoing(tiny_image("PNG")), outgoing(panorama)], caption, reply_to=9
+    )
+    [upload] = client.of("send_file")
+    assert upload.kwargs["force_document"] is True
+    assert upload.kwargs["caption"] == ["album #ab12cd", ""]
+    assert ids == upload.kwargs["message_ids"]
+    # After a crash the album is found by its tag, like a single image.
+    assert await chat.find_delivered("-555", reply_to=9, job_id="ab12cd") == ids[0]
+    with pytest.raises(ValueError, match="2 to 10"):
+        await chat.send_album("-555", [outgoing(tiny_image())] * 11, caption, reply_to=9)
+
+
 async def test_long_texts_are_cut_to_telegrams_limit() -> None:
     client = RecordingTelegramClient()
     chat = TelegramChat(client)

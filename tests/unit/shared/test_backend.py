@@ -262,6 +262,24 @@ def test_a_url_that_is_not_redis_is_refused() -> None:
         RedisBackend("http://localhost:6379")
 
 
+async def test_several_requests_are_counted_together_or_refused_whole(
+    backend: RedisBackend,
+) -> None:
+    windows = [RateWindow(limit=3, window_s=60.0)]
+    never = await backend.admit("bob", windows, 4)
+    assert isinstance(never, Denial)
+    assert never.retry_after_s == 60.0
+    stamp = await backend.admit("bob", windows, 2)
+    assert isinstance(stamp, float)
+    over = await backend.admit("bob", windows, 2)
+    assert isinstance(over, Denial)
+    assert 59.0 < over.retry_after_s <= 60.0
+    # Each refund gives one of the two back.
+    assert await backend.refund("bob", stamp)
+    assert isinstance(await backend.admit("bob", windows, 2), float)
+    assert isinstance(await backend.admit("bob", windows), Denial)
+
+
 # -- daily budgets ----------------------------------------------------------------------
 
 
