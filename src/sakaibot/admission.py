@@ -22,6 +22,7 @@ from sakaibot.chat.port import IncomingMessage
 from sakaibot.commands import MAX_SEED, ImageRequest, with_defaults
 from sakaibot.errors import (
     EveryoneRateLimited,
+    JobIdTaken,
     ModelUnavailable,
     PausedUntilReset,
     RateLimited,
@@ -40,6 +41,8 @@ from sakaibot.status import StatusScheduler, show_place
 from sakaibot.store import Store
 
 logger = logging.getLogger(__name__)
+#: How many times a request draws new ids when a drawn one is already stored.
+_ID_DRAWS = 3
 
 
 class Admission:
@@ -81,7 +84,22 @@ class Admission:
         self._texts_for = texts_for
 
     async def admit(self, message: IncomingMessage, request: ImageRequest) -> None:
-        """Queue ``request`` (or answer it from the cache); raises when it is refused."""
+        """Queue ``request`` (or answer it from the cache); raises when it is refused.
+
+        A drawn id that a stored job already has is found as the job is written
+        (no look-up per job): that try is undone, unseen, and made again with new
+        ids, a few times at most.
+        """
+        for _ in range(_ID_DRAWS - 1):
+            try:
+                await self._admit_once(message, request)
+            except JobIdTaken as exc:
+                logger.info("drew a job id already in use; drawing again (%s)", exc)
+                continue
+            return
+        await self._admit_once(message, request)
+
+    async def _admit_once(self, message: IncomingMessage, request: ImageRequest) -> None:
         model = self._registry.get(request.model)
         if model is None:  # the parser only returns configured models
             raise UnknownModel(request.model, self._registry.names())
@@ -89,7 +107,7 @@ class Admission:
         if request.count > 1:
             await self._admit_album(message, request, model)
             return
-        job_id = await self._fresh_job_id()
+        job_id = self._fresh_job_id()
         # A stored result skips the queue altogether: no worker is needed.
         hit = await self._cache.lookup(model, request)
         if hit is None:
@@ -130,7 +148,8 @@ class Admission:
         try:
             await self._store.add_job(job_record(job))
         except StoreUnavailable as exc:
-            logger.error("job %s could not be stored: %s", job.id, exc)
+            if not isinstance(exc, JobIdTaken):
+                logger.error("job %s could not be stored: %s", job.id, exc)
             job.persisted.set_result(False)
             self._allowance.refund(job.user_id, admitted)
             if hit is None:
@@ -174,8 +193,8 @@ class Admission:
         """
         count, user_id = request.count, message.user_id
         taken: set[str] = set()
-        album_id = await self._fresh_job_id(taken)
-        job_ids = [await self._fresh_job_id(taken) for _ in range(count)]
+        album_id = self._fresh_job_id(taken)
+        job_ids = [self._fresh_job_id(taken) for _ in range(count)]
         # In Redis mode other front ends count too: the check below sees their counts.
         await self._budgets.refresh()
         # All N count against the user's windows and everyone's, or none do.
@@ -232,7 +251,8 @@ class Admission:
         try:
             await self._store.add_jobs([job_record(job) for job in jobs])
         except StoreUnavailable as exc:
-            logger.error("album %s could not be stored: %s", album_id, exc)
+            if not isinstance(exc, JobIdTaken):
+                logger.error("album %s could not be stored: %s", album_id, exc)
             for job in jobs:
                 assert job.persisted is not None
                 job.persisted.set_result(False)
@@ -283,13 +303,15 @@ class Admission:
         )
         raise ModelUnavailable(model.display_name, breaker.retry_after_s(), suggestion)
 
-    async def _fresh_job_id(self, taken: set[str] | None = None) -> str:
+    def _fresh_job_id(self, taken: set[str] | None = None) -> str:
         """A job (or album) id no job, album or other id in ``taken`` has (then taken)."""
         while True:
             job_id = self._new_job_id()
             if taken is not None and job_id in taken:
                 continue
-            if self._queues.is_free_id(job_id) and not await self._store.job_id_exists(job_id):
+            # Only this process's jobs are looked at here; the store refuses an id
+            # a stored job has as the job is written (JobIdTaken), in the same commit.
+            if self._queues.is_free_id(job_id):
                 if taken is not None:
                     taken.add(job_id)
                 return job_id

@@ -47,6 +47,7 @@ the wording lives here and nowhere else::
     │   └── RefusedByQueue           the shared queue's bound was reached at hand-over
     ├── EnhancerError                the LLM did not help; never reaches a user
     ├── StoreUnavailable             the data file could not be read or written
+    │   └── JobIdTaken               a new job's id is already used (admission draws another)
     ├── LoginFailed                  ``sakaibot login`` could not log in; nothing was saved
     ├── JobCancelled                 the job was cancelled while waiting
     │   └── CancelledInQueue         (also a GenerationError) taken back from the shared queue
@@ -573,6 +574,17 @@ class StoreUnavailable(SakaiBotError):
             "was not queued. Try again in a few minutes; the bot's owner should check the "
             "disk and SAKAIBOT_DATA_DIR (and REDIS_URL, when Redis is used)."
         )
+
+
+class JobIdTaken(StoreUnavailable):
+    """A new job's (or album's) id is already used by a stored one.
+
+    The store finds this as it writes the job, in the same transaction, so no
+    separate look-up is made per job; admission then draws a new id. It never
+    reaches a user unless ids keep clashing, and then reads as a store failure.
+    """
+
+    kind = "store"
 
 
 class JobCancelled(SakaiBotError):

@@ -624,3 +624,35 @@ async def test_cancelling_a_started_job_twice_or_someone_elses_is_refused() -> N
     finally:
         await h.app.aclose()
     assert [o.error_kind for o in h.outcomes] == ["cancelled"]
+
+
+async def test_an_id_already_stored_is_drawn_again_unseen() -> None:
+    # Ids are drawn at random; one a stored job has is found as the new job is
+    # written (no look-up per job), and the request quietly draws another.
+    first = make_harness()
+    await first.app.start()
+    await first.say("/image=flux=a fox")
+    await first.finish()
+    [taken] = [o.job_id for o in first.outcomes]
+    await first.app.aclose()
+
+    draws = iter([taken, "fresh1"])
+    outcomes: list[JobOutcome] = []
+    again = build_app(
+        first.app.settings,
+        first.chat,
+        on_outcome=outcomes.append,
+        generator=FakeGenerator(),
+        enhancer=FakeEnhancer(),
+        clock=first.clock,
+        sleep=first.clock.sleep,
+        new_job_id=lambda: next(draws),
+    )
+    await again.start()
+    asked = 100
+    await again.bot.handle(IncomingMessage("chat", asked, "bob", "/image=flux=a cat"))
+    await asyncio.wait_for(again.drain(), timeout=10)
+    await again.aclose()
+    assert [(o.job_id, o.ok) for o in outcomes] == [("fresh1", True)]
+    assert [e.kind for e in first.chat.events if e.reply_to == asked][-1] == "image"
+    assert not [e.text for e in first.chat.events if e.reply_to == asked and "❌" in e.text]

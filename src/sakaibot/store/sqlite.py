@@ -28,7 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from sakaibot.errors import StoreUnavailable
+from sakaibot.errors import JobIdTaken, StoreUnavailable
 from sakaibot.private_files import make_private_dir, open_private, touch_private
 from sakaibot.store import CacheEntry, JobRecord, StoredJobState
 
@@ -164,6 +164,22 @@ def _job_from_row(row: sqlite3.Row) -> JobRecord:
     for name in _BOOL_FIELDS:
         values[name] = bool(values[name])
     return JobRecord(**values)
+
+
+def _refuse_taken_ids(db: sqlite3.Connection, records: list[JobRecord]) -> None:
+    """Raise :class:`JobIdTaken` when a new job's or album's id is already used.
+
+    Checked inside the insert's own transaction (users type both kinds of id as
+    ``#id``), so taking a new id costs no separate look-up and no extra commit.
+    """
+    ids = sorted({r.id for r in records} | {r.album_id for r in records if r.album_id})
+    marks = ", ".join("?" for _ in ids)
+    found = db.execute(
+        f"SELECT 1 FROM jobs WHERE id IN ({marks}) OR album_id IN ({marks}) LIMIT 1",
+        (*ids, *ids),
+    ).fetchone()
+    if found is not None:
+        raise JobIdTaken(f"one of the ids {', '.join(ids)} is already used")
 
 
 class SqliteStore:
@@ -372,6 +388,7 @@ class SqliteStore:
         marks = ", ".join(f":{name}" for name in values)
 
         def insert(db: sqlite3.Connection) -> int:
+            _refuse_taken_ids(db, [record])
             cursor = db.execute(f"INSERT INTO jobs ({columns}) VALUES ({marks})", values)
             return int(cursor.lastrowid or 0)
 
@@ -388,6 +405,7 @@ class SqliteStore:
         def insert(db: sqlite3.Connection) -> list[int]:
             # One call is one savepoint of the batch's transaction: a failure
             # part-way rolls back every insert of this call, and only those.
+            _refuse_taken_ids(db, records)
             seqs: list[int] = []
             for record in records:
                 values = {name: getattr(record, name) for name in names}
@@ -436,17 +454,6 @@ class SqliteStore:
             return None if row is None else _job_from_row(row)
 
         return await self._call(get)
-
-    async def job_id_exists(self, job_id: str) -> bool:
-        """Whether ``job_id`` names a job or an album (both are typed as ``#id``)."""
-
-        def select(db: sqlite3.Connection) -> bool:
-            found = db.execute(
-                "SELECT 1 FROM jobs WHERE id = ? OR album_id = ? LIMIT 1", (job_id, job_id)
-            )
-            return found.fetchone() is not None
-
-        return await self._call(select)
 
     async def album_jobs(self, album_id: str) -> list[JobRecord]:
         def select(db: sqlite3.Connection) -> list[JobRecord]:

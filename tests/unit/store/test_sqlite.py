@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sakaibot.errors import StoreUnavailable
+from sakaibot.errors import JobIdTaken, StoreUnavailable
 from sakaibot.store import CacheEntry, JobRecord, StoredJobState
 from sakaibot.store.sqlite import SCHEMA_VERSION, SqliteStore, migrate
 from tests.support.waiting import until
@@ -269,8 +269,19 @@ async def test_add_job_assigns_increasing_seq_and_get_job_reads_it_back(
     assert 0 < first.seq < second.seq < third.seq
     assert await store.get_job("j3") == third
     assert await store.get_job("nope") is None
-    assert await store.job_id_exists("j1") is True
-    assert await store.job_id_exists("nope") is False
+
+
+async def test_an_id_a_stored_job_or_album_has_is_refused_as_taken(store: SqliteStore) -> None:
+    # Found as the job is written (no look-up of its own): admission draws again.
+    await store.add_job(job("j1"))
+    await store.add_jobs([job("j2", album_id="a1"), job("j3", album_id="a1")])
+    for taken in (job("j1"), job("a1"), job("j9", album_id="j2")):
+        with pytest.raises(JobIdTaken):
+            await store.add_job(taken)
+    with pytest.raises(JobIdTaken):
+        await store.add_jobs([job("j7", album_id="a2"), job("j1", album_id="a2")])
+    assert await store.get_job("j7") is None  # an album is written whole or not at all
+    await store.add_job(job("j4"))  # a free id still goes in
 
 
 async def test_a_job_id_is_unique(store: SqliteStore) -> None:
