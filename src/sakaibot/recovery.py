@@ -157,22 +157,28 @@ class Recovery:
             if delivered is not None:
                 await self.pipeline.finish(job, Delivered(delivered or None))
                 return
-            image = None
-            if record.image_hash and record.image_ext:
-                image = await self.images.get(record.image_hash, record.image_ext)
-            if image is not None:
-                await self.pipeline.hand_over(
-                    Delivery(
-                        job,
-                        image,
-                        record.enhancer or ORIGINAL_PROMPT,
-                        record.prompt_used or job.request.prompt,
-                        self.clock(),
-                    )
-                )
+            if await self._send_kept_image(record, job):
                 return
         place = self.queues.submit_recovered(job)
         show_place(self.status, job, place)
+
+    async def _send_kept_image(self, record: JobRecord, job: Job) -> bool:
+        """Send the image a job was delivering when the process stopped, if it is kept."""
+        image = None
+        if record.image_hash and record.image_ext:
+            image = await self.images.get(record.image_hash, record.image_ext)
+        if image is None:
+            return False
+        await self.pipeline.hand_over(
+            Delivery(
+                job,
+                image,
+                record.enhancer or ORIGINAL_PROMPT,
+                record.prompt_used or job.request.prompt,
+                self.clock(),
+            )
+        )
+        return True
 
     async def _resume_album_job(
         self, record: JobRecord, albums: dict[str, _RecoveredAlbum | None]
@@ -190,21 +196,8 @@ class Recovery:
             self.status.adopt(record.id, chat_id=record.chat_id, reply_to=record.reply_to)
             await self.pipeline.finish(record, ModelGone(record.model))
             return
-        if record.state == StoredJobState.DELIVERING:
-            image = None
-            if record.image_hash and record.image_ext:
-                image = await self.images.get(record.image_hash, record.image_ext)
-            if image is not None:
-                await self.pipeline.hand_over(
-                    Delivery(
-                        job,
-                        image,
-                        record.enhancer or ORIGINAL_PROMPT,
-                        record.prompt_used or job.request.prompt,
-                        self.clock(),
-                    )
-                )
-                return
+        if record.state == StoredJobState.DELIVERING and await self._send_kept_image(record, job):
+            return
         place = self.queues.submit_recovered(job)
         show_place(self.status, job, place)
 
