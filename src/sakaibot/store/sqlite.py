@@ -198,8 +198,6 @@ class SqliteStore:
         self._pending_lock = threading.Lock()
         self._flush_queued = False
         self._soon_timer: asyncio.TimerHandle | None = None
-        #: Every chat's default flags, read once (see :meth:`chat_defaults`).
-        self._chat_defaults: dict[str, dict[str, str]] | None = None
         #: Transactions committed that wrote something (for benchmarks: commits per job).
         self.commits = 0
 
@@ -605,25 +603,14 @@ class SqliteStore:
     # -- per-chat defaults ---------------------------------------------------------
 
     async def chat_defaults(self, chat_id: str) -> dict[str, str]:
-        """A chat's default flags; read from the file once, then kept in memory.
+        def select(db: sqlite3.Connection) -> dict[str, str]:
+            rows = db.execute(
+                "SELECT name, value FROM chat_defaults WHERE chat_id = ? ORDER BY name",
+                (chat_id,),
+            )
+            return {str(row[0]): str(row[1]) for row in rows}
 
-        Every request asks, and few chats have any: a read per request would make
-        the held writes commit early (more commits per job).
-        """
-        return dict(sorted((await self._all_chat_defaults()).get(chat_id, {}).items()))
-
-    async def _all_chat_defaults(self) -> dict[str, dict[str, str]]:
-        if self._chat_defaults is None:
-
-            def select(db: sqlite3.Connection) -> dict[str, dict[str, str]]:
-                found: dict[str, dict[str, str]] = {}
-                rows = db.execute("SELECT chat_id, name, value FROM chat_defaults ORDER BY name")
-                for chat_id, name, value in rows:
-                    found.setdefault(str(chat_id), {})[str(name)] = str(value)
-                return found
-
-            self._chat_defaults = await self._call(select)
-        return self._chat_defaults
+        return await self._call(select)
 
     async def set_chat_default(self, chat_id: str, name: str, value: str | None) -> None:
         def write(db: sqlite3.Connection) -> None:
@@ -637,25 +624,14 @@ class SqliteStore:
                     (chat_id, name, value),
                 )
 
-        known = await self._all_chat_defaults()
         await self._call(write)
-        chat = known.setdefault(chat_id, {})
-        if value is None:
-            chat.pop(name, None)
-        else:
-            chat[name] = value
-        if not chat:
-            del known[chat_id]
 
     async def clear_chat_defaults(self, chat_id: str) -> int:
         def delete(db: sqlite3.Connection) -> int:
             cursor = db.execute("DELETE FROM chat_defaults WHERE chat_id = ?", (chat_id,))
             return int(cursor.rowcount)
 
-        known = await self._all_chat_defaults()
-        removed = await self._call(delete)
-        known.pop(chat_id, None)
-        return removed
+        return await self._call(delete)
 
 
 def _log_failure(future: Future[Any]) -> None:
