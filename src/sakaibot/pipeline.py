@@ -727,7 +727,11 @@ class JobPipeline:
             }
             if isinstance(job, Job) and JobState.SENDING.value in job.timings_s:
                 fields["uploading_s"] = job.timings_s[JobState.SENDING.value]
-            await self._write_ending(job.id, fields)
+            # Written and waited for like every ending, but in the next group
+            # commit: the "delivering" note before the upload already makes a
+            # delivery safe across a crash (recovery finds the image by its tag),
+            # so this write need not cost a commit of its own.
+            await self._write_ending(job.id, fields, grouped=True)
             self._report_ending(job, DELIVERED)
             return
         error = outcome
@@ -848,9 +852,14 @@ class JobPipeline:
             generating_s=timings.get(JobState.GENERATING.value),
         )
 
-    async def _write_ending(self, job_id: str, fields: dict[str, object]) -> None:
+    async def _write_ending(
+        self, job_id: str, fields: dict[str, object], *, grouped: bool = False
+    ) -> None:
         try:
-            await self._store.update_job(job_id, **fields)
+            if grouped:
+                await self._store.update_job_grouped(job_id, **fields)
+            else:
+                await self._store.update_job(job_id, **fields)
         except StoreUnavailable as exc:
             logger.error("job %s: its ending could not be written down: %s", job_id, exc)
 

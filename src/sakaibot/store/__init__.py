@@ -115,6 +115,10 @@ class Store(Protocol):
 
     async def update_job(self, job_id: str, **fields: object) -> None: ...
 
+    async def update_job_grouped(self, job_id: str, **fields: object) -> None:
+        """Update, and wait until written, in the next group commit (a moment later at most)."""
+        ...
+
     def update_job_soon(self, job_id: str, **fields: object) -> None:
         """Queue an update without waiting (updates keep their order)."""
         ...

@@ -437,6 +437,12 @@ class SqliteStore:
         if fields:
             await self._call(self._update(job_id, fields))
 
+    async def update_job_grouped(self, job_id: str, **fields: object) -> None:
+        """Update and wait until written, but held up to ``SOON_WINDOW_S`` to join
+        other writes in one commit (the way background notes are)."""
+        if fields:
+            await self._call(self._update(job_id, fields), soon=True)
+
     def update_job_soon(self, job_id: str, **fields: object) -> None:
         if not fields:
             return
