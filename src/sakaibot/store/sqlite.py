@@ -298,6 +298,32 @@ class SqliteStore:
     async def _call(self, work: Callable[[sqlite3.Connection], T], *, soon: bool = False) -> T:
         return await asyncio.wrap_future(self._submit(work, soon=soon))
 
+    async def _read_beside_held(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read of data the held writes never touch, leaving them held.
+
+        Only job notes and cache entries are ever held (``soon``); every other
+        write is queued for the thread at once, so a read queued after it still
+        sees it. A per-request read (a chat's defaults) therefore no longer
+        forces an extra commit of the notes waiting to share one.
+        """
+        if self._closed:
+            raise StoreUnavailable("the store is closed")
+
+        def read() -> T:
+            db = self._connection
+            if db is None:
+                raise StoreUnavailable("the store is not open")
+            try:
+                return work(db)
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+        try:
+            future = self._executor.submit(read)
+        except RuntimeError as exc:  # the executor is shut down: close() was called
+            raise StoreUnavailable("the store is closed") from exc
+        return await asyncio.wrap_future(future)
+
     def _lock_sync(self) -> None:
         """One process per data file: two bots on one store would both recover its jobs."""
         lock_path = self._path.with_name(f"{self._path.name}.lock")
@@ -594,7 +620,7 @@ class SqliteStore:
             rows = db.execute("SELECT chat_id, value FROM chat_settings WHERE name = ?", (name,))
             return {str(row["chat_id"]): str(row["value"]) for row in rows}
 
-        return await self._call(select)
+        return await self._read_beside_held(select)
 
     async def set_chat_setting(self, chat_id: str, name: str, value: str) -> None:
         def upsert(db: sqlite3.Connection) -> None:
@@ -616,7 +642,7 @@ class SqliteStore:
             )
             return {str(row[0]): str(row[1]) for row in rows}
 
-        return await self._call(select)
+        return await self._read_beside_held(select)
 
     async def set_chat_default(self, chat_id: str, name: str, value: str | None) -> None:
         def write(db: sqlite3.Connection) -> None:

@@ -603,6 +603,45 @@ async def test_a_job_costs_at_most_two_commits(store: SqliteStore) -> None:
     assert {e.key for e in await store.cache_entries()} == {f"key{n}" for n in range(10)}
 
 
+async def test_reading_a_chats_defaults_leaves_held_notes_to_share_their_commit(
+    store: SqliteStore,
+) -> None:
+    # Admission reads the chat's defaults for every request: that read must not
+    # commit the notes held for the next shared commit on its own.
+    await store.add_job(job("j1"))
+    await store.set_chat_default("chat-1", "model", "flux")
+    store.update_job_soon("j1", status_message_id=7)
+    before = store.commits
+
+    assert await store.chat_defaults("chat-1") == {"model": "flux"}
+    assert await store.chat_settings("language") == {}
+    assert store.commits == before  # the note is still held
+
+    await store.set_chat_default("chat-1", "model", None)
+    assert await store.chat_defaults("chat-1") == {}  # a write made before is seen
+    stored = await store.get_job("j1")
+    assert stored is not None
+    assert stored.status_message_id == 7
+
+
+async def test_a_job_with_its_chats_defaults_read_still_costs_two_commits(
+    store: SqliteStore,
+) -> None:
+    before = store.commits
+    for n in range(10):
+        job_id = f"job{n}"
+        await store.chat_defaults("chat-1")  # as admission does, before the record
+        await store.add_job(job(job_id))
+        store.update_job_soon(job_id, status_message_id=100 + n)
+        await asyncio.gather(
+            store.cache_put(entry(f"key{n}")),
+            store.update_job(job_id, state=StoredJobState.DELIVERING, image_hash=HASH_A),
+        )
+        store.update_job_soon(job_id, state=StoredJobState.DONE, delivered_message_id=200 + n)
+    await store.get_job("job9")
+    assert store.commits - before <= 2 * 10 + 1
+
+
 async def test_a_failing_call_fails_alone_in_its_shared_commit(store: SqliteStore) -> None:
     await store.add_job(job("one"))
     duplicate = store.add_job(job("one"))  # the unique id refuses it
