@@ -62,6 +62,7 @@ from sakaibot.status import (
     show_place,
     status_text,
 )
+from sakaibot.stopping import stop_tasks
 from sakaibot.store import JobRecord, Store
 from sakaibot.store.images import ImageFiles
 from sakaibot.store.sqlite import SqliteStore
@@ -115,6 +116,9 @@ class App:
     _closers: list[Closer] = field(default_factory=list)
     #: Started before recovery: the shared queue and any local generation worker.
     _starters: list[Closer] = field(default_factory=list)
+    #: Told first when stopping, all at once and without waiting: whatever waits
+    #: on the shared queue ends by itself then, not only if a cancel is seen.
+    _halts: list[Callable[[], None]] = field(default_factory=list)
 
     async def start(self) -> None:
         """Open the store, bring back rate windows and unfinished jobs, start the workers."""
@@ -162,7 +166,12 @@ class App:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Stop at once and release connections (after :meth:`drain` for a clean stop)."""
+        """Stop at once and release connections (after :meth:`drain` for a clean stop).
+
+        Bounded: a task that does not see its cancel is left behind and named in a
+        warning, never waited for."""
+        for halt in self._halts:
+            halt()
         await self.queues.stop()
         await self.pipeline.aclose()
         await self.status.aclose()
@@ -192,6 +201,7 @@ class _Shared:
     allowance: Allowance
     backend: SharedCacheStore
     budgets: DailyBudgets
+    halt: Callable[[], None]
 
 
 def _build_shared(
@@ -242,13 +252,18 @@ def _build_shared(
         if worker is not None:
             worker_task.append(asyncio.create_task(worker.run(stop_worker), name="local-worker"))
 
-    async def close() -> None:
+    def halt() -> None:
         stop_worker.set()
-        # A job in hand stays pending in Redis and is taken over by another worker.
-        for task in worker_task:
-            task.cancel()
-        if worker_task:
-            await asyncio.wait(worker_task, timeout=_STOP_WAIT_S)
+        remote.halt()
+
+    async def close() -> None:
+        halt()
+        # Lanes waiting for a job see the stop within a read's block time; one
+        # generating is cancelled: its job stays pending in Redis and is taken
+        # over by another worker (or this one after the restart).
+        await stop_tasks(
+            worker_task, timeout_s=_STOP_WAIT_S, told_s=_STOP_WAIT_S / 2, what="local worker"
+        )
         await remote.aclose()
         await backend.close()
 
@@ -264,7 +279,7 @@ def _build_shared(
     budgets = SharedBudgets(
         backend, budget_limits(registry), registry.names(), wall_clock, outage=outage
     )
-    return _Shared(remote=remote, allowance=allowance, backend=backend, budgets=budgets)
+    return _Shared(remote=remote, allowance=allowance, backend=backend, budgets=budgets, halt=halt)
 
 
 #: The longest a stop waits for the local generation worker's lanes.
@@ -621,4 +636,5 @@ def build_app(
         metrics_server=metrics_server,
         _closers=closers,
         _starters=starters,
+        _halts=[] if shared is None else [shared.halt],
     )

@@ -29,8 +29,12 @@ from typing import Protocol
 from sakaibot.errors import NothingToCancel, QueueFull, TooManyPending
 from sakaibot.jobs import Job, JobState
 from sakaibot.models import ModelRegistry, ModelSpec
+from sakaibot.stopping import stop_tasks
 
 logger = logging.getLogger(__name__)
+
+#: The longest a hard stop waits for the model workers to see their cancel.
+STOP_WAIT_S = 5.0
 
 #: How much one new duration moves the estimate (exponentially weighted mean).
 _ESTIMATE_WEIGHT = 0.3
@@ -338,11 +342,9 @@ class JobQueues:
         await asyncio.gather(*self._workers)
         self._workers.clear()
 
-    async def stop(self) -> None:
-        """Stop the workers now; waiting jobs stay where they are."""
-        for task in self._workers:
-            task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+    async def stop(self, *, timeout_s: float = STOP_WAIT_S) -> None:
+        """Stop the workers now (within ``timeout_s``); waiting jobs stay where they are."""
+        await stop_tasks(self._workers, timeout_s=timeout_s, what="queue stop")
         self._workers.clear()
 
     async def _work(self, lane: _ModelLane, run_job: JobRunner) -> None:

@@ -12,10 +12,10 @@ stream, returning the same ``(success, data, error)`` tuple as a local worker.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import secrets
+from asyncio import FIRST_COMPLETED
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -33,6 +33,7 @@ from sakaibot.generation import GeneratedImage, GenerationParams, GenerationResu
 from sakaibot.models import ModelSpec
 from sakaibot.shared.interfaces import Answer, FrontEndQueue
 from sakaibot.shared.outage import OutageLog
+from sakaibot.stopping import stop_tasks, wait_event
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ STOP_WAIT_S = 5.0
 #: Answers kept for jobs that have not asked for them (yet).
 EARLY_ANSWERS_KEPT = 64
 _RETRY_S = 1.0
+#: How long one read of the answer stream waits for an answer.
+_BLOCK_S = 1.0
 
 
 def encode_params(params: GenerationParams) -> dict[str, object]:
@@ -102,26 +105,36 @@ class RemoteGenerator:
     _early: dict[str, Answer] = field(default_factory=dict)
     _listener: asyncio.Task[None] | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Done once :meth:`halt` is called: raced against every wait for an answer.
+    _halted: asyncio.Future[None] | None = None
 
     def start(self) -> None:
         self._stop.clear()
+        self._halted = asyncio.get_running_loop().create_future()
         self._listener = asyncio.create_task(self._listen(), name="remote-answers")
 
-    async def aclose(self) -> None:
-        """Stop listening; never waits longer than ``stop_wait_s`` (twice at worst)."""
-        listener, self._listener = self._listener, None
-        if listener is None:
-            return
+    def halt(self) -> None:
+        """The front end is stopping: every wait here ends now, without a cancel.
+
+        A request waiting for its answer (or to be handed over) is abandoned as
+        if cancelled: it stays unfinished in the store and runs after the next
+        start. Its job stays in the shared queue, so the answer is read then.
+        Nothing relies on a cancel being seen (one can be lost on Python 3.11).
+        """
         self._stop.set()
-        # The listener sees the event between two reads; a read in flight ends
-        # within its block time. Waited for with a deadline, and only then cancelled:
-        # a cancel that lands in a Redis call may not be seen (Python 3.11).
-        await asyncio.wait({listener}, timeout=self.stop_wait_s)
-        if not listener.done():
-            listener.cancel()
-            await asyncio.wait({listener}, timeout=self.stop_wait_s)
-        if not listener.done():
-            logger.warning("the answer listener did not stop; left behind")
+        if self._halted is not None and not self._halted.done():
+            self._halted.set_result(None)
+
+    async def aclose(self) -> None:
+        """Stop listening; never waits longer than ``stop_wait_s``."""
+        self.halt()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            # The listener sees the stop between two reads; a read in flight ends
+            # within its block time.
+            await stop_tasks(
+                [listener], timeout_s=self.stop_wait_s, told_s=_BLOCK_S + 0.5, what="shared queue"
+            )
 
     async def cancel(self, model: str, job_id: str) -> bool:
         """Take back a request no worker has taken yet (``/image cancel``).
@@ -203,7 +216,8 @@ class RemoteGenerator:
                 if waited_s >= ENQUEUE_PATIENCE_S:
                     raise
                 self.outage.warn("shared queue unreachable; handing %s over again", job_id)
-                await asyncio.sleep(_RETRY_S)
+                if await wait_event(self._stop, _RETRY_S):
+                    raise asyncio.CancelledError from None  # stopping: handed over after restart
                 waited_s += _RETRY_S
 
     async def _await_answer(
@@ -226,9 +240,16 @@ class RemoteGenerator:
             if self.on_position is not None and place != shown:
                 self.on_position(job_id, place)  # 0: a worker has it
                 shown = place
-            done, _ = await asyncio.wait({answer}, timeout=self.position_poll_s)
-            if done:
+            ends: set[asyncio.Future[Answer] | asyncio.Future[None]] = {answer}
+            if self._halted is not None:
+                ends.add(self._halted)
+            await asyncio.wait(ends, timeout=self.position_poll_s, return_when=FIRST_COMPLETED)
+            if answer.done():
                 return answer.result()
+            if self._stop.is_set():
+                # Stopping: abandoned like a cancelled wait (a lost cancel must not
+                # keep it here), and asked for again after the restart.
+                raise asyncio.CancelledError
             try:
                 found = await self.shared.position(model.name, job_id)
             except StoreUnavailable:
@@ -249,12 +270,16 @@ class RemoteGenerator:
             self.outage.warn("shared queue unreachable; retrying: %s", exc)
         while not self._stop.is_set():
             try:
-                for received in await self.shared.next_answers(self.frontend_id, block_s=1.0):
+                for received in await self.shared.next_answers(self.frontend_id, block_s=_BLOCK_S):
                     await self._settle(received)
             except StoreUnavailable as exc:
                 self.outage.warn("shared queue unreachable; retrying: %s", exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), timeout=_RETRY_S)
+                await wait_event(self._stop, _RETRY_S)
+            except Exception:
+                # The one reader of every answer: if it died, every request of
+                # this front end would wait out its deadline. Logged, and on.
+                logger.exception("reading the shared queue's answers failed; retrying")
+                await wait_event(self._stop, _RETRY_S)
 
     async def _settle(self, received: Answer) -> None:
         waiter = self._waiting.get(received.job_id)

@@ -16,7 +16,6 @@ a timeout, so a stop never hangs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import secrets
@@ -29,6 +28,7 @@ from sakaibot.models import ModelRegistry, ModelSpec
 from sakaibot.shared.generator import decode_params
 from sakaibot.shared.interfaces import Taken, WorkerQueue
 from sakaibot.shared.outage import OutageLog
+from sakaibot.stopping import stop_tasks, wait_event
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +85,14 @@ class GenerationWorker:
                 # An answer may not have gone out: the job stays pending and is
                 # taken over once idle, by this worker or another.
                 self.outage.warn("shared queue unreachable; retrying: %s", exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=_RETRY_S)
+                await wait_event(stop, _RETRY_S)
+            except Exception:
+                # A lane that died would leave its model's jobs to the other
+                # workers, or to nobody. The job in hand (if any) stays pending:
+                # it is taken over after the lease, and set aside if it does this
+                # to every worker it is given to.
+                logger.exception("worker lane for %s failed; going on", model.name)
+                await wait_event(stop, _RETRY_S)
 
     async def _work(self, model: ModelSpec, taken: Taken) -> None:
         request = json.loads(taken.payload)
@@ -102,14 +108,11 @@ class GenerationWorker:
         # Answered before the keep-alive is waited for: a keep-alive stuck in a
         # Redis call must not hold the answer back.
         await self._answer(model, taken, str(request["frontend"]), result)
-        await _join(keeper, timeout_s=self.lease_s)
+        await stop_tasks([keeper], timeout_s=self.lease_s, told_s=self.lease_s / 2, what="worker")
 
     async def _keep(self, model: ModelSpec, taken: Taken, finished: asyncio.Event) -> None:
         """Keep the job ours while it is generated, until ``finished`` is set."""
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(finished.wait(), timeout=self.lease_s / 3)
-                return
+        while not await wait_event(finished, self.lease_s / 3):
             try:
                 if not await self.shared.keep(model.name, self.worker_id, taken.entry_id):
                     # Taken over after a silence: this worker's answer will be refused.
@@ -158,16 +161,3 @@ class GenerationWorker:
         error = JobSetAside(given, model=model.display_name)
         frontend_id = str(json.loads(taken.payload)["frontend"])
         await self._answer(model, taken, frontend_id, GenerationResult(False, None, error))
-
-
-async def _join(task: asyncio.Task[None], *, timeout_s: float) -> None:
-    """Wait for ``task`` at most ``timeout_s``, then cancel it and wait as long again;
-    a task that still runs (its cancel was lost) is left behind, logged."""
-    await asyncio.wait({task}, timeout=timeout_s)
-    if not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=timeout_s)
-    if not task.done():
-        logger.warning("%s did not stop; left behind", task.get_name())
-    elif not task.cancelled() and task.exception() is not None:
-        logger.warning("%s failed: %s", task.get_name(), task.exception())

@@ -9,7 +9,7 @@ from uuid import uuid4
 
 import pytest
 
-from sakaibot.errors import JobCancelled, QueueFull, WorkerTimeout
+from sakaibot.errors import JobCancelled, QueueFull, StoreUnavailable, WorkerTimeout
 from sakaibot.generation import GenerationParams
 from sakaibot.models import ModelSpec
 from sakaibot.shared.backend import RedisBackend
@@ -173,3 +173,51 @@ async def test_stopping_a_front_end_never_hangs(backend: RedisBackend) -> None:
             await remote.aclose()
     finally:
         stuck.release.set()
+
+
+@dataclass
+class CancelBecomesAnError:
+    """The shared queue, but a cancel that lands in a position look-up comes out as
+    an ordinary "unreachable" failure, as a library's own timeout may turn it."""
+
+    backend: RedisBackend
+    looking_up: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.backend, name)
+
+    async def position(self, model: str, job_id: str) -> int | None:
+        self.looking_up.set()
+        try:
+            await asyncio.Event().wait()  # Redis never answers
+        except asyncio.CancelledError:
+            raise StoreUnavailable("Redis is unreachable: timed out") from None
+        raise AssertionError("unreachable")
+
+
+async def test_halting_ends_a_waiting_request_even_when_its_cancel_is_lost(
+    backend: RedisBackend,
+) -> None:
+    shared = CancelBecomesAnError(backend)
+    remote = RemoteGenerator(
+        shared,  # type: ignore[arg-type]
+        frontend_id="fe-a", max_waiting=10, max_pending=10, position_poll_s=0.01,
+    )  # fmt: skip
+    remote.start()
+    try:
+        waiting = asyncio.create_task(
+            remote.generate(flux(), GenerationParams("a fox", request_id="j1"))
+        )
+        async with asyncio.timeout(10):
+            await shared.looking_up.wait()
+        # What stopping the front end does: halt, then cancel the job's task.
+        remote.halt()
+        waiting.cancel()
+        async with asyncio.timeout(5):
+            done, _ = await asyncio.wait({waiting})
+        assert waiting in done
+        assert waiting.cancelled()
+    finally:
+        await remote.aclose()
+    # Abandoned here, not taken back: it runs after the restart and its answer is read then.
+    assert await backend.position("flux", "j1") == 1
