@@ -221,3 +221,45 @@ async def test_halting_ends_a_waiting_request_even_when_its_cancel_is_lost(
         await remote.aclose()
     # Abandoned here, not taken back: it runs after the restart and its answer is read then.
     assert await backend.position("flux", "j1") == 1
+
+
+@dataclass
+class FirstReadBreaks:
+    """The shared queue, but the first read of answers fails with an unexpected error."""
+
+    backend: RedisBackend
+    broke: int = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.backend, name)
+
+    async def next_answers(self, frontend_id: str, *, block_s: float) -> list[Answer]:
+        if not self.broke:
+            self.broke += 1
+            raise RuntimeError("a bug in the reading")
+        return await self.backend.next_answers(frontend_id, block_s=block_s)
+
+
+async def test_the_answer_listener_outlives_an_unexpected_error(
+    backend: RedisBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    shared = FirstReadBreaks(backend)
+    remote = RemoteGenerator(
+        shared,  # type: ignore[arg-type]
+        frontend_id="fe-a", max_waiting=10, max_pending=10, position_poll_s=0.05,
+    )  # fmt: skip
+    worker = GenerationWorker(backend, registry(), FakeGenerator())
+    stop = asyncio.Event()
+    remote.start()
+    working = asyncio.create_task(worker.run(stop))
+    try:
+        async with asyncio.timeout(20):
+            result = await remote.generate(flux(), GenerationParams("a fox", request_id="j1"))
+    finally:
+        stop.set()
+        await remote.aclose()
+        async with asyncio.timeout(10):
+            await working
+    assert result.success
+    assert shared.broke == 1
+    assert "reading the shared queue's answers failed; retrying" in caplog.text

@@ -217,3 +217,41 @@ async def test_a_worker_failure_comes_back_as_its_own_class_and_words(
     # Told in every language, so a Persian chat hears it in Persian.
     persian = load_texts("fa")
     assert result.error.message_in(persian) == failure.message_in(persian)
+
+
+@dataclass
+class FirstTakeBreaks:
+    """The shared queue, but the first take fails with an error nobody expected."""
+
+    backend: RedisBackend
+    broke: int = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.backend, name)
+
+    async def take(
+        self, model: str, worker_id: str, *, lease_s: float, block_s: float
+    ) -> Taken | None:
+        if not self.broke:
+            self.broke += 1
+            raise RuntimeError("a bug in the taking")
+        return await self.backend.take(model, worker_id, lease_s=lease_s, block_s=block_s)
+
+
+async def test_a_lane_that_hits_an_unexpected_error_logs_it_and_goes_on(
+    backend: RedisBackend, front_end: RemoteGenerator, caplog: pytest.LogCaptureFixture
+) -> None:
+    shared = FirstTakeBreaks(backend)
+    worker = GenerationWorker(shared, registry(flux_concurrency=1), FakeGenerator())  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        async with asyncio.timeout(20):
+            result = await front_end.generate(flux(), GenerationParams("a fox", request_id="j1"))
+    finally:
+        stop.set()
+        async with asyncio.timeout(10):
+            await running
+    assert result.success
+    assert "worker lane for flux failed; going on" in caplog.text
+    assert "a bug in the taking" in caplog.text
