@@ -114,6 +114,8 @@ async def test_the_rate_limit_counts_accepted_requests(make_bot: Callable[..., B
     await bot.say(3, "/image=flux=two")
     await bot.say(4, "/image=flux=three")
     assert bot.replies(4)[0].startswith("❌ You have reached the limit of 2 images per 1 h.")
+    await until_ended(bot.app, bot.outcomes, 2, within_s=30)  # accepted means made
+    assert [o.ok for o in bot.outcomes] == [True, True]
 
 
 async def test_the_same_request_again_comes_from_the_cache(make_bot: Callable[..., Bot]) -> None:
