@@ -114,8 +114,14 @@ async def test_the_rate_limit_counts_accepted_requests(make_bot: Callable[..., B
     await bot.say(3, "/image=flux=two")
     await bot.say(4, "/image=flux=three")
     assert bot.replies(4)[0].startswith("❌ You have reached the limit of 2 images per 1 h.")
-    await until_ended(bot.app, bot.outcomes, 2, within_s=30)  # accepted means made
-    assert [o.ok for o in bot.outcomes] == [True, True]
+    # Refusals are outcomes too: two of them, then the two accepted jobs, delivered.
+    await until_ended(bot.app, bot.outcomes, 4, within_s=30)
+    assert sorted((o.reply_to, o.ok) for o in bot.outcomes) == [
+        (1, False),
+        (2, True),
+        (3, True),
+        (4, False),
+    ]
 
 
 async def test_the_same_request_again_comes_from_the_cache(make_bot: Callable[..., Bot]) -> None:

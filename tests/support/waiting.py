@@ -76,10 +76,17 @@ async def until_idle(app: App, *, within_s: float = 10.0) -> None:
 
 async def until_ended(app: App, outcomes: Sized, count: int, *, within_s: float = 10.0) -> None:
     """Wait until ``outcomes`` (what ``app`` reported through ``on_outcome``) holds
-    ``count`` jobs that ended, delivered or not."""
-    await until(
-        lambda: len(outcomes) == count,
-        waiting_for=f"{count} job(s) to end",
-        settle=app_work(app),
-        within_s=within_s,
-    )
+    exactly ``count`` outcomes: jobs that ended, delivered or not, and requests
+    refused up front, which are outcomes too. More than ``count`` fails at once:
+    the test expected fewer."""
+    try:
+        await until(
+            lambda: len(outcomes) >= count,
+            waiting_for=f"{count} outcome(s)",
+            settle=app_work(app),
+            within_s=within_s,
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc} (there were {len(outcomes)})") from None
+    if len(outcomes) != count:
+        raise AssertionError(f"expected {count} outcome(s), there were {len(outcomes)}")
