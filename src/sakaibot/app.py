@@ -119,6 +119,8 @@ class App:
     #: Told first when stopping, all at once and without waiting: whatever waits
     #: on the shared queue ends by itself then, not only if a cancel is seen.
     _halts: list[Callable[[], None]] = field(default_factory=list)
+    #: The longest a hard stop waits for one group of tasks to see their cancel.
+    stop_wait_s: float = 5.0
 
     async def start(self) -> None:
         """Open the store, bring back rate windows and unfinished jobs, start the workers."""
@@ -159,11 +161,14 @@ class App:
                 reply_to=job.reply_to,
                 text=status_text(job, restarting_text(job.texts)),
             )
-        try:
-            await asyncio.wait_for(self.drain(), timeout=grace_s)
-        except TimeoutError:
+        # Not asyncio.wait_for: after its timeout it would cancel the drain and
+        # wait, without a deadline, for a job that might not see the cancel.
+        draining = asyncio.create_task(self.drain(), name="shutdown-drain")
+        await asyncio.wait({draining}, timeout=grace_s)
+        if not draining.done():
             logger.warning("shutdown: jobs still running after %.0f s were abandoned", grace_s)
         await self.aclose()
+        await stop_tasks([draining], timeout_s=self.stop_wait_s, what="shutdown")
 
     async def aclose(self) -> None:
         """Stop at once and release connections (after :meth:`drain` for a clean stop).
@@ -172,7 +177,7 @@ class App:
         warning, never waited for."""
         for halt in self._halts:
             halt()
-        await self.queues.stop()
+        await self.queues.stop(timeout_s=self.stop_wait_s)
         await self.pipeline.aclose()
         await self.status.aclose()
         for close in reversed(self._closers):

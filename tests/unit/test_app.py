@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -63,10 +64,10 @@ class Harness:
         return [e.text for e in self.chat.events if e.reply_to == message_id]
 
 
-def make_harness(**settings: object) -> Harness:
+def make_harness(generator: FakeGenerator | None = None, **settings: object) -> Harness:
     clock = FakeClock()
     chat = RecordingChat(clock=clock)
-    generator = FakeGenerator()
+    generator = generator or FakeGenerator()
     enhancer = FakeEnhancer()
     values: dict[str, object] = {
         "flux_worker_url": "http://127.0.0.1:9/flux",
@@ -399,6 +400,56 @@ async def test_an_upload_does_not_hold_the_models_slot() -> None:
     finally:
         await h.app.aclose()
     assert [o.ok for o in h.outcomes] == [True, True]
+
+
+@dataclass
+class DeafGenerator(FakeGenerator):
+    """Holds its job until released, ignoring every cancel meanwhile (a lost cancel)."""
+
+    async def generate(self, model: ModelSpec, params: GenerationParams) -> GenerationResult:
+        self.running += 1
+        assert self.gate is not None
+        while not self.gate.is_set():
+            try:
+                await self.gate.wait()
+            except asyncio.CancelledError:
+                continue
+        self.running -= 1
+        return GenerationResult(True, tiny_image(), None)
+
+
+async def test_shutdown_past_its_grace_ends_even_if_a_job_never_sees_its_cancel(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    deaf = DeafGenerator(gate=asyncio.Event())
+    h = make_harness(generator=deaf)
+    h.app.stop_wait_s = 0.2
+    await h.app.start()
+    try:
+        await h.say("/image=flux=a fox")
+        await until(lambda: deaf.running == 1, waiting_for="the job to generate")
+        with caplog.at_level(logging.WARNING):
+            async with asyncio.timeout(10):  # bounded, whatever the job does
+                await h.app.shutdown(grace_s=0.1)
+        assert "jobs still running after 0 s were abandoned" in caplog.text
+        assert "queue-flux-0 did not stop within 0.2 s; left behind" in caplog.text
+        assert h.outcomes == []
+
+        # Nothing lost: the next start makes the image.
+        outcomes: list[JobOutcome] = []
+        restarted = build_app(
+            h.app.settings,
+            RecordingChat(),
+            on_outcome=outcomes.append,
+            generator=FakeGenerator(),
+            enhancer=FakeEnhancer(),
+        )
+        await restarted.start()
+        await asyncio.wait_for(restarted.drain(), timeout=10)
+        await restarted.aclose()
+        assert [(o.reply_to, o.ok) for o in outcomes] == [(1, True)]
+    finally:
+        deaf.gate.set()  # type: ignore[union-attr]
 
 
 async def test_shutdown_finishes_the_running_job_and_keeps_the_waiting_one() -> None:
