@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from uuid import uuid4
 
@@ -19,8 +18,6 @@ from redis.asyncio import Redis
 from sakaibot.app import App, build_app
 from sakaibot.chat.port import IncomingMessage
 from sakaibot.errors import QuotaExhausted
-from sakaibot.generation import GenerationParams, GenerationResult
-from sakaibot.models import ModelSpec
 from sakaibot.pipeline import JobOutcome
 from sakaibot.settings import load_settings
 from sakaibot.shared.backend import RedisBackend
@@ -30,7 +27,6 @@ from tests.support.fakes import (
     FakeGenerator,
     RecordingChat,
     registry,
-    tiny_image,
 )
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import RECHECK_S, app_work, until, until_ended
@@ -170,27 +166,11 @@ async def test_a_worker_that_dies_mid_job_loses_nothing(
     assert len(chat.of_kind("image")) == 1
 
 
-@dataclass
-class DeafGenerator(FakeGenerator):
-    """Holds its job until released and ignores every cancel meanwhile."""
-
-    async def generate(self, model: ModelSpec, params: GenerationParams) -> GenerationResult:
-        self.running += 1
-        assert self.gate is not None
-        while not self.gate.is_set():
-            try:
-                await self.gate.wait()
-            except asyncio.CancelledError:
-                continue  # lost
-        self.running -= 1
-        return GenerationResult(True, tiny_image(), None)
-
-
 async def test_stopping_mid_generation_is_bounded_and_the_job_runs_after_the_restart(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
     prefix = f"t-{uuid4().hex[:8]}"
-    deaf = DeafGenerator(gate=asyncio.Event())
+    deaf = FakeGenerator(gate=asyncio.Event(), deaf=True)
     # A short lease: after the restart the job is taken over once idle that long.
     app, _, _ = front_end(redis_server, prefix, tmp_path / "a", deaf, redis_lease_s=0.5)
     restarted: App | None = None

@@ -167,6 +167,8 @@ class FakeGenerator:
     errors: list[GenerationError] = field(default_factory=list)
     calls: list[tuple[str, GenerationParams]] = field(default_factory=list)
     gate: asyncio.Event | None = None
+    #: While held at the gate, ignore every cancel (as a cancel lost in flight is).
+    deaf: bool = False
     running: int = 0
     max_running: dict[str, int] = field(default_factory=dict)
 
@@ -175,8 +177,12 @@ class FakeGenerator:
         self.running += 1
         self.max_running[model.name] = max(self.max_running.get(model.name, 0), self.running)
         try:
-            if self.gate is not None:
-                await self.gate.wait()
+            while self.gate is not None and not self.gate.is_set():
+                try:
+                    await self.gate.wait()
+                except asyncio.CancelledError:
+                    if not self.deaf:
+                        raise
             if self.errors:
                 return GenerationResult(False, None, self.errors.pop(0))
             return GenerationResult(True, tiny_image(), None)

@@ -402,26 +402,10 @@ async def test_an_upload_does_not_hold_the_models_slot() -> None:
     assert [o.ok for o in h.outcomes] == [True, True]
 
 
-@dataclass
-class DeafGenerator(FakeGenerator):
-    """Holds its job until released, ignoring every cancel meanwhile (a lost cancel)."""
-
-    async def generate(self, model: ModelSpec, params: GenerationParams) -> GenerationResult:
-        self.running += 1
-        assert self.gate is not None
-        while not self.gate.is_set():
-            try:
-                await self.gate.wait()
-            except asyncio.CancelledError:
-                continue
-        self.running -= 1
-        return GenerationResult(True, tiny_image(), None)
-
-
 async def test_shutdown_past_its_grace_ends_even_if_a_job_never_sees_its_cancel(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    deaf = DeafGenerator(gate=asyncio.Event())
+    deaf = FakeGenerator(gate=asyncio.Event(), deaf=True)
     h = make_harness(generator=deaf)
     h.app.stop_wait_s = 0.2
     await h.app.start()

@@ -260,13 +260,7 @@ async def test_a_hard_stop_ends_even_if_a_running_job_never_sees_its_cancel(
             except asyncio.CancelledError:
                 continue  # lost, as a cancel turned into a library's timeout error is
 
-    queues = JobQueues(
-        registry(),
-        max_waiting_per_model=10,
-        max_pending_per_user=10,
-        on_position=lambda job, place: None,
-        clock=FakeClock(),
-    )
+    queues = make_queues(Recorder())
     queues.submit(make_job("deaf"))
     queues.start(run)
     await started.wait()

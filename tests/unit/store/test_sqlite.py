@@ -624,24 +624,6 @@ async def test_reading_a_chats_defaults_leaves_held_notes_to_share_their_commit(
     assert stored.status_message_id == 7
 
 
-async def test_a_job_with_its_chats_defaults_read_still_costs_two_commits(
-    store: SqliteStore,
-) -> None:
-    before = store.commits
-    for n in range(10):
-        job_id = f"job{n}"
-        await store.chat_defaults("chat-1")  # as admission does, before the record
-        await store.add_job(job(job_id))
-        store.update_job_soon(job_id, status_message_id=100 + n)
-        await asyncio.gather(
-            store.cache_put(entry(f"key{n}")),
-            store.update_job(job_id, state=StoredJobState.DELIVERING, image_hash=HASH_A),
-        )
-        store.update_job_soon(job_id, state=StoredJobState.DONE, delivered_message_id=200 + n)
-    await store.get_job("job9")
-    assert store.commits - before <= 2 * 10 + 1
-
-
 async def test_a_failing_call_fails_alone_in_its_shared_commit(store: SqliteStore) -> None:
     await store.add_job(job("one"))
     duplicate = store.add_job(job("one"))  # the unique id refuses it
