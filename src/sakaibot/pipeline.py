@@ -87,20 +87,21 @@ class JobOutcome:
     @classmethod
     def of_job(
         cls,
-        job: Job,
+        job: Job | Album,
         *,
         error_kind: str | None = None,
         error: str | None = None,
         image_message_id: int | None = None,
     ) -> JobOutcome:
-        """The outcome of an accepted job: ``ok`` exactly when no error is given."""
+        """The outcome of an accepted job, or the one outcome of a ``--n`` request
+        (named by its album's id): ``ok`` exactly when no error is given."""
         return cls(
             chat_id=job.chat_id,
             reply_to=job.reply_to,
             user_id=job.user_id,
             ok=error_kind is None,
             job_id=job.id,
-            model=job.model.name,
+            model=job.model if isinstance(job, Album) else job.model.name,
             error_kind=error_kind,
             error=error,
             image_message_id=image_message_id,
@@ -774,7 +775,7 @@ class JobPipeline:
             message = album_failed_text(album.size, gathering.reasons(texts), texts)
             logger.info("album %s: none of its %d images could be made", album.id, album.size)
             self._status.finish(album.id, final_text=failed_text(message))
-            self._on_outcome(_album_outcome(album, error_kind="album_failed", error=message))
+            self._on_outcome(JobOutcome.of_job(album, error_kind="album_failed", error=message))
             return
         self._status.show(
             album.id, chat_id=album.chat_id, reply_to=album.reply_to, text=sending_text(texts)
@@ -794,7 +795,7 @@ class JobPipeline:
                 await self._record_ending(part.job, failure)
             message = failures[0].message_in(texts)
             self._status.finish(album.id, final_text=failed_text(message))
-            self._on_outcome(_album_outcome(album, error_kind=failures[0].kind, error=message))
+            self._on_outcome(JobOutcome.of_job(album, error_kind=failures[0].kind, error=message))
             return
         except Exception as exc:
             logger.exception("album %s: unexpected failure while delivering", album.id)
@@ -803,7 +804,7 @@ class JobPipeline:
                 await self._record_ending(part.job, error)
             message = error.message_in(texts)
             self._status.finish(album.id, final_text=failed_text(message))
-            self._on_outcome(_album_outcome(album, error_kind=error.kind, error=message))
+            self._on_outcome(JobOutcome.of_job(album, error_kind=error.kind, error=message))
             return
         for part, message_id in zip(made, message_ids, strict=False):
             if part.job.state is JobState.SENDING:
@@ -811,7 +812,7 @@ class JobPipeline:
             await self._record_ending(part.job, Delivered(message_id))
         self._status.finish(album.id)
         self._on_outcome(
-            _album_outcome(album, image_message_id=message_ids[0] if message_ids else None)
+            JobOutcome.of_job(album, image_message_id=message_ids[0] if message_ids else None)
         )
 
     async def album_found_delivered(
@@ -821,7 +822,7 @@ class JobPipeline:
         for record in records:
             await self._record_ending(record, Delivered(message_id))
         self._status.finish(album.id)
-        self._on_outcome(_album_outcome(album, image_message_id=message_id))
+        self._on_outcome(JobOutcome.of_job(album, image_message_id=message_id))
 
     async def send_album(
         self, chat_id: str, images: list[OutgoingImage], caption: Caption, *, reply_to: int
@@ -883,27 +884,6 @@ class JobPipeline:
         probe = self._probes.pop(job_id, None)
         if probe is not None:
             probe.release_probe()
-
-
-def _album_outcome(
-    album: Album,
-    *,
-    error_kind: str | None = None,
-    error: str | None = None,
-    image_message_id: int | None = None,
-) -> JobOutcome:
-    """The one outcome of a ``--n`` request, named by its album's id."""
-    return JobOutcome(
-        chat_id=album.chat_id,
-        reply_to=album.reply_to,
-        user_id=album.user_id,
-        ok=error_kind is None,
-        job_id=album.id,
-        model=album.model,
-        error_kind=error_kind,
-        error=error,
-        image_message_id=image_message_id,
-    )
 
 
 def image_actions(job_id: str, *, as_file: bool, texts: Texts = ENGLISH) -> tuple[Action, ...]:
