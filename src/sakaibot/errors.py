@@ -687,16 +687,23 @@ class DeliveryFailed(ChatError):
         )
 
 
-class ModelUnavailable(RequestRejected):
-    """The model's circuit breaker is open: new requests are refused at once."""
+class _ModelPaused(RequestRejected):
+    """A model that takes no requests for a while, and another one to use meanwhile."""
 
-    kind = "model_unavailable"
+    #: What the log line adds after "<model> paused for N s".
+    _until = ""
 
     def __init__(self, model: str, retry_after_s: float, fallback: str | None = None) -> None:
-        super().__init__(f"{model} paused for {retry_after_s:.0f} s")
+        super().__init__(f"{model} paused for {retry_after_s:.0f} s{self._until}")
         self.model = model
         self.retry_after_s = retry_after_s
         self.fallback = fallback
+
+
+class ModelUnavailable(_ModelPaused):
+    """The model's circuit breaker is open: new requests are refused at once."""
+
+    kind = "model_unavailable"
 
     def message_in(self, texts: Texts) -> str:
         wait = format_wait(self.retry_after_s, texts)
@@ -716,7 +723,7 @@ class ModelUnavailable(RequestRejected):
         )
 
 
-class PausedUntilReset(RequestRejected):
+class PausedUntilReset(_ModelPaused):
     """The model's daily budget (or its worker's quota) is used up until 00:00 UTC.
 
     Told to new requests at once and to waiting jobs when their turn comes; it
@@ -724,12 +731,7 @@ class PausedUntilReset(RequestRejected):
     """
 
     kind = "paused_until_reset"
-
-    def __init__(self, model: str, retry_after_s: float, fallback: str | None = None) -> None:
-        super().__init__(f"{model} paused for {retry_after_s:.0f} s until 00:00 UTC")
-        self.model = model
-        self.retry_after_s = retry_after_s
-        self.fallback = fallback
+    _until = " until 00:00 UTC"
 
     def message_in(self, texts: Texts) -> str:
         wait = format_wait(self.retry_after_s, texts)
