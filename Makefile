@@ -13,7 +13,7 @@ WORKERD_STAMP := $(WORKERD_DIR)/.installed-$(WORKERD_VERSION)
 
 VENV_HINT := On Debian and Ubuntu, creating a venv needs: sudo apt install python3-venv
 
-.PHONY: install install-prod demo test bench check lint format typecheck clean workerd translations
+.PHONY: install install-prod demo test test-redis-oldest bench check lint format typecheck clean workerd translations
 
 install: $(STAMP)
 
@@ -49,6 +49,21 @@ test: $(STAMP) workerd
 	$(BIN)/pytest -q
 
 workerd: $(WORKERD_STAMP)
+
+# The Redis tests again with the oldest redis-py that pyproject.toml allows, so
+# its lower bound stays true (the venv has the newest). CI runs it after `make test`.
+REDIS_OLDEST := $(shell sed -n 's/^  "redis>=\([0-9.]*\)",$$/\1/p' pyproject.toml)
+REDIS_OLDEST_DIR := .tools/redis-py-$(REDIS_OLDEST)
+test-redis-oldest: $(STAMP)
+	@test -n "$(REDIS_OLDEST)" || { echo "no redis lower bound found in pyproject.toml"; exit 1; }
+	@test -f $(REDIS_OLDEST_DIR)/.installed || { \
+		echo "Installing redis==$(REDIS_OLDEST) into $(REDIS_OLDEST_DIR)..."; \
+		$(BIN)/python -m pip install --quiet --no-deps --target $(REDIS_OLDEST_DIR) \
+			"redis==$(REDIS_OLDEST)" && touch $(REDIS_OLDEST_DIR)/.installed; }
+	PYTHONPATH=$(CURDIR)/$(REDIS_OLDEST_DIR) $(BIN)/python -c \
+		"import redis; assert redis.__version__ == '$(REDIS_OLDEST)', redis.__version__"
+	PYTHONPATH=$(CURDIR)/$(REDIS_OLDEST_DIR) $(BIN)/pytest -q -p no:cacheprovider tests/unit/shared \
+		tests/integration/test_redis_mode.py tests/integration/test_backends.py
 
 # Best effort: without npm or the registry the workerd tests skip and say why
 # (under CI=true they fail instead), so this never stops `make test` by itself.
