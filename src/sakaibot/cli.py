@@ -39,6 +39,8 @@ NO_WORKER_MESSAGE = (
 #: Where ``chat --local`` keeps its data, inside its ``--out`` folder: never the
 #: bot's data folder, so the demo's users, history and preview images stay out of it.
 LOCAL_DATA_DIR_NAME = "local-data"
+#: The longest `sakaibot worker` waits, after a second Ctrl-C, for its lanes to stop.
+_WORKER_STOP_S = 5.0
 
 _ENV_FILE_HELP = "settings file to read besides the environment (default: .env; 'none': no file)"
 _VERBOSE_HELP = "log more (DEBUG)"
@@ -446,6 +448,7 @@ async def _run_worker(settings: Settings, out: TextIO) -> int:
     from sakaibot.errors import ConfigError
     from sakaibot.shared.backend import RedisBackend
     from sakaibot.shared.worker import GenerationWorker
+    from sakaibot.stopping import stop_tasks
 
     if settings.redis_url is None:
         raise ConfigError(
@@ -465,16 +468,38 @@ async def _run_worker(settings: Settings, out: TextIO) -> int:
         build_generator(settings, closers),
         lease_s=settings.redis_lease_s,
     )
-    stop = asyncio.Event()
+    stop, stop_now = asyncio.Event(), asyncio.Event()
+
+    def on_signal() -> None:
+        # The first stop lets the images in hand finish (they are paid for);
+        # a second one stops at once, and another worker takes them over.
+        if stop.is_set():
+            stop_now.set()
+            return
+        stop.set()
+        out.write("Stopping after the images in hand; Ctrl-C again to stop now.\n")
+        out.flush()
+
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal)
     names = ", ".join(settings.model_registry().names())
     out.write(f"SakaiBot worker {worker.worker_id} generating for {names}. Ctrl-C stops it.\n")
     out.flush()
+    running = asyncio.create_task(worker.run(stop), name="worker")
+    hurry = asyncio.create_task(stop_now.wait(), name="worker-stop-now")
     try:
-        await worker.run(stop)
+        await asyncio.wait({running, hurry}, return_when=asyncio.FIRST_COMPLETED)
+        if not running.done():
+            await stop_tasks([running], timeout_s=_WORKER_STOP_S, what="worker")
+            out.write(
+                f"Stopped after {worker.done} image(s); the ones in hand go to another "
+                f"worker after REDIS_LEASE_S ({settings.redis_lease_s:g} s).\n"
+            )
+            return EXIT_OK
+        running.result()  # an unexpected failure of the worker itself
     finally:
+        hurry.cancel()
         for close in closers:
             await close()
         await backend.close()

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from sakaibot.app import App, build_app
 from sakaibot.chat.port import IncomingMessage
 from sakaibot.errors import QuotaExhausted
+from sakaibot.models import ModelSpec
 from sakaibot.pipeline import JobOutcome
 from sakaibot.settings import load_settings
 from sakaibot.shared.backend import RedisBackend
@@ -250,6 +251,86 @@ def test_a_separate_worker_process_generates_for_the_console(
     assert [r["ok"] for r in results if r["type"] == "result"] == [True, True]
     assert worker.returncode == 0, worker_err
     assert "Stopped after 2 image(s)." in worker_out
+
+
+async def test_a_worker_process_stops_at_once_on_a_second_ctrl_c_and_its_job_is_taken_over(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import sys
+
+    from sakaibot.devworker import DevWorker, DevWorkerConfig
+    from sakaibot.generation import GenerationParams
+    from sakaibot.settings import Settings
+    from sakaibot.shared.generator import RemoteGenerator
+
+    prefix = f"t-{uuid4().hex[:8]}"
+    backend = RedisBackend(redis_server.url, prefix=prefix)
+    await backend.open()
+    await backend.open_answers("fe-t")
+    remote = RemoteGenerator(backend, frontend_id="fe-t", max_waiting=10, max_pending=10)
+    remote.start()
+    stop = asyncio.Event()
+    # An image that takes a minute: the worker still has it in hand when stopped.
+    with DevWorker(DevWorkerConfig(fast=True, latency_ms=60_000)) as worker_url:
+        env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+        env.update(
+            {
+                "REDIS_URL": redis_server.url,
+                "REDIS_PREFIX": prefix,
+                "FLUX_WORKER_URL": f"{worker_url}/flux",
+                "LLM_PROVIDER": "none",
+                "SAKAIBOT_DATA_DIR": str(tmp_path / "worker-data"),
+            }
+        )
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "sakaibot", "--env-file", "none", "worker",
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            assert process.stdout is not None
+            line = await asyncio.wait_for(process.stdout.readline(), 30)
+            assert line.startswith(b"SakaiBot worker ")
+            asked = asyncio.create_task(
+                remote.generate(flux_model(), GenerationParams("a fox", request_id="j1"))
+            )
+            taken: list[int | None] = [None]
+
+            async def look() -> None:
+                taken[0] = await backend.position("flux", "j1")
+
+            await until(lambda: taken[0] == 0, waiting_for="the worker to take the job",
+                        settle=look, within_s=30)  # fmt: skip
+            process.send_signal(signal.SIGINT)
+            line = await asyncio.wait_for(process.stdout.readline(), 30)
+            assert line == b"Stopping after the images in hand; Ctrl-C again to stop now.\n"
+            process.send_signal(signal.SIGINT)
+            out, err = await asyncio.wait_for(process.communicate(), 30)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.communicate()
+    assert process.returncode == 0, err.decode()
+    assert out.startswith(b"Stopped after 0 image(s); the ones in hand go to another worker")
+    # Taken over by another worker once idle for its lease, and answered.
+    healthy = GenerationWorker(backend, registry(), FakeGenerator(), lease_s=0.3)
+    working = asyncio.create_task(healthy.run(stop))
+    try:
+        async with asyncio.timeout(30):
+            result = await asked
+    finally:
+        stop.set()
+        await asyncio.wait_for(working, timeout=10)
+        await remote.aclose()
+        await backend.close()
+    assert result.success
+
+
+def flux_model() -> ModelSpec:
+    model = registry().get("flux")
+    assert model is not None
+    return model
 
 
 async def test_redis_restarting_under_load_loses_nothing_acknowledged(
