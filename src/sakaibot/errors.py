@@ -275,32 +275,38 @@ class RateLimited(RequestRejected):
         super().__init__(f"rate limited for {retry_after_s:.1f} s")
 
     def message_in(self, texts: Texts) -> str:
+        # Which message and its values are the same for every limit; the words
+        # (literal for the catalogue) are each class's own.
         images = texts.ngettext("{count} image", "{count} images", self.limit)
         window = format_wait(self.window_s, texts)
+        asked = texts.ngettext("{count} image", "{count} images", self.asked)
         if self.asked > self.limit:
-            return texts.gettext(
-                "You asked for {asked}, more than the limit of {images} per {window}. "
-                "Ask for fewer, e.g. --n {limit}.",
-                asked=texts.ngettext("{count} image", "{count} images", self.asked),
-                images=images,
-                window=window,
-                limit=self.limit,
+            return self._asked_too_many(
+                texts, asked=asked, images=images, window=window, limit=self.limit
             )
         wait = format_wait(self.retry_after_s, texts)
         if self.asked > 1:
-            return texts.gettext(
-                "{asked} would go over the limit of {images} per {window}. "
-                "Try again in {wait}, or ask for fewer with --n.",
-                asked=texts.ngettext("{count} image", "{count} images", self.asked),
-                images=images,
-                window=window,
-                wait=wait,
-            )
+            return self._would_go_over(texts, asked=asked, images=images, window=window, wait=wait)
+        return self._reached(texts, images=images, window=window, wait=wait)
+
+    def _asked_too_many(self, texts: Texts, **values: object) -> str:
+        return texts.gettext(
+            "You asked for {asked}, more than the limit of {images} per {window}. "
+            "Ask for fewer, e.g. --n {limit}.",
+            **values,
+        )
+
+    def _would_go_over(self, texts: Texts, **values: object) -> str:
+        return texts.gettext(
+            "{asked} would go over the limit of {images} per {window}. "
+            "Try again in {wait}, or ask for fewer with --n.",
+            **values,
+        )
+
+    def _reached(self, texts: Texts, **values: object) -> str:
         return texts.gettext(
             "You have reached the limit of {images} per {window}. Try again in {wait}.",
-            images=images,
-            window=window,
-            wait=wait,
+            **values,
         )
 
 
@@ -309,34 +315,25 @@ class EveryoneRateLimited(RateLimited):
 
     kind = "global_rate_limited"
 
-    def message_in(self, texts: Texts) -> str:
-        images = texts.ngettext("{count} image", "{count} images", self.limit)
-        window = format_wait(self.window_s, texts)
-        if self.asked > self.limit:
-            return texts.gettext(
-                "You asked for {asked}, more than the bot makes for everyone per {window} "
-                "({images}). Ask for fewer, e.g. --n {limit}.",
-                asked=texts.ngettext("{count} image", "{count} images", self.asked),
-                images=images,
-                window=window,
-                limit=self.limit,
-            )
-        wait = format_wait(self.retry_after_s, texts)
-        if self.asked > 1:
-            return texts.gettext(
-                "{asked} would go over the bot's limit of {images} per {window} for everyone. "
-                "Try again in {wait}, or ask for fewer with --n.",
-                asked=texts.ngettext("{count} image", "{count} images", self.asked),
-                images=images,
-                window=window,
-                wait=wait,
-            )
+    def _asked_too_many(self, texts: Texts, **values: object) -> str:
+        return texts.gettext(
+            "You asked for {asked}, more than the bot makes for everyone per {window} "
+            "({images}). Ask for fewer, e.g. --n {limit}.",
+            **values,
+        )
+
+    def _would_go_over(self, texts: Texts, **values: object) -> str:
+        return texts.gettext(
+            "{asked} would go over the bot's limit of {images} per {window} for everyone. "
+            "Try again in {wait}, or ask for fewer with --n.",
+            **values,
+        )
+
+    def _reached(self, texts: Texts, **values: object) -> str:
         return texts.gettext(
             "The bot has made its limit of {images} per {window} for everyone. "
             "Try again in {wait}.",
-            images=images,
-            window=window,
-            wait=wait,
+            **values,
         )
 
 
