@@ -167,7 +167,3 @@ class Albums:
             return None
         del self._gatherings[gathering.album.id]
         return gathering
-
-    def holding(self) -> int:
-        """How many albums wait for images still on their way."""
-        return len(self._gatherings)

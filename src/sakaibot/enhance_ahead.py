@@ -98,19 +98,14 @@ class EnhanceAhead:
         return task.result()
 
     async def improve(self, job: Job) -> EnhancedPrompt:
-        """``job``'s prompt, improved: waits for the improvement under way, or does it now."""
-        if not self.wanted(job):
-            return EnhancedPrompt(text=job.request.prompt)
+        """``job``'s prompt, improved: waits for the improvement under way, or does it now
+        (only for a job :meth:`wanted` says is improved)."""
         assert self._enhancer is not None
         task = self._tasks.pop(job.id, None)
         if task is None:
             return await self._enhancer.enhance(job.request.prompt)
         # Awaiting the task directly: if the job is cancelled meanwhile, so is its task.
         return await task
-
-    def under_way(self) -> int:
-        """Improvements started and not yet taken (for tests and benchmarks)."""
-        return len(self._tasks)
 
     # -- inside -----------------------------------------------------------------
 

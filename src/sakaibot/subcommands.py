@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -63,7 +62,7 @@ from sakaibot.errors import (
 )
 from sakaibot.generation import GeneratedImage
 from sakaibot.i18n import LANGUAGE_SETTING, N_, Languages, Texts
-from sakaibot.jobs import Job, decode_request
+from sakaibot.jobs import Job, decode_request, random_seed
 from sakaibot.models import ModelRegistry
 from sakaibot.pipeline import JobPipeline, image_actions
 from sakaibot.queues import JobQueues
@@ -343,7 +342,7 @@ class Subcommands:
         # The same prompt with a new seed, so the result is a new picture.
         options = replace(
             request.options,
-            seed=secrets.randbelow(2**32) if model.supports("seed") else None,
+            seed=random_seed() if model.supports("seed") else None,
             fresh=True,
         )
         await self._admission.admit(message, replace(request, options=options))
