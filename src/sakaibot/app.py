@@ -44,9 +44,8 @@ from sakaibot.models import ModelRegistry
 from sakaibot.pipeline import JobOutcome, JobPipeline, OutcomeListener
 from sakaibot.private_files import make_private_dir, tighten, write_private
 from sakaibot.queues import JobQueues
-from sakaibot.quota import DailyBudgets, LocalBudgets, budget_limits
+from sakaibot.quota import DAY_S, DailyBudgets, LocalBudgets, budget_limits
 from sakaibot.recovery import Recovery
-from sakaibot.reports import DAY_S
 from sakaibot.settings import Settings
 from sakaibot.shared.allowance import SharedAllowance
 from sakaibot.shared.budgets import SharedBudgets

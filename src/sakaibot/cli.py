@@ -600,7 +600,7 @@ async def _run_report(args: argparse.Namespace, settings: Settings, out: TextIO)
     import time
 
     from sakaibot import reports
-    from sakaibot.quota import uses_from_records, utc_day
+    from sakaibot.quota import DAY_S, uses_from_records, utc_day
     from sakaibot.store.sqlite import SqliteStore
 
     data_dir = settings.sakaibot_data_dir
@@ -625,8 +625,10 @@ async def _run_report(args: argparse.Namespace, settings: Settings, out: TextIO)
     await store.open()
     try:
         if args.command == "stats":
-            records = await store.jobs_since(now_s - args.days * reports.DAY_S)
-            today = await store.jobs_since(utc_day(now_s) * reports.DAY_S)
+            records = await store.jobs_since(now_s - args.days * DAY_S)
+            # --days is at least 1: today's jobs are among those already read.
+            midnight_s = utc_day(now_s) * DAY_S
+            today = [record for record in records if record.created_at_s >= midnight_s]
             budgets = uses_from_records(settings.model_registry(), today, now_s)
             if settings.redis_url is not None:
                 budgets = await _shared_budget_uses(settings) or budgets

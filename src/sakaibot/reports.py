@@ -43,9 +43,6 @@ from sakaibot.quota import BudgetUse
 from sakaibot.store import JobRecord, StoredJobState
 
 #: How much of a prompt one history line shows.
-#: One day in seconds, for windows counted in days (history, statistics, retention).
-DAY_S = 86_400
-
 PROMPT_PREVIEW_CHARS = 60
 
 _EMPTY_HISTORY = N_("You have no images yet. Start with /image=flux={prompt}")

@@ -66,8 +66,8 @@ from sakaibot.jobs import Job, decode_request, random_seed
 from sakaibot.models import ModelRegistry
 from sakaibot.pipeline import JobPipeline, image_actions
 from sakaibot.queues import JobQueues
-from sakaibot.quota import DailyBudgets
-from sakaibot.reports import DAY_S, compute_stats, format_history, format_stats
+from sakaibot.quota import DAY_S, DailyBudgets
+from sakaibot.reports import compute_stats, format_history, format_stats
 from sakaibot.shared.generator import RemoteGenerator
 from sakaibot.status import (
     StatusScheduler,
@@ -421,8 +421,8 @@ class Subcommands:
     async def _stats(self, message: IncomingMessage, command: StatsCommand) -> str:
         if not message.from_owner:
             raise OwnerOnly("/image stats")
-        since_s = self._wall_clock() - command.days * DAY_S
-        records = await self._store.jobs_since(since_s)
+        now_s = self._wall_clock()
+        records = await self._store.jobs_since(now_s - command.days * DAY_S)
         queue = [(load.model.name, load.waiting, load.running) for load in self._queues.loads()]
         budgets = []
         if self._budgets is not None:
@@ -433,14 +433,15 @@ class Subcommands:
             compute_stats(records, days=command.days, queue=queue, budgets=budgets), texts
         )
         if self._draw_chart is not None:
-            await self._send_chart(message, texts)
+            # At least a day was read: the chart keeps the last 24 hours of it.
+            await self._send_chart(message, texts, records, now_s)
         return text
 
-    async def _send_chart(self, message: IncomingMessage, texts: Texts) -> None:
+    async def _send_chart(
+        self, message: IncomingMessage, texts: Texts, records: list[JobRecord], now_s: float
+    ) -> None:
         """The last day as a picture, sent before the text; a chart that fails is only logged."""
         assert self._draw_chart is not None
-        now_s = self._wall_clock()
-        records = await self._store.jobs_since(now_s - DAY_S)
         try:
             png = await asyncio.to_thread(self._draw_chart, records, now_s)
         except Exception:

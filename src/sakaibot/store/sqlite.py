@@ -409,19 +409,10 @@ class SqliteStore:
     # -- jobs --------------------------------------------------------------------
 
     async def add_job(self, record: JobRecord) -> None:
-        values = {name: getattr(record, name) for name in _JOB_FIELDS if name != "seq"}
-        columns = ", ".join(values)
-        marks = ", ".join(f":{name}" for name in values)
-
-        def insert(db: sqlite3.Connection) -> int:
-            _refuse_taken_ids(db, [record])
-            cursor = db.execute(f"INSERT INTO jobs ({columns}) VALUES ({marks})", values)
-            return int(cursor.lastrowid or 0)
-
-        record.seq = await self._call(insert)
+        await self.add_jobs([record])
 
     async def add_jobs(self, records: list[JobRecord]) -> None:
-        """Add the jobs of one album in one transaction: all of them, or none."""
+        """Add jobs (one, or an album's) in one transaction: all of them, or none."""
         if not records:
             return
         names = [name for name in _JOB_FIELDS if name != "seq"]
