@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import TypeVar
 
 from sakaibot.albums import Albums, Gathering, MissingImage
 from sakaibot.breaker import Breakers, CircuitBreaker, counts_as_unavailable
@@ -66,6 +67,8 @@ from sakaibot.telemetry import DELIVERED, NoTelemetry, Telemetry
 from sakaibot.undelivered import UndeliveredImages
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -658,15 +661,25 @@ class JobPipeline:
 
     async def send_image(self, chat_id: str, outgoing: OutgoingImage, *, reply_to: int) -> int:
         """Send an image; a flood wait is waited out, up to the delivery budget."""
+        return await self._past_flood_waits(
+            chat_id,
+            "delivery",
+            lambda: self._chat.send_image(chat_id, outgoing, reply_to=reply_to),
+        )
+
+    async def _past_flood_waits(
+        self, chat_id: str, what: str, send: Callable[[], Awaitable[T]]
+    ) -> T:
+        """``send()``, again after each flood wait, while they add up to the delivery budget."""
         waited_s = 0.0
         while True:
             try:
-                return await self._chat.send_image(chat_id, outgoing, reply_to=reply_to)
+                return await send()
             except FloodWait as exc:
                 if waited_s + exc.retry_after_s > self._max_delivery_wait_s:
                     raise
                 logger.warning(
-                    "chat %s: flood wait of %.0f s before delivery", chat_id, exc.retry_after_s
+                    "chat %s: flood wait of %.0f s before %s", chat_id, exc.retry_after_s, what
                 )
                 waited_s += exc.retry_after_s
                 self._telemetry.flood_wait()
@@ -831,18 +844,11 @@ class JobPipeline:
         if len(images) == 1:
             only = replace(images[0], caption=caption)
             return [await self.send_image(chat_id, only, reply_to=reply_to)]
-        waited_s = 0.0
-        while True:
-            try:
-                return await self._chat.send_album(chat_id, images, caption, reply_to=reply_to)
-            except FloodWait as exc:
-                if waited_s + exc.retry_after_s > self._max_delivery_wait_s:
-                    raise
-                logger.warning(
-                    "chat %s: flood wait of %.0f s before an album", chat_id, exc.retry_after_s
-                )
-                waited_s += exc.retry_after_s
-                await self._sleep(exc.retry_after_s)
+        return await self._past_flood_waits(
+            chat_id,
+            "an album",
+            lambda: self._chat.send_album(chat_id, images, caption, reply_to=reply_to),
+        )
 
     def _report_ending(self, job: Job | JobRecord, outcome: str) -> None:
         timings = job.timings_s if isinstance(job, Job) else {}

@@ -125,3 +125,17 @@ def test_help_loads_neither_prometheus_nor_matplotlib() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+async def test_a_flood_wait_before_an_album_is_counted_as_one_before_a_delivery(
+    served: tuple[Harness, httpx.AsyncClient, list[bool]],
+) -> None:
+    from sakaibot.errors import FloodWait
+
+    h, client, _ = served
+    h.chat.image_failures.append(FloodWait(5))
+    await h.say("/image=sdxl=a fox --n 2")  # flux has a budget of 1 here
+    await h.finish()
+    assert len(h.chat.albums) == 1
+    text = (await client.get("/metrics")).text
+    assert 'sakaibot_flood_waits_total{where="delivery"} 1.0' in text
