@@ -70,6 +70,7 @@ from sakaibot.telemetry import NoTelemetry, Telemetry
 from sakaibot.undelivered import UndeliveredImages
 
 if TYPE_CHECKING:
+    from sakaibot.enhancer.llm import LlmProvider
     from sakaibot.metrics import MetricsServer, PrometheusTelemetry
 
 logger = logging.getLogger(__name__)
@@ -340,18 +341,26 @@ def configured_secrets(settings: Settings) -> list[str]:
     return [secret for secret in found if secret]
 
 
-def _build_enhancer(settings: Settings, closers: list[Closer]) -> PromptEnhancer | None:
+def llm_providers(settings: Settings) -> list[LlmProvider]:
+    """The LLMs that improve prompts, first choice first; none when none is configured
+    (and then the OpenAI SDK is never imported)."""
     if settings.llm_provider == "none" or (
         settings.openrouter_api_key is None
         and settings.gemini_api_key is None
         and settings.llm_dev_url is None
     ):
-        return None  # and the OpenAI SDK is never imported
-    from sakaibot.enhancer.llm import LlmEnhancer, providers_from_settings
+        return []
+    from sakaibot.enhancer.llm import providers_from_settings
 
-    providers = providers_from_settings(settings)
+    return providers_from_settings(settings)
+
+
+def _build_enhancer(settings: Settings, closers: list[Closer]) -> PromptEnhancer | None:
+    providers = llm_providers(settings)
     if not providers:
         return None
+    from sakaibot.enhancer.llm import LlmEnhancer
+
     enhancer = LlmEnhancer(
         providers,
         timeout_s=settings.enhancer_timeout_s,
@@ -495,9 +504,9 @@ def build_app(
         if settings.image_global_limits:
             everyone_limiter = SlidingWindowLimiter(settings.image_global_limits, wall_clock)
             allowance = CombinedAllowance(allowance, LocalAllowance(everyone_limiter))
-    budgets: DailyBudgets = LocalBudgets(budget_limits(registry), wall_clock)
-    if shared is not None:
-        budgets = shared.budgets
+    budgets: DailyBudgets = (
+        shared.budgets if shared is not None else LocalBudgets(budget_limits(registry), wall_clock)
+    )
     telemetry: Telemetry = NoTelemetry()
     prometheus: PrometheusTelemetry | None = None
     if settings.metrics_port is not None:

@@ -359,30 +359,22 @@ async def _read_lines(stream: TextIO) -> Any:
 def _worker_lines(settings: Settings, *, local: bool) -> list[str]:
     """Each model and where its worker is (host and port only: a URL may carry a token)."""
     lines: list[str] = []
-    for name, model in zip(
-        settings.model_registry().names(), settings.model_registry(), strict=True
-    ):
+    for model in settings.model_registry():
         parts = urlsplit(model.url)
         where = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
         kind = "the development worker" if local else f"{parts.scheme}://"
-        lines.append(f"{name} ({model.display_name}) on {kind}{' at ' if local else ''}{where}")
+        at = " at " if local else ""
+        lines.append(f"{model.name} ({model.display_name}) on {kind}{at}{where}")
     return lines
 
 
 def _llm_line(settings: Settings) -> str:
     """Which LLM improves prompts, as ``build_app`` chooses it."""
-    nothing = "none: prompts are used as written"
-    if settings.llm_provider == "none" or (
-        settings.openrouter_api_key is None
-        and settings.gemini_api_key is None
-        and settings.llm_dev_url is None
-    ):
-        return nothing
-    from sakaibot.enhancer.llm import providers_from_settings
+    from sakaibot.app import llm_providers
 
-    providers = providers_from_settings(settings)
+    providers = llm_providers(settings)
     if not providers:
-        return nothing
+        return "none: prompts are used as written"
     return ", falling back to ".join(f"{p.name} ({p.model})" for p in providers)
 
 
