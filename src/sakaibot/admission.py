@@ -27,6 +27,7 @@ from sakaibot.errors import (
     PausedUntilReset,
     RateLimited,
     RequestRejected,
+    SakaiBotError,
     StoreUnavailable,
     UnknownModel,
 )
@@ -115,8 +116,7 @@ class Admission:
             await self._budgets.refresh()
         admitted = await self._allowance.admit(message.user_id)
         if isinstance(admitted, Denial):
-            limited = EveryoneRateLimited if admitted.everyone else RateLimited
-            raise limited(admitted.retry_after_s, admitted.window.limit, admitted.window.window_s)
+            raise _rate_refusal(admitted)
         # From here to submit() nothing awaits: the checks and the queueing
         # happen as one step, so bounds and order are exact. A request refused
         # here gives its counted slot straight back (only accepted ones count).
@@ -171,16 +171,31 @@ class Admission:
         paused_until_s = self._budgets.paused_until_s(model.name)
         if paused_until_s is None:
             return
+        self._refuse_while_paused(
+            model,
+            request,
+            serving=lambda name: self._budgets.paused_until_s(name) is None,
+            refusal=lambda other: PausedUntilReset(
+                model.display_name, paused_until_s - self._wall_clock(), other
+            ),
+        )
+
+    def _refuse_while_paused(
+        self,
+        model: ModelSpec,
+        request: ImageRequest,
+        *,
+        serving: Callable[[str], bool],
+        refusal: Callable[[str | None], SakaiBotError],
+    ) -> None:
+        """A request for a paused ``model`` goes to its usable fallback if that one is
+        ``serving``; else it is refused, naming the configured fallback if it serves
+        (a fallback this request's flags keep out is still worth naming)."""
         fallback = usable_fallback(model, request.options, self._registry)
-        if fallback is not None and self._budgets.paused_until_s(fallback.name) is None:
+        if fallback is not None and serving(fallback.name):
             return  # it will be made by the fallback
         other = self._registry.get(model.fallback) if model.fallback else None
-        suggestion = (
-            other.display_name
-            if other is not None and self._budgets.paused_until_s(other.name) is None
-            else None
-        )
-        raise PausedUntilReset(model.display_name, paused_until_s - self._wall_clock(), suggestion)
+        raise refusal(other.display_name if other is not None and serving(other.name) else None)
 
     async def _admit_album(
         self, message: IncomingMessage, request: ImageRequest, model: ModelSpec
@@ -200,13 +215,7 @@ class Admission:
         # All N count against the user's windows and everyone's, or none do.
         admitted = await self._allowance.admit(user_id, count)
         if isinstance(admitted, Denial):
-            limited = EveryoneRateLimited if admitted.everyone else RateLimited
-            raise limited(
-                admitted.retry_after_s,
-                admitted.window.limit,
-                admitted.window.window_s,
-                asked=count,
-            )
+            raise _rate_refusal(admitted, asked=count)
         # As for one image: nothing awaits from the checks to the last submit().
         # A model paused until 00:00 UTC refuses the album whole; otherwise each
         # image takes its part of the day's budget as it starts, like any job.
@@ -291,17 +300,14 @@ class Admission:
         breaker = self._breakers.get(model.name)
         if breaker.state is not BreakerState.OPEN:
             return
-        fallback = usable_fallback(model, request.options, self._registry)
-        if fallback is not None and self._breakers.get(fallback.name).state is BreakerState.CLOSED:
-            return  # it will be made by the fallback
-        # A configured fallback this request's flags keep out is still worth naming.
-        other = self._registry.get(model.fallback) if model.fallback else None
-        suggestion = (
-            other.display_name
-            if other is not None and self._breakers.get(other.name).state is BreakerState.CLOSED
-            else None
+        self._refuse_while_paused(
+            model,
+            request,
+            serving=lambda name: self._breakers.get(name).state is BreakerState.CLOSED,
+            refusal=lambda other: ModelUnavailable(
+                model.display_name, breaker.retry_after_s(), other
+            ),
         )
-        raise ModelUnavailable(model.display_name, breaker.retry_after_s(), suggestion)
 
     def _fresh_job_id(self, taken: set[str] | None = None) -> str:
         """A job (or album) id no job, album or other id in ``taken`` has (then taken)."""
@@ -315,3 +321,9 @@ class Admission:
                 if taken is not None:
                     taken.add(job_id)
                 return job_id
+
+
+def _rate_refusal(denial: Denial, *, asked: int = 1) -> RateLimited:
+    """The refusal a user hears for ``denial``: their own limit, or everyone's."""
+    limited = EveryoneRateLimited if denial.everyone else RateLimited
+    return limited(denial.retry_after_s, denial.window.limit, denial.window.window_s, asked=asked)
