@@ -16,7 +16,14 @@ from __future__ import annotations
 import logging
 
 from sakaibot.admission import Admission
-from sakaibot.chat.port import ActionAnswer, ActionKind, ActionPress, ChatPort, IncomingMessage
+from sakaibot.chat.port import (
+    ACTION_COMMANDS,
+    ActionAnswer,
+    ActionKind,
+    ActionPress,
+    ChatPort,
+    IncomingMessage,
+)
 from sakaibot.commands import (
     DEFAULT_MAX_PER_REQUEST,
     AgainCommand,
@@ -47,11 +54,12 @@ logger = logging.getLogger(__name__)
 
 def _action_command(kind: ActionKind, job_id: str) -> tuple[str, Command]:
     """The typed command an action stands for, and how it would be typed."""
+    typed = ACTION_COMMANDS[kind].format(job=job_id)
     if kind == "again":
-        return f"/image again {job_id}", AgainCommand(job_id)
+        return typed, AgainCommand(job_id)
     if kind == "file":
-        return f"/image file {job_id}", ResendCommand(job_id, as_file=True)
-    return f"/image cancel {job_id}", CancelCommand(job_id)
+        return typed, ResendCommand(job_id, as_file=True)
+    return typed, CancelCommand(job_id)
 
 
 def _model_named_in(text: str) -> str | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from sakaibot.captions import Caption
-from sakaibot.chat.port import Action, IncomingMessage, OutgoingImage
+from sakaibot.chat.port import ACTION_COMMANDS, Action, IncomingMessage, OutgoingImage
 from sakaibot.errors import LineTooLong
 from sakaibot.pipeline import JobOutcome
 from sakaibot.status import action_label, failed_text
@@ -103,15 +103,6 @@ def read_file_line(
     return _overlong(head, max_line_bytes)
 
 
-#: The command to type for each action: the console has no buttons, so it shows
-#: each action's label (in the chat's language) with the command that does the same.
-_ACTION_COMMANDS = {
-    "again": "/image again {job}",
-    "file": "/image file {job}",
-    "cancel": "/image cancel {job}",
-}
-
-
 def _with_actions(
     event: dict[str, object], line: str, actions: tuple[Action, ...]
 ) -> tuple[dict[str, object], str]:
@@ -119,7 +110,7 @@ def _with_actions(
     if not actions:
         return event, line
     hints = " ".join(
-        f"[{a.label or action_label(a.kind)}: {_ACTION_COMMANDS[a.kind].format(job=a.job_id)}]"
+        f"[{a.label or action_label(a.kind)}: {ACTION_COMMANDS[a.kind].format(job=a.job_id)}]"
         for a in actions
     )
     return {**event, "actions": [a.kind for a in actions]}, f"{line}\n  {hints}"

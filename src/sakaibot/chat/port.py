@@ -41,6 +41,12 @@ class IncomingMessage:
 #: What a one-tap action does: generate again, send as a file, cancel.
 ActionKind = Literal["again", "file", "cancel"]
 ACTION_KINDS: tuple[ActionKind, ...] = get_args(ActionKind)
+#: The command a user types to do what each action does (``{job}``: the job's id).
+ACTION_COMMANDS: dict[ActionKind, str] = {
+    "again": "/image again {job}",
+    "file": "/image file {job}",
+    "cancel": "/image cancel {job}",
+}
 
 
 @dataclass(frozen=True)
