@@ -48,11 +48,6 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class _RecoveredAlbum:
-    album: Album
-
-
-@dataclass
 class Recovery:
     store: Store
     images: ImageFiles
@@ -92,7 +87,7 @@ class Recovery:
 
     async def resume_jobs(self) -> int:
         records = await self.store.unfinished_jobs()
-        albums: dict[str, _RecoveredAlbum | None] = {}
+        albums: dict[str, Album | None] = {}
         for record in records:
             try:
                 if record.album_id is not None:
@@ -128,32 +123,15 @@ class Recovery:
         )
 
     async def _resume(self, record: JobRecord) -> None:
-        # Before anything reaches the chat: a fresh client may not know the chat
-        # yet, and a user account cannot address a stranger by id alone.
-        self.chat.remember_chat(record.chat_id, record.chat_address)
-        if record.status_message_id is not None:
-            self.status.adopt(
-                record.id,
-                chat_id=record.chat_id,
-                reply_to=record.reply_to,
-                message_id=record.status_message_id,
-            )
+        self._take_over(record, record.id)
         job = self._job(record)
         if job is None:
             await self._give_up(record, ModelGone(record.model))
             return
         if record.state == StoredJobState.DELIVERING:
-            try:
-                delivered = await self.chat.find_delivered(
-                    record.chat_id, reply_to=record.reply_to, job_id=record.id
-                )
-            except ChatError as exc:
-                # Unsure is not "never": sending twice is the lesser harm than a
-                # job that waits for ever.
-                logger.warning(
-                    "job %s: could not look for its image in the chat: %s", record.id, exc
-                )
-                delivered = None
+            delivered = await self._find_delivered(
+                record, record.id, "job %s: could not look for its image in the chat: %s"
+            )
             if delivered is not None:
                 await self.pipeline.finish(job, Delivered(delivered or None))
                 return
@@ -180,17 +158,15 @@ class Recovery:
         )
         return True
 
-    async def _resume_album_job(
-        self, record: JobRecord, albums: dict[str, _RecoveredAlbum | None]
-    ) -> None:
+    async def _resume_album_job(self, record: JobRecord, albums: dict[str, Album | None]) -> None:
         """One image of an album; the first of its album also brings the album back."""
         assert record.album_id is not None
         if record.album_id not in albums:
             albums[record.album_id] = await self._album(record)
-        recovered = albums[record.album_id]
-        if recovered is None:
+        album = albums[record.album_id]
+        if album is None:
             return  # the album was delivered before the restart: nothing more to do
-        job = self._job(record, recovered.album)
+        job = self._job(record, album)
         if job is None:
             # Rare (the model was removed): each image says so in a message of its own.
             self.status.adopt(record.id, chat_id=record.chat_id, reply_to=record.reply_to)
@@ -201,10 +177,11 @@ class Recovery:
         place = self.queues.submit_recovered(job)
         show_place(self.status, job, place)
 
-    async def _album(self, record: JobRecord) -> _RecoveredAlbum | None:
+    async def _album(self, record: JobRecord) -> Album | None:
         """Bring back the album of ``record``: ``None`` when it reached the chat already."""
         assert record.album_id is not None
-        self.chat.remember_chat(record.chat_id, record.chat_address)
+        # Its one status message is taken over (or removed, if it was delivered).
+        self._take_over(record, record.album_id)
         members = await self.store.album_jobs(record.album_id)
         album = Album(
             id=record.album_id,
@@ -215,14 +192,6 @@ class Recovery:
             model=record.model,
             texts=self.texts_for(record.chat_id),
         )
-        if record.status_message_id is not None:
-            # Its one status message is taken over (or removed, if it was delivered).
-            self.status.adopt(
-                album.id,
-                chat_id=album.chat_id,
-                reply_to=album.reply_to,
-                message_id=record.status_message_id,
-            )
         # Sent already (all of it goes out at once)? Only an album whose images were
         # being sent can be in the chat; then it is never sent again.
         delivered: int | None = None
@@ -230,12 +199,9 @@ class Recovery:
         if done:
             delivered = done[0].delivered_message_id or 0
         elif any(m.state == StoredJobState.DELIVERING for m in members):
-            try:
-                delivered = await self.chat.find_delivered(
-                    record.chat_id, reply_to=record.reply_to, job_id=album.id
-                )
-            except ChatError as exc:
-                logger.warning("album %s: could not look for it in the chat: %s", album.id, exc)
+            delivered = await self._find_delivered(
+                record, album.id, "album %s: could not look for it in the chat: %s"
+            )
         unfinished = [m for m in members if m.state in StoredJobState.UNFINISHED]
         if delivered is not None:
             await self.pipeline.album_found_delivered(album, unfinished, delivered or None)
@@ -248,7 +214,34 @@ class Recovery:
             self.pipeline.albums.failed(
                 album, MissingImage(member.album_index or 0, member.id, seed, kind)
             )
-        return _RecoveredAlbum(album)
+        return album
+
+    def _take_over(self, record: JobRecord, status_key: str) -> None:
+        """Before anything reaches the chat: address it as the job did (a fresh client
+        may not know it, and a user account cannot address a stranger by id alone),
+        and take over the status message shown before the restart, if any."""
+        self.chat.remember_chat(record.chat_id, record.chat_address)
+        if record.status_message_id is not None:
+            self.status.adopt(
+                status_key,
+                chat_id=record.chat_id,
+                reply_to=record.reply_to,
+                message_id=record.status_message_id,
+            )
+
+    async def _find_delivered(self, record: JobRecord, tag: str, warning: str) -> int | None:
+        """The message that carries the image tagged ``#tag`` (0: sent, message unknown),
+        or ``None`` when it is not in the chat or the chat could not be searched
+        (logged as ``warning``, given the tag and the error)."""
+        try:
+            return await self.chat.find_delivered(
+                record.chat_id, reply_to=record.reply_to, job_id=tag
+            )
+        except ChatError as exc:
+            # Unsure is not "never": sending twice is the lesser harm than a
+            # job that waits for ever.
+            logger.warning(warning, tag, exc)
+            return None
 
     async def _give_up(self, record: JobRecord, error: SakaiBotError) -> None:
         if record.status_message_id is None:
