@@ -79,13 +79,13 @@ class HealthCheck:
     async def __call__(self) -> Health:
         models = [
             ModelHealth(
-                model=model.name,
-                breaker=self.breakers.get(model.name).state,
-                budget_used=self.budgets.used(model.name),
-                budget_limit=self.budgets.limit_of(model.name),
-                paused_until_s=self.budgets.paused_until_s(model.name),
+                model=use.model,
+                breaker=self.breakers.get(use.model).state,
+                budget_used=use.used,
+                budget_limit=use.limit,
+                paused_until_s=use.paused_until_s,
             )
-            for model in self.registry
+            for use in self.budgets.uses(self.registry.names())
         ]
         return Health(
             telegram_connected=self.connected(),

@@ -126,7 +126,15 @@ class DailyBudgets(Protocol):
 
     def uses(self, models: Iterable[str]) -> list[BudgetUse]:
         """Each of ``models``' use today, in the order given."""
-        ...
+        return [
+            BudgetUse(
+                model=name,
+                used=self.used(name),
+                limit=self.limit_of(name),
+                paused_until_s=self.paused_until_s(name),
+            )
+            for name in models
+        ]
 
     async def take(self, model: str) -> bool:
         """Count one image about to be made; ``False`` (nothing counted) when paused."""
@@ -149,7 +157,7 @@ class DailyBudgets(Protocol):
         ...
 
 
-class LocalBudgets:
+class LocalBudgets(DailyBudgets):
     """The :class:`DailyBudgets` of one process, on its own clock.
 
     ``limits`` maps a model name to its budget; a model not in it has none.
@@ -222,15 +230,3 @@ class LocalBudgets:
         for model, count in used.items():
             self._used[model] = max(self._used.get(model, 0), count)
         self._quota_hit.update(quota_hit)
-
-    def uses(self, models: Iterable[str]) -> list[BudgetUse]:
-        """Each of ``models``' use today, in the order given."""
-        return [
-            BudgetUse(
-                model=name,
-                used=self.used(name),
-                limit=self._limits.get(name),
-                paused_until_s=self.paused_until_s(name),
-            )
-            for name in models
-        ]

@@ -17,12 +17,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 
 from sakaibot.errors import StoreUnavailable
-from sakaibot.quota import BudgetUse, next_reset_s
+from sakaibot.quota import DailyBudgets, next_reset_s
 from sakaibot.shared.interfaces import BudgetDay, SharedBudgetStore
 from sakaibot.shared.outage import OutageLog
 
 
-class SharedBudgets:
+class SharedBudgets(DailyBudgets):
     """The :class:`~sakaibot.quota.DailyBudgets` of every front end on one Redis.
 
     ``limits`` maps a model to its budget (a model not in it has none);
@@ -87,17 +87,6 @@ class SharedBudgets:
         if quota_hit or (limit is not None and used >= limit):
             return view.reset_at_s
         return None
-
-    def uses(self, models: Iterable[str]) -> list[BudgetUse]:
-        return [
-            BudgetUse(
-                model=name,
-                used=self.used(name),
-                limit=self._limits.get(name),
-                paused_until_s=self.paused_until_s(name),
-            )
-            for name in models
-        ]
 
     async def take(self, model: str) -> bool:
         try:
